@@ -36,7 +36,9 @@ _PARTIAL_P = np.array([0.0, 0.01, 0.05, 0.2])
 SPLIT_P = 0.06
 
 
-def lifecycle(size: np.ndarray, scale: np.ndarray, tl: Timeline, rng: np.random.Generator) -> pd.DataFrame:
+def lifecycle(
+    size: np.ndarray, scale: np.ndarray, tl: Timeline, rng: np.random.Generator
+) -> pd.DataFrame:
     """One row per company: when it buys, churns or declines, how it pays, which systems see it.
 
     About 7% are prospects (never buy); 55% of buyers already buy when the history
@@ -58,7 +60,8 @@ def lifecycle(size: np.ndarray, scale: np.ndarray, tl: Timeline, rng: np.random.
     has_service = rng.random(n) < np.where(is_prospect, 0.30, 0.78)
     payer = rng.choice(4, size=n, p=PAYER_P)
     terms = np.where(
-        scale <= 1, rng.choice([30, 60, 90], size=n, p=[0.3, 0.5, 0.2]),
+        scale <= 1,
+        rng.choice([30, 60, 90], size=n, p=[0.3, 0.5, 0.2]),
         rng.choice([30, 45, 60], size=n, p=[0.6, 0.25, 0.15]),
     )
     created_day = np.where(
@@ -87,16 +90,27 @@ def lifecycle(size: np.ndarray, scale: np.ndarray, tl: Timeline, rng: np.random.
     )
 
 
-def _poisson_counts(weight: np.ndarray, span: np.ndarray, per_entity: float, n_entities: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def _poisson_counts(
+    weight: np.ndarray,
+    span: np.ndarray,
+    per_entity: float,
+    n_entities: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Poisson counts whose expected total is ``per_entity * n_entities``."""
     intensity = weight * span
     scale = per_entity * n_entities / max(intensity.sum(), 1e-9)
     return rng.poisson(intensity * scale)
 
 
-def orders(life: pd.DataFrame, size: np.ndarray, primary_record: np.ndarray,
-           duplicate_record: np.ndarray, tl: Timeline, rng: np.random.Generator) -> Table:
+def orders(
+    life: pd.DataFrame,
+    size: np.ndarray,
+    primary_record: np.ndarray,
+    duplicate_record: np.ndarray,
+    tl: Timeline,
+    rng: np.random.Generator,
+) -> Table:
     """One row per real sales order (base rows, before defects).
 
     ``primary_record``/``duplicate_record`` give each company's sales record keys
@@ -148,15 +162,18 @@ def products(rng: np.random.Generator) -> pd.DataFrame:
                     "product_code": f"{prefix}-{(model + 1) * 100}",
                     "product_name": f"{family} {prefix}{(model + 1) * 100}型",
                     "price": float(np.round(base * (1 + 0.6 * model), -1)),
-                    "cost_ratio": float(rng.uniform(0.35, 0.6) if is_service else rng.uniform(0.55, 0.85)),
+                    "cost_ratio": float(
+                        rng.uniform(0.35, 0.6) if is_service else rng.uniform(0.55, 0.85)
+                    ),
                     "cost_unknown_p": 0.4 if is_service else 0.03,
                 }
             )
     return pd.DataFrame(rows)
 
 
-def order_lines(order_table: Table, size: np.ndarray, catalogue: pd.DataFrame,
-                rng: np.random.Generator) -> Table:
+def order_lines(
+    order_table: Table, size: np.ndarray, catalogue: pd.DataFrame, rng: np.random.Generator
+) -> Table:
     """One row per real order line; ``order_no`` holds the order's base row index."""
     n_orders = len(order_table["_entity"])
     counts = 1 + rng.poisson(LINES_PER_ORDER_EXTRA, n_orders)
@@ -166,8 +183,10 @@ def order_lines(order_table: Table, size: np.ndarray, catalogue: pd.DataFrame,
     popularity = 1.0 / np.arange(1, len(catalogue) + 1) ** 0.8
     product = rng.permutation(len(catalogue))[
         rng.choice(len(catalogue), size=n, p=popularity / popularity.sum())
-    ]
-    qty = np.maximum(1, np.round(rng.lognormal(np.log(1.5 * size[entity] ** 0.6), 0.6))).astype(np.int64)
+    ].astype(np.int16)
+    qty = np.maximum(1, np.round(rng.lognormal(np.log(1.5 * size[entity] ** 0.6), 0.6))).astype(
+        np.int64
+    )
     price = catalogue["price"].to_numpy()[product]
     amount = np.round(qty * price * rng.uniform(0.85, 1.0, n), 2)
     ratio = catalogue["cost_ratio"].to_numpy()[product] * rng.uniform(0.95, 1.05, n)
@@ -184,15 +203,18 @@ def order_lines(order_table: Table, size: np.ndarray, catalogue: pd.DataFrame,
     }
 
 
-def invoices(order_table: Table, order_total: np.ndarray, life: pd.DataFrame, tl: Timeline,
-             rng: np.random.Generator) -> Table:
+def invoices(
+    order_table: Table,
+    order_total: np.ndarray,
+    life: pd.DataFrame,
+    tl: Timeline,
+    rng: np.random.Generator,
+) -> Table:
     """One row per real invoice: most completed orders are invoiced within 20 days.
 
     ``客户编号`` holds the company index until finance accounts exist.
     """
-    completed = np.flatnonzero(
-        (order_table["status"] == 0) & (rng.random(len(order_total)) < 0.88)
-    )
+    completed = np.flatnonzero((order_table["status"] == 0) & (rng.random(len(order_total)) < 0.88))
     day = order_table["_day"][completed] + rng.integers(0, 21, len(completed))
     keep = day <= tl.as_of_day
     order, day = completed[keep], day[keep]
@@ -208,7 +230,9 @@ def invoices(order_table: Table, order_total: np.ndarray, life: pd.DataFrame, tl
     }
 
 
-def payments(invoice_table: Table, life: pd.DataFrame, tl: Timeline, rng: np.random.Generator) -> Table:
+def payments(
+    invoice_table: Table, life: pd.DataFrame, tl: Timeline, rng: np.random.Generator
+) -> Table:
     """One row per real payment; ``发票号`` holds the invoice's base row index.
 
     Payers pay by class (prompt / normal / slow / bad): delay, unpaid share, partial
@@ -223,9 +247,13 @@ def payments(invoice_table: Table, life: pd.DataFrame, tl: Timeline, rng: np.ran
     split = ~unpaid & ~partial & (rng.random(n) < SPLIT_P)
     delay = rng.uniform(_PAY_DELAY_LO[payer], _PAY_DELAY_HI[payer]).astype(np.int64)
     pay_day = invoice_table["_day"] + delay
-    first_share = np.where(partial, rng.uniform(0.3, 0.8, n), np.where(split, rng.uniform(0.4, 0.7, n), 1.0))
+    first_share = np.where(
+        partial, rng.uniform(0.3, 0.8, n), np.where(split, rng.uniform(0.4, 0.7, n), 1.0)
+    )
     first_amount = np.round(amount * first_share, 2)
-    first_day = np.where(split, invoice_table["_day"] + (delay * rng.uniform(0.4, 0.8, n)).astype(np.int64), pay_day)
+    first_day = np.where(
+        split, invoice_table["_day"] + (delay * rng.uniform(0.4, 0.8, n)).astype(np.int64), pay_day
+    )
     paid = ~unpaid
     invoice = np.concatenate([np.flatnonzero(paid), np.flatnonzero(split)])
     day = np.concatenate([first_day[paid], pay_day[split]])
@@ -242,8 +270,14 @@ def payments(invoice_table: Table, life: pd.DataFrame, tl: Timeline, rng: np.ran
     }
 
 
-def tickets(life: pd.DataFrame, size: np.ndarray, account_of_entity: np.ndarray, n_entities: int,
-            tl: Timeline, rng: np.random.Generator) -> Table:
+def tickets(
+    life: pd.DataFrame,
+    size: np.ndarray,
+    account_of_entity: np.ndarray,
+    n_entities: int,
+    tl: Timeline,
+    rng: np.random.Generator,
+) -> Table:
     """One row per real service ticket, for companies with a service account.
 
     First response misses the 24 h SLA by channel (phone 6%, e-mail 20%, chat 10%,
@@ -257,7 +291,9 @@ def tickets(life: pd.DataFrame, size: np.ndarray, account_of_entity: np.ndarray,
     hi = np.where(prospect, tl.as_of_day, np.minimum(life["end_day"].to_numpy() + 90, tl.as_of_day))
     span = np.where(served, np.maximum(hi - lo + 1, 0), 0).astype(float)
     weight = size**0.3 * np.where(prospect, 0.3, 1.0)
-    entity = np.repeat(np.arange(len(size)), _poisson_counts(weight, span, TICKETS_PER_CUSTOMER, n_entities, rng))
+    entity = np.repeat(
+        np.arange(len(size)), _poisson_counts(weight, span, TICKETS_PER_CUSTOMER, n_entities, rng)
+    )
     n = len(entity)
     day = lo[entity] + np.floor(rng.random(n) * span[entity]).astype(np.int64)
     hour = np.where(rng.random(n) < 0.85, rng.uniform(8, 20, n), rng.uniform(0, 24, n))
@@ -268,9 +304,13 @@ def tickets(life: pd.DataFrame, size: np.ndarray, account_of_entity: np.ndarray,
     complaint = category == vocab.CATEGORIES.index("服务质量投诉")
     miss = rng.random(n) < np.asarray(vocab.CHANNEL_SLA_MISS)[channel]
     fast = np.isin(channel, [0, 2])
-    hit_hours = np.where(fast, rng.lognormal(np.log(0.4), 1.0, n), rng.lognormal(np.log(5.0), 0.8, n))
+    hit_hours = np.where(
+        fast, rng.lognormal(np.log(0.4), 1.0, n), rng.lognormal(np.log(5.0), 0.8, n)
+    )
     response_hours = np.where(miss, 24.5 + rng.exponential(28.0, n), np.clip(hit_hours, 0.02, 23.5))
-    resolve_hours = response_hours + 0.1 + rng.lognormal(np.log(20.0), 1.2, n) * np.where(complaint, 1.6, 1.0)
+    resolve_hours = (
+        response_hours + 0.1 + rng.lognormal(np.log(20.0), 1.2, n) * np.where(complaint, 1.6, 1.0)
+    )
     responded = opened + (response_hours * HOUR).astype(np.int64)
     resolved = opened + (resolve_hours * HOUR).astype(np.int64)
     no_response = responded > tl.end_second
@@ -304,19 +344,22 @@ def subject_texts() -> np.ndarray:
         for touchpoint in vocab.TOUCHPOINTS:
             options = vocab.SUBJECTS[touchpoint]
             for variant in range(5):
-                texts.append(vocab.CATEGORY_SUBJECT_PREFIX[category] + options[variant % len(options)])
+                texts.append(
+                    vocab.CATEGORY_SUBJECT_PREFIX[category] + options[variant % len(options)]
+                )
     return np.array(texts, dtype=object)
 
 
-def surveys(ticket_table: Table, account_of_entity: np.ndarray, tl: Timeline,
-            rng: np.random.Generator) -> Table:
-    """One row per real survey answer: ~45% of resolved tickets, plus relationship surveys.
+def surveys(
+    ticket_table: Table, account_of_entity: np.ndarray, tl: Timeline, rng: np.random.Generator
+) -> Table:
+    """One row per real survey answer: ~38% of resolved tickets, plus relationship surveys.
 
     CSAT and NPS fall with SLA misses, complaints and long resolutions.
     ``ticket_id`` holds the ticket's base row index (-1 = relationship survey).
     """
     resolved = ticket_table["resolved_at"]
-    asked = np.flatnonzero(~np.isnat(resolved) & (rng.random(len(resolved)) < 0.45))
+    asked = np.flatnonzero(~np.isnat(resolved) & (rng.random(len(resolved)) < 0.38))
     answered = resolved[asked] + (rng.uniform(0.5, 72, len(asked)) * HOUR).astype("timedelta64[s]")
     keep = answered <= tl.timestamps(np.array([tl.end_second]))[0]
     asked, answered = asked[keep], answered[keep]
@@ -328,14 +371,20 @@ def surveys(ticket_table: Table, account_of_entity: np.ndarray, tl: Timeline,
     )
     served = np.flatnonzero(account_of_entity >= 0)
     n_relationship = int(len(asked) * 0.05)
-    relationship_entity = served[rng.integers(0, len(served), n_relationship)] if len(served) else served
+    relationship_entity = (
+        served[rng.integers(0, len(served), n_relationship)] if len(served) else served
+    )
     relationship_at = tl.timestamps(rng.integers(0, tl.end_second, n_relationship))
     n = len(asked) + n_relationship
     latent = np.concatenate([latent, np.full(n_relationship, 4.0)]) + rng.normal(0, 0.8, n)
     csat = np.clip(np.round(latent), 1, 5).astype(np.int64)
     nps = np.clip(np.round(2.2 * csat - 1.0 + rng.normal(0, 1.2, n)), 0, 10).astype(np.int64)
     good = len(vocab.SURVEY_COMMENTS_GOOD)
-    comment = np.where(csat >= 4, rng.integers(0, good, n), good + rng.integers(0, len(vocab.SURVEY_COMMENTS_BAD), n))
+    comment = np.where(
+        csat >= 4,
+        rng.integers(0, good, n),
+        good + rng.integers(0, len(vocab.SURVEY_COMMENTS_BAD), n),
+    )
     answered_at = np.concatenate([answered, relationship_at])
     return {
         "ticket_id": np.concatenate([asked, np.full(n_relationship, -1)]),
@@ -350,9 +399,16 @@ def surveys(ticket_table: Table, account_of_entity: np.ndarray, tl: Timeline,
     }
 
 
-def contact_log(life: pd.DataFrame, size: np.ndarray, account_of_entity: np.ndarray,
-                manager_of_entity: np.ndarray, n_staff: int, n_entities: int, tl: Timeline,
-                rng: np.random.Generator) -> Table:
+def contact_log(
+    life: pd.DataFrame,
+    size: np.ndarray,
+    account_of_entity: np.ndarray,
+    manager_of_entity: np.ndarray,
+    n_staff: int,
+    n_entities: int,
+    tl: Timeline,
+    rng: np.random.Generator,
+) -> Table:
     """One row per real contact with a customer (letter, call, meeting, visit).
 
     ``staff`` indexes the staff pool (account managers first); ``summary`` indexes

@@ -11,7 +11,7 @@ high-volume tables live in ``pipeline.demo.activity``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,9 @@ _SUFFIX_VARIANTS = {
     "集团有限公司": ("集团", "集团公司", "有限公司"),
 }
 
-CONTACT_FINDINGS = ("phone_invalid", "email_invalid", "key_contact_phone_missing")
+_PRIMARY_FINDING_CDF = np.cumsum(_PRIMARY_FINDING_P)
+_DUPLICATE_FINDING_CDF = np.cumsum(_DUPLICATE_FINDING_P)
+
 
 FRESH_DAYS = 60  # a file counted fresh was updated at most this many days before as_of
 STALE_DAYS = 120  # a stale file was last updated at least this many days before as_of
@@ -165,7 +167,9 @@ def name_variant(entity: dict, rng: np.random.Generator, operations: int) -> str
     )
     branch = ""
     full_width, space = False, False
-    kinds = rng.choice(7, size=operations, replace=False, p=[0.26, 0.16, 0.1, 0.14, 0.1, 0.16, 0.08])
+    kinds = rng.choice(
+        7, size=operations, replace=False, p=[0.26, 0.16, 0.1, 0.14, 0.1, 0.16, 0.08]
+    )
     for kind in kinds.tolist():
         if kind == 0:
             options = _SUFFIX_VARIANTS[form]
@@ -230,10 +234,10 @@ def company_phone(entity: dict, rng: np.random.Generator, allow_extension: bool)
     )
 
 
-def _timestamp(day: float, cal: Timeline, rng: np.random.Generator) -> pd.Timestamp:
+def _timestamp(day: float, cal: Timeline, rng: np.random.Generator) -> datetime:
     """A working-hours local time on history day ``day`` (may be negative)."""
     seconds = int(rng.integers(8 * 3600, 19 * 3600))
-    return pd.Timestamp(cal.start) + timedelta(days=int(day), seconds=seconds)
+    return datetime.combine(cal.start, time()) + timedelta(days=int(day), seconds=seconds)
 
 
 def sales_customers(
@@ -257,18 +261,18 @@ def sales_customers(
         if not np.isnan(duplicate_created_day[i]):
             copies.append((duplicate_created_day[i], True))
         for day, is_duplicate in copies:
-            probabilities = _DUPLICATE_FINDING_P if is_duplicate else _PRIMARY_FINDING_P
-            draw = rng.random()
-            cumulative = np.cumsum(probabilities)
-            defect_no = int(np.searchsorted(cumulative, draw, side="right"))
+            cumulative = _DUPLICATE_FINDING_CDF if is_duplicate else _PRIMARY_FINDING_CDF
+            defect_no = int(np.searchsorted(cumulative, rng.random(), side="right"))
             defect = CUSTOMER_FINDINGS[defect_no] if defect_no < len(CUSTOMER_FINDINGS) else ""
             created = _timestamp(day, cal, rng)
             if defect == "stale_file" and (cal.as_of_day - day) < STALE_DAYS + 30:
                 defect = ""  # too young to be stale
             if defect == "stale_file":
                 last = cal.as_of_day - STALE_DAYS
-                updated_day = rng.uniform(day, last) if rng.random() < 0.5 else rng.uniform(
-                    max(day, last - 200), last
+                updated_day = (
+                    rng.uniform(day, last)
+                    if rng.random() < 0.5
+                    else rng.uniform(max(day, last - 200), last)
                 )
             else:
                 updated_day = rng.uniform(max(day, cal.as_of_day - FRESH_DAYS), cal.as_of_day)
@@ -277,7 +281,11 @@ def sales_customers(
                 name = name_variant(entity, rng, 2)
                 manager = int(rng.integers(0, len(managers)))
             else:
-                name = entity["canonical_name"] if rng.random() < 0.88 else name_variant(entity, rng, 1)
+                name = (
+                    entity["canonical_name"]
+                    if rng.random() < 0.88
+                    else name_variant(entity, rng, 1)
+                )
                 manager = int(manager_idx[i])
             email_kind = rng.random()
             if email_kind < 0.12:
@@ -353,17 +361,23 @@ def sales_contacts(
     rows = []
     for record in customers.to_dict("records"):
         entity = entities[record["_entity"]]
-        count = 1 + int(rng.integers(0, 2)) if record["_is_duplicate"] else 2 + int(rng.binomial(2, 0.5))
+        count = (
+            1 + int(rng.integers(0, 2))
+            if record["_is_duplicate"]
+            else 2 + int(rng.binomial(2, 0.5))
+        )
         no_key = record["_defect"] == "key_contact_missing"
         if no_key and rng.random() < 0.4:
             continue
         titles = rng.choice(len(vocab.TITLES), size=count, replace=False)
-        is_key = np.array([vocab.TITLES[t] in vocab.KEY_TITLES and rng.random() < 0.85 for t in titles])
+        is_key = np.array(
+            [vocab.TITLES[t] in vocab.KEY_TITLES and rng.random() < 0.85 for t in titles]
+        )
         if no_key:
             is_key[:] = False
         elif not is_key.any():
             is_key[0] = True
-        created_day = (record["created_time"] - pd.Timestamp(cal.start)).days
+        created_day = (record["created_time"].date() - cal.start).days
         for title, key in zip(titles.tolist(), is_key.tolist(), strict=True):
             name, pinyin = text.person_name(rng)
             defect = ""
@@ -378,13 +392,17 @@ def sales_contacts(
             office = None
             if rng.random() < 0.6 and not entity["main_is_mobile"]:
                 office = text.format_landline(
-                    entity["area_code"], text.landline_local(entity["local_length"], rng), int(rng.integers(0, 7))
+                    entity["area_code"],
+                    text.landline_local(entity["local_length"], rng),
+                    int(rng.integers(0, 7)),
                 )
             if rng.random() < 0.05:
                 mobile = None
                 if office is None and key and not defect:
                     office = text.format_landline(entity["area_code"], entity["landline"], 0)
-            email = text.person_email(pinyin, entity["domain"], rng) if rng.random() < 0.75 else None
+            email = (
+                text.person_email(pinyin, entity["domain"], rng) if rng.random() < 0.75 else None
+            )
             if defect == "phone_invalid":
                 if mobile is None:
                     mobile = text.format_mobile(text.mobile_number(rng), 0)
@@ -397,7 +415,7 @@ def sales_contacts(
                 mobile, office = None, None  # legitimately unusual: non-key person without phone
             birthday = None
             if rng.random() < 0.65:
-                birthday = pd.Timestamp("1960-01-01") + timedelta(days=int(rng.integers(0, 365 * 40)))
+                birthday = date(1960, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 40)))
             updated_day = rng.uniform(max(created_day, 0), cal.as_of_day)
             rows.append(
                 {
@@ -422,7 +440,10 @@ def sales_contacts(
 
 
 def service_accounts(
-    entities: list[dict], entity_idx: np.ndarray, created_day: np.ndarray, cal: Timeline,
+    entities: list[dict],
+    entity_idx: np.ndarray,
+    created_day: np.ndarray,
+    cal: Timeline,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
     """One row per service-desk ``account``: the companies that use the service desk.
@@ -443,12 +464,16 @@ def service_accounts(
         elif phone_draw < 0.8:
             phone = text.format_mobile(entity["mobile"], int(rng.integers(0, 5)))
         elif phone_draw < 0.9:
-            phone = text.format_landline(entity["area_code"], entity["second_landline"], int(rng.integers(0, 7)))
+            phone = text.format_landline(
+                entity["area_code"], entity["second_landline"], int(rng.integers(0, 7))
+            )
         else:
             phone = None
         email = None
         if rng.random() < 0.5:
-            email = f"{('service', 'it', 'admin', 'info')[int(rng.integers(0, 4))]}@{entity['domain']}"
+            email = (
+                f"{('service', 'it', 'admin', 'info')[int(rng.integers(0, 4))]}@{entity['domain']}"
+            )
         operations = 1 + int(rng.random() < 0.35) + int(rng.random() < 0.1)
         modified_day = rng.uniform(max(day, 0), cal.as_of_day)
         rows.append(
@@ -469,7 +494,10 @@ def service_accounts(
 
 
 def finance_accounts(
-    entities: list[dict], entity_idx: np.ndarray, first_invoice_day: np.ndarray, cal: Timeline,
+    entities: list[dict],
+    entity_idx: np.ndarray,
+    first_invoice_day: np.ndarray,
+    cal: Timeline,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
     """One row per finance customer account (``accounts.xlsx``): every invoiced company.
@@ -502,7 +530,7 @@ def finance_accounts(
                 "联系电话": phone,
                 "地址": address_text(entity, rng, vary=True) if rng.random() < 0.9 else None,
                 "信用额度(元)": credit,
-                "更新日期": (pd.Timestamp(cal.start) + timedelta(days=int(updated_day))).date(),
+                "更新日期": cal.start + timedelta(days=int(updated_day)),
                 "_entity": i,
                 "_created_day": day,
             }

@@ -20,7 +20,9 @@ from pipeline.demo.activity import DAY, HOUR, Table
 DEFECT_RATE = 0.008  # per defect type, as a share of the real rows of a table
 DUPLICATE_RATE = 0.006
 
-_OUT_OF_RANGE_YEARS = np.array(["2099-01-01", "1970-01-01", "1900-01-01", "2098-01-01"], dtype="datetime64[D]")
+_OUT_OF_RANGE_YEARS = np.array(
+    ["2099-01-01", "1970-01-01", "1900-01-01", "2098-01-01"], dtype="datetime64[D]"
+)
 
 Mutator = Callable[[Table, np.random.Generator], None]
 
@@ -81,12 +83,13 @@ def out_of_range(column: str, future_only: bool = False, then: Mutator | None = 
         n = len(values)
         years = _OUT_OF_RANGE_YEARS[[0, 3]] if future_only else _OUT_OF_RANGE_YEARS
         day = years[rng.integers(0, len(years), n)]
-        far = day + np.where(day.astype("datetime64[Y]") >= np.datetime64("2098", "Y"),
-                             rng.integers(0, 365, n), 0).astype("timedelta64[D]")
+        far = day + np.where(
+            day.astype("datetime64[Y]") >= np.datetime64("2098", "Y"), rng.integers(0, 365, n), 0
+        ).astype("timedelta64[D]")
         if values.dtype == np.dtype("datetime64[s]"):
-            table[column] = far.astype("datetime64[s]") + rng.integers(8 * HOUR, 18 * HOUR, n).astype(
-                "timedelta64[s]"
-            )
+            table[column] = far.astype("datetime64[s]") + rng.integers(
+                8 * HOUR, 18 * HOUR, n
+            ).astype("timedelta64[s]")
         else:
             table[column] = far.astype(values.dtype)
         if then is not None:
@@ -143,47 +146,55 @@ def finalize(
 ) -> Finalized:
     """Inject defect rows, order rows by ``_sort``, number them, then add duplicate keys.
 
-    ``eligible`` marks real rows that may be cloned (rows without a finding defect).
-    ``touch`` changes a non-key field on half the duplicate copies (a re-exported row),
-    without introducing another defect.
+    ``table`` is consumed (its columns are moved into the result one at a time, so a
+    large table is never held twice). ``eligible`` marks real rows that may be cloned
+    (rows without a finding defect). ``touch`` changes a non-key field on half the
+    duplicate copies (a re-exported row), without introducing another defect.
     """
     n = len(table["_sort"])
     pool = np.flatnonzero(eligible) if eligible is not None else np.arange(n)
-    parts = [table]
+    clones: list[Table] = []
     codes = [np.full(n, "", dtype=object)]
     for injection in injections:
         count = int(rng.binomial(n, injection.rate)) if len(pool) else 0
         source = pool[rng.integers(0, len(pool), count)]
         clone = {name: values[source].copy() for name, values in table.items()}
         injection.mutate(clone, rng)
-        parts.append(clone)
+        clones.append(clone)
         codes.append(np.full(count, injection.code, dtype=object))
-    merged = {name: np.concatenate([part[name] for part in parts]) for name in table}
-    usable = np.concatenate([np.ones(n, bool) if eligible is None else eligible] +
-                            [np.zeros(len(c), bool) for c in codes[1:]])
-    order = np.argsort(merged["_sort"], kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    merged = {name: values[order] for name, values in merged.items()}
-    defect = np.concatenate(codes)[order]
-    usable = usable[order]
-    merged[key_column] = first_key + np.arange(len(order), dtype=np.int64)
-
+    order = np.argsort(
+        np.concatenate([table["_sort"], *(clone["_sort"] for clone in clones)]), kind="stable"
+    )
     rows = len(order)
-    good = np.flatnonzero((defect == "") & usable)
+    rank = np.empty(rows, dtype=np.int64)
+    rank[order] = np.arange(rows)
+    defect = np.concatenate(codes)[order]
+    usable = np.concatenate(
+        [np.ones(n, bool) if eligible is None else eligible, np.zeros(rows - n, bool)]
+    )
+    good = np.flatnonzero((defect == "") & usable[order])
+
+    # duplicate copies of good rows, each placed somewhere after its original
     count = min(int(rng.binomial(n, DUPLICATE_RATE)), len(good))
     source = np.sort(rng.choice(good, size=count, replace=False)) if count else good[:0]
-    copies = {name: values[source].copy() for name, values in merged.items()}
-    if touch is not None and count:
-        touched = rng.random(count) < 0.5
-        part = {name: values[touched] for name, values in copies.items()}
-        touch(part, rng)
-        for name, values in part.items():
-            copies[name][touched] = values
     position = np.concatenate(
         [np.arange(rows, dtype=float), source + 0.5 + np.floor(rng.random(count) * (rows - source))]
     )
     final_order = np.argsort(position, kind="stable")
-    final = {name: np.concatenate([merged[name], copies[name]])[final_order] for name in merged}
+    sorted_position = np.concatenate([np.arange(rows), source])[final_order]
+    gather = order[sorted_position]
+    final: Table = {}
+    for name in list(table):
+        column = np.concatenate([table.pop(name), *(clone.pop(name) for clone in clones)])
+        final[name] = column[gather]
+        del column
+    final[key_column] = first_key + sorted_position
     defect = np.concatenate([defect, np.full(count, "duplicate_key", dtype=object)])[final_order]
+    if touch is not None and count:
+        copy_rows = np.flatnonzero(final_order >= rows)
+        touched = copy_rows[rng.random(len(copy_rows)) < 0.5]
+        part = {name: values[touched] for name, values in final.items()}
+        touch(part, rng)
+        for name, values in part.items():
+            final[name][touched] = values
     return Finalized(table=final, defect=defect, key_of_base=first_key + rank[:n])

@@ -51,13 +51,32 @@ import pandas as pd
 from pipeline.demo import activity, companies, defects, text, vocab
 from pipeline.demo.defects import Injection
 from pipeline.demo.timeline import build_timeline
-from pipeline.demo.writers import Column, Key, Lookup, render, write_csv, write_sqlite, write_xlsx
+from pipeline.demo.writers import (
+    Column,
+    Key,
+    Lookup,
+    render,
+    write_csv,
+    write_sqlite,
+    write_xlsx,
+)
 
 logger = logging.getLogger(__name__)
 
 _STREAMS = (
-    "entities", "lifecycle", "sales", "contacts", "service", "orders", "lines", "finance",
-    "tickets", "surveys", "contact_log", "defects", "staff",
+    "entities",
+    "lifecycle",
+    "sales",
+    "contacts",
+    "service",
+    "orders",
+    "lines",
+    "finance",
+    "tickets",
+    "surveys",
+    "contact_log",
+    "defects",
+    "staff",
 )
 
 FIRST_INVOICE_NUMBER = 10_000_001
@@ -83,8 +102,9 @@ def _staff_pool(managers: int, rng: np.random.Generator) -> list[tuple[str, str]
     return pool
 
 
-def _truth_rows(system: str, dataset: str, keys: np.ndarray, codes: np.ndarray, key: Key,
-                action: str) -> pd.DataFrame:
+def _truth_rows(
+    system: str, dataset: str, keys: np.ndarray, codes: np.ndarray, key: Key, action: str
+) -> pd.DataFrame:
     bad = codes != ""
     return pd.DataFrame(
         {
@@ -132,8 +152,12 @@ def generate_demo_sources(
     staff = _staff_pool(n_managers, rng["staff"])
 
     customers_table = companies.sales_customers(
-        entity_rows, life["created_day"].to_numpy(), life["duplicate_created_day"].to_numpy(),
-        staff[:n_managers], tl, rng["sales"],
+        entity_rows,
+        life["created_day"].to_numpy(),
+        life["duplicate_created_day"].to_numpy(),
+        staff[:n_managers],
+        tl,
+        rng["sales"],
     )
     contacts_table = companies.sales_contacts(customers_table, entity_rows, tl, rng["contacts"])
     primary = customers_table[~customers_table["_is_duplicate"]]
@@ -144,36 +168,65 @@ def generate_demo_sources(
     duplicate_record[duplicates["_entity"].to_numpy()] = duplicates["cust_no"].to_numpy()
     manager_of_entity = np.full(customers, -1)
     manager_of_entity[primary["_entity"].to_numpy()] = primary["_manager"].to_numpy()
-    logger.info("sales customers: %d records, %d contacts", len(customers_table), len(contacts_table))
+    logger.info(
+        "sales customers: %d records, %d contacts", len(customers_table), len(contacts_table)
+    )
 
     served = np.flatnonzero(life["has_service"].to_numpy())
-    service_created = np.maximum(life["created_day"].to_numpy(), life["start_day"].to_numpy() - 60)[served]
-    accounts_table = companies.service_accounts(entity_rows, served, service_created, tl, rng["service"])
+    service_created = np.maximum(life["created_day"].to_numpy(), life["start_day"].to_numpy() - 60)[
+        served
+    ]
+    accounts_table = companies.service_accounts(
+        entity_rows, served, service_created, tl, rng["service"]
+    )
     account_of_entity = np.full(customers, -1)
-    account_of_entity[accounts_table["_entity"].to_numpy()] = accounts_table["account_id"].to_numpy()
+    account_of_entity[accounts_table["_entity"].to_numpy()] = accounts_table[
+        "account_id"
+    ].to_numpy()
 
     order_base = activity.orders(life, size, primary_record, duplicate_record, tl, rng["orders"])
     catalogue = activity.products(rng["orders"])
     line_base = activity.order_lines(order_base, size, catalogue, rng["lines"])
-    order_total = np.bincount(line_base["order_no"], weights=line_base["amount"], minlength=len(order_base["_day"]))
+    order_total = np.bincount(
+        line_base["order_no"], weights=line_base["amount"], minlength=len(order_base["_day"])
+    )
     invoice_base = activity.invoices(order_base, order_total, life, tl, rng["finance"])
     payment_base = activity.payments(invoice_base, life, tl, rng["finance"])
     first_invoice = _first_day(invoice_base["_entity"], invoice_base["_day"], customers)
     invoiced = np.flatnonzero(first_invoice < np.iinfo(np.int64).max)
-    finance_table = companies.finance_accounts(entity_rows, invoiced, first_invoice[invoiced], tl, rng["finance"])
+    finance_table = companies.finance_accounts(
+        entity_rows, invoiced, first_invoice[invoiced], tl, rng["finance"]
+    )
     finance_of_entity = np.full(customers, -1)
     finance_of_entity[finance_table["_entity"].to_numpy()] = finance_table["客户编号"].to_numpy()
     invoice_base["客户编号"] = finance_of_entity[invoice_base["客户编号"]]
     payment_base["客户编号"] = finance_of_entity[payment_base["客户编号"]]
-    logger.info("orders %d, lines %d, invoices %d, payments %d", len(order_base["_day"]),
-                len(line_base["qty"]), len(invoice_base["_day"]), len(payment_base["_sort"]))
+    logger.info(
+        "orders %d, lines %d, invoices %d, payments %d",
+        len(order_base["_day"]),
+        len(line_base["qty"]),
+        len(invoice_base["_day"]),
+        len(payment_base["_sort"]),
+    )
 
     ticket_base = activity.tickets(life, size, account_of_entity, customers, tl, rng["tickets"])
     survey_base = activity.surveys(ticket_base, account_of_entity, tl, rng["surveys"])
-    log_base = activity.contact_log(life, size, account_of_entity, manager_of_entity, len(staff), customers,
-                                    tl, rng["contact_log"])
-    logger.info("tickets %d, surveys %d, contact log %d", len(ticket_base["_sort"]), len(survey_base["_sort"]),
-                len(log_base["_sort"]))
+    log_base = activity.contact_log(
+        life,
+        size,
+        account_of_entity,
+        manager_of_entity,
+        len(staff),
+        customers,
+        tl,
+        rng["contact_log"],
+    )
+    logger.info(
+        "tickets %d, surveys %d, contact log %d",
+        len(ticket_base["_sort"]),
+        len(survey_base["_sort"]),
+        len(log_base["_sort"]),
+    )
 
     rd = rng["defects"]
     n_records = int(customers_table["cust_no"].max())
@@ -187,7 +240,9 @@ def generate_demo_sources(
             Injection("date_out_of_range", defects.out_of_range("order_date")),
             Injection("missing_required", defects.blank_one_of("cust_no", "order_date")),
         ],
-        "order_no", 1, rd,
+        "order_no",
+        1,
+        rd,
         touch=lambda t, r: t.update(status=np.where(t["status"] == 2, 0, t["status"])),
     )
     line_base["order_no"] = orders_final.key_of_base[line_base["order_no"]]
@@ -201,17 +256,23 @@ def generate_demo_sources(
             Injection("cost_exceeds_amount", _cost_exceeds_amount),
             Injection("missing_required", defects.blank_one_of("order_no", "amount")),
         ],
-        "line_id", 1, rd,
+        "line_id",
+        1,
+        rd,
     )
     invoices_final = defects.finalize(
         invoice_base,
         [
             Injection("unknown_customer", defects.unknown_reference("客户编号", n_finance + 1)),
             Injection("negative_amount", defects.negate("金额(元)")),
-            Injection("date_out_of_range", defects.out_of_range("开票日期", then=_due_after_invoice)),
+            Injection(
+                "date_out_of_range", defects.out_of_range("开票日期", then=_due_after_invoice)
+            ),
             Injection("missing_required", defects.blank_one_of("客户编号", "开票日期", "金额(元)")),
         ],
-        "发票号", FIRST_INVOICE_NUMBER, rd,
+        "发票号",
+        FIRST_INVOICE_NUMBER,
+        rd,
         touch=lambda t, r: t.update({"到期日": t["到期日"] + np.timedelta64(15, "D")}),
     )
     payment_base["发票号"] = invoices_final.key_of_base[payment_base["发票号"]]
@@ -225,24 +286,36 @@ def generate_demo_sources(
             Injection("date_out_of_range", defects.out_of_range("收款日期", future_only=True)),
             Injection("missing_required", defects.blank_one_of("发票号", "收款日期", "金额(元)")),
         ],
-        "收款单号", 1, rd,
+        "收款单号",
+        1,
+        rd,
     )
     tickets_final = defects.finalize(
         ticket_base,
         [
             Injection("unknown_customer", defects.unknown_reference("account_id", n_accounts + 1)),
-            Injection("response_before_open",
-                      defects.before("first_response_at", "opened_at", 3, then=_at_least_in_progress)),
-            Injection("resolved_before_open",
-                      defects.before("resolved_at", "opened_at", 3, then=_resolved_status)),
-            Injection("date_out_of_range", defects.out_of_range("opened_at", then=_not_yet_answered)),
+            Injection(
+                "response_before_open",
+                defects.before("first_response_at", "opened_at", 3, then=_at_least_in_progress),
+            ),
+            Injection(
+                "resolved_before_open",
+                defects.before("resolved_at", "opened_at", 3, then=_resolved_status),
+            ),
+            Injection(
+                "date_out_of_range", defects.out_of_range("opened_at", then=_not_yet_answered)
+            ),
             Injection("missing_required", defects.blank_one_of("account_id", "opened_at")),
         ],
-        "ticket_id", 1, rd,
+        "ticket_id",
+        1,
+        rd,
         touch=lambda t, r: t.update(subject=(t["subject"] // 5) * 5 + (t["subject"] + 1) % 5),
     )
     survey_base["ticket_id"] = np.where(
-        survey_base["ticket_id"] >= 0, tickets_final.key_of_base[np.maximum(survey_base["ticket_id"], 0)], -1
+        survey_base["ticket_id"] >= 0,
+        tickets_final.key_of_base[np.maximum(survey_base["ticket_id"], 0)],
+        -1,
     )
     surveys_final = defects.finalize(
         survey_base,
@@ -253,7 +326,9 @@ def generate_demo_sources(
             Injection("date_out_of_range", defects.out_of_range("answered_at")),
             Injection("missing_required", defects.blank_one_of("account_id", "answered_at")),
         ],
-        "survey_id", 1, rd,
+        "survey_id",
+        1,
+        rd,
     )
     blank_summary = log_base["summary"] < 0
     log_base["summary"][blank_summary] = np.where(rd.random(int(blank_summary.sum())) < 0.5, -1, -2)
@@ -264,14 +339,20 @@ def generate_demo_sources(
             Injection("date_out_of_range", defects.out_of_range("contact_time")),
             Injection("missing_required", defects.blank_one_of("account_id", "contact_time")),
         ],
-        "log_id", 1, rd,
+        "log_id",
+        1,
+        rd,
         eligible=~blank_summary,
     )
     report_missing = (logs_final.table["summary"] < 0) & (logs_final.defect == "")
 
     schemas = _schemas(
-        n_records=n_records, n_orders=n_orders, n_accounts=n_accounts, n_finance=n_finance,
-        catalogue=catalogue, staff=staff,
+        n_records=n_records,
+        n_orders=n_orders,
+        n_accounts=n_accounts,
+        n_finance=n_finance,
+        catalogue=catalogue,
+        staff=staff,
     )
     _reset(out_dir)
     write_sqlite(
@@ -294,7 +375,9 @@ def generate_demo_sources(
         ],
     )
     logger.info("wrote %s", out_dir / "service.db")
-    write_xlsx(out_dir / "finance" / "accounts.xlsx", "客户", schemas["accounts"], finance_table, as_of)
+    write_xlsx(
+        out_dir / "finance" / "accounts.xlsx", "客户", schemas["accounts"], finance_table, as_of
+    )
     write_csv(out_dir / "finance" / "invoices.csv", schemas["invoices"], invoices_final.table)
     write_csv(out_dir / "finance" / "payments.csv", schemas["payments"], payments_final.table)
     logger.info("wrote %s", out_dir / "finance")
@@ -302,41 +385,125 @@ def generate_demo_sources(
     keys = {name: columns[0].render for name, columns in schemas.items()}
     entities_truth = pd.concat(
         [
-            pd.DataFrame({"source_system": "sales",
-                          "source_record_id": _render_keys(customers_table["cust_no"].to_numpy(), keys["crm_customer"]),
-                          "entity_id": entities["entity_id"].to_numpy()[customers_table["_entity"].to_numpy()]}),
-            pd.DataFrame({"source_system": "service",
-                          "source_record_id": _render_keys(accounts_table["account_id"].to_numpy(), keys["account"]),
-                          "entity_id": entities["entity_id"].to_numpy()[accounts_table["_entity"].to_numpy()]}),
-            pd.DataFrame({"source_system": "finance",
-                          "source_record_id": _render_keys(finance_table["客户编号"].to_numpy(), keys["accounts"]),
-                          "entity_id": entities["entity_id"].to_numpy()[finance_table["_entity"].to_numpy()]}),
+            pd.DataFrame(
+                {
+                    "source_system": "sales",
+                    "source_record_id": _render_keys(
+                        customers_table["cust_no"].to_numpy(), keys["crm_customer"]
+                    ),
+                    "entity_id": entities["entity_id"].to_numpy()[
+                        customers_table["_entity"].to_numpy()
+                    ],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "source_system": "service",
+                    "source_record_id": _render_keys(
+                        accounts_table["account_id"].to_numpy(), keys["account"]
+                    ),
+                    "entity_id": entities["entity_id"].to_numpy()[
+                        accounts_table["_entity"].to_numpy()
+                    ],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "source_system": "finance",
+                    "source_record_id": _render_keys(
+                        finance_table["客户编号"].to_numpy(), keys["accounts"]
+                    ),
+                    "entity_id": entities["entity_id"].to_numpy()[
+                        finance_table["_entity"].to_numpy()
+                    ],
+                }
+            ),
         ],
         ignore_index=True,
     )
     quarantine = "quarantine"
     defect_truth = pd.concat(
         [
-            _truth_rows("sales", "sales_customers", customers_table["cust_no"].to_numpy(),
-                        customers_table["_defect"].to_numpy(dtype=object), keys["crm_customer"], "finding"),
-            _truth_rows("sales", "sales_contacts", contacts_table["contact_no"].to_numpy(),
-                        contacts_table["_defect"].to_numpy(dtype=object), keys["crm_contact"], "finding"),
-            _truth_rows("sales", "sales_orders", orders_final.table["order_no"], orders_final.defect,
-                        keys["sales_order"], quarantine),
-            _truth_rows("sales", "sales_order_lines", lines_final.table["line_id"], lines_final.defect,
-                        Key("", 1), quarantine),
-            _truth_rows("service", "service_tickets", tickets_final.table["ticket_id"], tickets_final.defect,
-                        keys["ticket"], quarantine),
-            _truth_rows("service", "service_surveys", surveys_final.table["survey_id"], surveys_final.defect,
-                        keys["survey"], quarantine),
-            _truth_rows("service", "service_contact_log", logs_final.table["log_id"], logs_final.defect,
-                        keys["contact_log"], quarantine),
-            _truth_rows("service", "service_contact_log", logs_final.table["log_id"],
-                        np.where(report_missing, "contact_report_missing", ""), keys["contact_log"], "finding"),
-            _truth_rows("finance", "finance_invoices", invoices_final.table["发票号"], invoices_final.defect,
-                        keys["invoices"], quarantine),
-            _truth_rows("finance", "finance_payments", payments_final.table["收款单号"], payments_final.defect,
-                        keys["payments"], quarantine),
+            _truth_rows(
+                "sales",
+                "sales_customers",
+                customers_table["cust_no"].to_numpy(),
+                customers_table["_defect"].to_numpy(dtype=object),
+                keys["crm_customer"],
+                "finding",
+            ),
+            _truth_rows(
+                "sales",
+                "sales_contacts",
+                contacts_table["contact_no"].to_numpy(),
+                contacts_table["_defect"].to_numpy(dtype=object),
+                keys["crm_contact"],
+                "finding",
+            ),
+            _truth_rows(
+                "sales",
+                "sales_orders",
+                orders_final.table["order_no"],
+                orders_final.defect,
+                keys["sales_order"],
+                quarantine,
+            ),
+            _truth_rows(
+                "sales",
+                "sales_order_lines",
+                lines_final.table["line_id"],
+                lines_final.defect,
+                Key("", 1),
+                quarantine,
+            ),
+            _truth_rows(
+                "service",
+                "service_tickets",
+                tickets_final.table["ticket_id"],
+                tickets_final.defect,
+                keys["ticket"],
+                quarantine,
+            ),
+            _truth_rows(
+                "service",
+                "service_surveys",
+                surveys_final.table["survey_id"],
+                surveys_final.defect,
+                keys["survey"],
+                quarantine,
+            ),
+            _truth_rows(
+                "service",
+                "service_contact_log",
+                logs_final.table["log_id"],
+                logs_final.defect,
+                keys["contact_log"],
+                quarantine,
+            ),
+            _truth_rows(
+                "service",
+                "service_contact_log",
+                logs_final.table["log_id"],
+                np.where(report_missing, "contact_report_missing", ""),
+                keys["contact_log"],
+                "finding",
+            ),
+            _truth_rows(
+                "finance",
+                "finance_invoices",
+                invoices_final.table["发票号"],
+                invoices_final.defect,
+                keys["invoices"],
+                quarantine,
+            ),
+            _truth_rows(
+                "finance",
+                "finance_payments",
+                payments_final.table["收款单号"],
+                payments_final.defect,
+                keys["payments"],
+                quarantine,
+            ),
         ],
         ignore_index=True,
     ).sort_values(["source_system", "dataset", "source_record_id", "defect"], ignore_index=True)
@@ -375,7 +542,11 @@ def generate_demo_sources(
     (truth_dir / "manifest.json").write_text(
         json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    logger.info("wrote ground truth: %d entity records, %d defect rows", len(entities_truth), len(defect_truth))
+    logger.info(
+        "wrote ground truth: %d entity records, %d defect rows",
+        len(entities_truth),
+        len(defect_truth),
+    )
     return manifest
 
 
@@ -405,13 +576,21 @@ def _resolved_status(table: activity.Table, rng: np.random.Generator) -> None:
 
 
 def _not_yet_answered(table: activity.Table, rng: np.random.Generator) -> None:
-    table["first_response_at"] = np.full(len(table["status"]), np.datetime64("NaT"), dtype="datetime64[s]")
+    table["first_response_at"] = np.full(
+        len(table["status"]), np.datetime64("NaT"), dtype="datetime64[s]"
+    )
     table["resolved_at"] = table["first_response_at"].copy()
     table["status"] = np.zeros(len(table["status"]), dtype=table["status"].dtype)
 
 
-def _schemas(n_records: int, n_orders: int, n_accounts: int, n_finance: int, catalogue: pd.DataFrame,
-             staff: list[tuple[str, str]]) -> dict[str, list[Column]]:
+def _schemas(
+    n_records: int,
+    n_orders: int,
+    n_accounts: int,
+    n_finance: int,
+    catalogue: pd.DataFrame,
+    staff: list[tuple[str, str]],
+) -> dict[str, list[Column]]:
     """Raw columns of every source table (docs/sources.md), keyed by raw table/file name."""
     customer = Key("C", _key_width(6, n_records))
     order = Key("SO", _key_width(8, n_orders))
@@ -420,75 +599,114 @@ def _schemas(n_records: int, n_orders: int, n_accounts: int, n_finance: int, cat
     invoice = Key("", 8)
     return {
         "crm_customer": [
-            Column("cust_no", "TEXT PRIMARY KEY", customer), Column("cust_name", "TEXT", "text"),
-            Column("credit_code", "TEXT", "text"), Column("legal_rep", "TEXT", "text"),
-            Column("industry", "TEXT", "text"), Column("province", "TEXT", "text"),
-            Column("city", "TEXT", "text"), Column("address", "TEXT", "text"), Column("scale", "TEXT", "text"),
-            Column("staff_count", "INTEGER", "int"), Column("annual_revenue_wan", "REAL", "money"),
-            Column("tel", "TEXT", "text"), Column("email", "TEXT", "text"),
-            Column("manager_name", "TEXT", "text"), Column("manager_email", "TEXT", "text"),
-            Column("created_time", "TEXT", "timestamp"), Column("updated_time", "TEXT", "timestamp"),
+            Column("cust_no", "TEXT PRIMARY KEY", customer),
+            Column("cust_name", "TEXT", "text"),
+            Column("credit_code", "TEXT", "text"),
+            Column("legal_rep", "TEXT", "text"),
+            Column("industry", "TEXT", "text"),
+            Column("province", "TEXT", "text"),
+            Column("city", "TEXT", "text"),
+            Column("address", "TEXT", "text"),
+            Column("scale", "TEXT", "text"),
+            Column("staff_count", "INTEGER", "int"),
+            Column("annual_revenue_wan", "REAL", "money"),
+            Column("tel", "TEXT", "text"),
+            Column("email", "TEXT", "text"),
+            Column("manager_name", "TEXT", "text"),
+            Column("manager_email", "TEXT", "text"),
+            Column("created_time", "TEXT", "timestamp"),
+            Column("updated_time", "TEXT", "timestamp"),
         ],
         "crm_contact": [
-            Column("contact_no", "TEXT PRIMARY KEY", Key("CT", 7)), Column("cust_no", "TEXT", customer),
-            Column("contact_name", "TEXT", "text"), Column("title", "TEXT", "text"),
-            Column("mobile", "TEXT", "text"), Column("office_tel", "TEXT", "text"),
-            Column("email", "TEXT", "text"), Column("birthday", "TEXT", "date"),
-            Column("relation", "TEXT", "text"), Column("is_key", "INTEGER", "int"),
+            Column("contact_no", "TEXT PRIMARY KEY", Key("CT", 7)),
+            Column("cust_no", "TEXT", customer),
+            Column("contact_name", "TEXT", "text"),
+            Column("title", "TEXT", "text"),
+            Column("mobile", "TEXT", "text"),
+            Column("office_tel", "TEXT", "text"),
+            Column("email", "TEXT", "text"),
+            Column("birthday", "TEXT", "date"),
+            Column("relation", "TEXT", "text"),
+            Column("is_key", "INTEGER", "int"),
             Column("updated_time", "TEXT", "timestamp"),
         ],
         "sales_order": [
-            Column("order_no", "TEXT", order), Column("cust_no", "TEXT", customer),
-            Column("order_date", "TEXT", "date"), Column("status", "TEXT", Lookup(vocab.ORDER_STATUSES)),
+            Column("order_no", "TEXT", order),
+            Column("cust_no", "TEXT", customer),
+            Column("order_date", "TEXT", "date"),
+            Column("status", "TEXT", Lookup(vocab.ORDER_STATUSES)),
             Column("created_time", "TEXT", "timestamp"),
         ],
         "sales_order_line": [
-            Column("line_id", "INTEGER", "int"), Column("order_no", "TEXT", order),
+            Column("line_id", "INTEGER", "int"),
+            Column("order_no", "TEXT", order),
             Column("product_code", "TEXT", Lookup(tuple(catalogue["product_code"])), "product"),
             Column("product_name", "TEXT", Lookup(tuple(catalogue["product_name"])), "product"),
-            Column("qty", "INTEGER", "int"), Column("amount", "REAL", "money"), Column("cost", "REAL", "money"),
+            Column("qty", "INTEGER", "int"),
+            Column("amount", "REAL", "money"),
+            Column("cost", "REAL", "money"),
         ],
         "account": [
-            Column("account_id", "TEXT PRIMARY KEY", account), Column("account_name", "TEXT", "text"),
-            Column("uscc", "TEXT", "text"), Column("phone", "TEXT", "text"), Column("email", "TEXT", "text"),
-            Column("address", "TEXT", "text"), Column("modified_at", "TEXT", "timestamp"),
+            Column("account_id", "TEXT PRIMARY KEY", account),
+            Column("account_name", "TEXT", "text"),
+            Column("uscc", "TEXT", "text"),
+            Column("phone", "TEXT", "text"),
+            Column("email", "TEXT", "text"),
+            Column("address", "TEXT", "text"),
+            Column("modified_at", "TEXT", "timestamp"),
         ],
         "ticket": [
-            Column("ticket_id", "TEXT", Key("T", 8)), Column("account_id", "TEXT", account),
-            Column("opened_at", "TEXT", "timestamp"), Column("channel", "TEXT", Lookup(vocab.CHANNELS)),
+            Column("ticket_id", "TEXT", Key("T", 8)),
+            Column("account_id", "TEXT", account),
+            Column("opened_at", "TEXT", "timestamp"),
+            Column("channel", "TEXT", Lookup(vocab.CHANNELS)),
             Column("category", "TEXT", Lookup(vocab.CATEGORIES)),
             Column("touchpoint", "TEXT", Lookup(vocab.TOUCHPOINTS)),
-            Column("first_response_at", "TEXT", "timestamp"), Column("resolved_at", "TEXT", "timestamp"),
+            Column("first_response_at", "TEXT", "timestamp"),
+            Column("resolved_at", "TEXT", "timestamp"),
             Column("status", "TEXT", Lookup(vocab.TICKET_STATUSES)),
             Column("subject", "TEXT", Lookup(tuple(activity.subject_texts()))),
         ],
         "survey": [
-            Column("survey_id", "TEXT", Key("SV", 7)), Column("ticket_id", "TEXT", Key("T", 8)),
-            Column("account_id", "TEXT", account), Column("answered_at", "TEXT", "timestamp"),
-            Column("csat", "INTEGER", "int"), Column("nps", "INTEGER", "int"),
-            Column("comment", "TEXT", Lookup(vocab.SURVEY_COMMENTS_GOOD + vocab.SURVEY_COMMENTS_BAD)),
+            Column("survey_id", "TEXT", Key("SV", 7)),
+            Column("ticket_id", "TEXT", Key("T", 8)),
+            Column("account_id", "TEXT", account),
+            Column("answered_at", "TEXT", "timestamp"),
+            Column("csat", "INTEGER", "int"),
+            Column("nps", "INTEGER", "int"),
+            Column(
+                "comment", "TEXT", Lookup(vocab.SURVEY_COMMENTS_GOOD + vocab.SURVEY_COMMENTS_BAD)
+            ),
         ],
         "contact_log": [
-            Column("log_id", "TEXT", Key("LG", 8)), Column("account_id", "TEXT", account),
+            Column("log_id", "TEXT", Key("LG", 8)),
+            Column("account_id", "TEXT", account),
             Column("contact_time", "TEXT", "timestamp"),
             Column("contact_type", "TEXT", Lookup(vocab.CONTACT_TYPES)),
             Column("staff", "TEXT", Lookup(tuple(name for name, _ in staff))),
             Column("summary", "TEXT", Lookup(vocab.CONTACT_SUMMARIES)),
         ],
         "accounts": [
-            Column("客户编号", "TEXT", finance), Column("客户名称", "TEXT", "text"),
-            Column("纳税人识别号", "TEXT", "text"), Column("联系电话", "TEXT", "text"),
-            Column("地址", "TEXT", "text"), Column("信用额度(元)", "REAL", "money"),
+            Column("客户编号", "TEXT", finance),
+            Column("客户名称", "TEXT", "text"),
+            Column("纳税人识别号", "TEXT", "text"),
+            Column("联系电话", "TEXT", "text"),
+            Column("地址", "TEXT", "text"),
+            Column("信用额度(元)", "REAL", "money"),
             Column("更新日期", "TEXT", "date"),
         ],
         "invoices": [
-            Column("发票号", "TEXT", invoice), Column("客户编号", "TEXT", finance),
-            Column("开票日期", "TEXT", "date"), Column("到期日", "TEXT", "date"),
+            Column("发票号", "TEXT", invoice),
+            Column("客户编号", "TEXT", finance),
+            Column("开票日期", "TEXT", "date"),
+            Column("到期日", "TEXT", "date"),
             Column("金额(元)", "REAL", "money"),
         ],
         "payments": [
-            Column("收款单号", "TEXT", Key("SK", 8)), Column("发票号", "TEXT", invoice),
-            Column("客户编号", "TEXT", finance), Column("收款日期", "TEXT", "date"),
+            Column("收款单号", "TEXT", Key("SK", 8)),
+            Column("发票号", "TEXT", invoice),
+            Column("客户编号", "TEXT", finance),
+            Column("收款日期", "TEXT", "date"),
             Column("金额(元)", "REAL", "money"),
         ],
     }

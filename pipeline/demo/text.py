@@ -19,13 +19,42 @@ _TO_FULL = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
 _TO_HALF = {c + 0xFEE0: c for c in range(0x21, 0x7F)}
 
 MOBILE_PREFIXES = (
-    "130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152", "153",
-    "155", "156", "157", "158", "159", "166", "176", "177", "180", "181", "182", "183", "185",
-    "186", "187", "188", "189", "198", "199",
+    "130",
+    "131",
+    "132",
+    "133",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "153",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "176",
+    "177",
+    "180",
+    "181",
+    "182",
+    "183",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "198",
+    "199",
 )
 
 _SURNAME_KEYS = tuple(vocab.SURNAMES)
-_SURNAME_P = np.asarray(vocab.SURNAME_WEIGHTS) / sum(vocab.SURNAME_WEIGHTS)
+_SURNAME_CDF = np.cumsum(vocab.SURNAME_WEIGHTS) / sum(vocab.SURNAME_WEIGHTS)
 _GIVEN_KEYS = tuple(vocab.GIVEN_CHARS)
 
 
@@ -140,8 +169,11 @@ def break_email(email: str, rng: np.random.Generator) -> str:
 
 def person_name(rng: np.random.Generator) -> tuple[str, str]:
     """A Chinese person name and its pinyin (surname first), e.g. ("王伟", "wangwei")."""
-    surname = _SURNAME_KEYS[int(rng.choice(len(_SURNAME_KEYS), p=_SURNAME_P))]
-    given = [_GIVEN_KEYS[int(i)] for i in rng.integers(0, len(_GIVEN_KEYS), 1 + (rng.random() < 0.7))]
+    pick = int(np.searchsorted(_SURNAME_CDF, rng.random(), side="right"))
+    surname = _SURNAME_KEYS[min(pick, len(_SURNAME_KEYS) - 1)]
+    given = [
+        _GIVEN_KEYS[int(i)] for i in rng.integers(0, len(_GIVEN_KEYS), 1 + (rng.random() < 0.7))
+    ]
     pinyin = vocab.SURNAMES[surname] + "".join(vocab.GIVEN_CHARS[g] for g in given)
     return surname + "".join(given), pinyin
 

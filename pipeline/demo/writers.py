@@ -60,14 +60,17 @@ def _money_text(values: np.ndarray) -> np.ndarray:
     amounts = np.where(blank, 0.0, values)
     cents = np.round(np.abs(amounts) * 100).astype(np.int64)
     text = np.strings.add(
-        np.strings.add((cents // 100).astype(str), "."), np.strings.zfill((cents % 100).astype(str), 2)
+        np.strings.add((cents // 100).astype(str), "."),
+        np.strings.zfill((cents % 100).astype(str), 2),
     )
     text = np.where(amounts < 0, np.strings.add("-", text), text).astype(object)
     text[blank] = ""
     return text
 
 
-def render(values: np.ndarray | pd.Series, how: Key | Lookup | str, for_csv: bool = False) -> np.ndarray:
+def render(
+    values: np.ndarray | pd.Series, how: Key | Lookup | str, for_csv: bool = False
+) -> np.ndarray:
     """Render one column chunk as an object array of Python values (None = NULL).
 
     ``for_csv`` writes money as text with exactly two decimals (blank = "").
@@ -81,7 +84,9 @@ def render(values: np.ndarray | pd.Series, how: Key | Lookup | str, for_csv: boo
     if isinstance(how, Lookup):
         codes = np.asarray(values, dtype=np.int64)
         labels = np.array((*how.labels, "", None), dtype=object)
-        return labels[np.where(codes == -2, len(how.labels), np.where(codes < 0, len(how.labels) + 1, codes))]
+        return labels[
+            np.where(codes == -2, len(how.labels), np.where(codes < 0, len(how.labels) + 1, codes))
+        ]
     if how in ("timestamp", "date"):
         unit = "s" if how == "timestamp" else "D"
         stamps = np.asarray(values, dtype=f"datetime64[{unit}]")
@@ -138,7 +143,8 @@ def write_sqlite(
                 marks = ", ".join("?" for _ in columns)
                 for chunk in _chunks(table, columns, chunk_rows):
                     connection.executemany(
-                        f'INSERT INTO "{name}" VALUES ({marks})', zip(*(c.tolist() for c in chunk), strict=True)
+                        f'INSERT INTO "{name}" VALUES ({marks})',
+                        zip(*(c.tolist() for c in chunk), strict=True),
                     )
     finally:
         connection.close()
@@ -159,7 +165,9 @@ def write_csv(
             writer.writerows(zip(*(values.tolist() for values in chunk), strict=True))
 
 
-def write_xlsx(path: Path, sheet: str, columns: list[Column], table: pd.DataFrame, as_of: date) -> None:
+def write_xlsx(
+    path: Path, sheet: str, columns: list[Column], table: pd.DataFrame, as_of: date
+) -> None:
     """Write a finance workbook with one sheet; dates are real date cells."""
     workbook = Workbook(write_only=True)
     workbook.properties.creator = "finance"
@@ -173,7 +181,8 @@ def write_xlsx(path: Path, sheet: str, columns: list[Column], table: pd.DataFram
         for column, values in zip(columns, chunk, strict=True):
             if column.render == "date":
                 values = np.array(
-                    [None if v is None else date.fromisoformat(v) for v in values.tolist()], dtype=object
+                    [None if v is None else date.fromisoformat(v) for v in values.tolist()],
+                    dtype=object,
                 )
             cells.append(values.tolist())
         for row in zip(*cells, strict=True):

@@ -243,7 +243,7 @@ def generate_demo_sources(
         "order_no",
         1,
         rd,
-        touch=lambda t, r: t.update(status=np.where(t["status"] == 2, 0, t["status"])),
+        touch=_order_completed_since,
     )
     line_base["order_no"] = orders_final.key_of_base[line_base["order_no"]]
     line_base["_sort"] = line_base["order_no"] * 1000 + line_base["_sort"]
@@ -273,7 +273,7 @@ def generate_demo_sources(
         "发票号",
         FIRST_INVOICE_NUMBER,
         rd,
-        touch=lambda t, r: t.update({"到期日": t["到期日"] + np.timedelta64(15, "D")}),
+        touch=_due_date_extended,
     )
     payment_base["发票号"] = invoices_final.key_of_base[payment_base["发票号"]]
     last_invoice = FIRST_INVOICE_NUMBER + len(invoices_final.defect)
@@ -310,7 +310,7 @@ def generate_demo_sources(
         "ticket_id",
         1,
         rd,
-        touch=lambda t, r: t.update(subject=(t["subject"] // 5) * 5 + (t["subject"] + 1) % 5),
+        touch=_subject_reworded,
     )
     survey_base["ticket_id"] = np.where(
         survey_base["ticket_id"] >= 0,
@@ -557,6 +557,21 @@ def _reset(out_dir: Path) -> None:
     for name in ("finance", "truth"):
         shutil.rmtree(out_dir / name, ignore_errors=True)
     (out_dir / "finance").mkdir(parents=True)
+
+
+def _order_completed_since(table: activity.Table, rng: np.random.Generator) -> None:
+    """A re-exported order that was open (执行中) is completed in the later copy."""
+    table["status"] = np.where(table["status"] == 2, 0, table["status"])
+
+
+def _due_date_extended(table: activity.Table, rng: np.random.Generator) -> None:
+    """A re-exported invoice carries an extended due date."""
+    table["到期日"] = table["到期日"] + np.timedelta64(15, "D")
+
+
+def _subject_reworded(table: activity.Table, rng: np.random.Generator) -> None:
+    """A re-exported ticket has its subject reworded (same category and touchpoint)."""
+    table["subject"] = (table["subject"] // 5) * 5 + (table["subject"] + 1) % 5
 
 
 def _cost_exceeds_amount(table: activity.Table, rng: np.random.Generator) -> None:

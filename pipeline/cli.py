@@ -1,0 +1,181 @@
+"""``crm-pipeline``: the command-line face of the pipeline (same functions as the Airflow tasks)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.quarters import Quarter
+from pipeline.settings import get_settings
+
+app = typer.Typer(
+    help="Batch ETL and reporting for customer files: extract, validate, resolve, tier, report.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+QuarterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--quarter",
+        "-q",
+        help="Quarter to compute, e.g. 2026Q3. Default: the latest complete quarter.",
+    ),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _now() -> datetime:
+    # The CLI is an edge: it reads the clock once and hands the value to the stages.
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _quarter(text: str | None) -> Quarter:
+    if text:
+        try:
+            return Quarter.parse(text)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--quarter") from error
+    return Quarter.last_complete(date.today())
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress at INFO level.")
+    ] = False,
+) -> None:
+    """Settings come from crm-pipeline.toml (or $CRM_CONFIG) and CRM_* environment variables."""
+    _setup_logging(verbose)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the three source systems and ground truth into.")
+    ] = Path("data/sources"),
+    customers: Annotated[int, typer.Option(min=1, help="Number of real companies.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
+    as_of: Annotated[
+        str | None, typer.Option(help="Last day with data (YYYY-MM-DD). Default: today.")
+    ] = None,
+) -> None:
+    """Generate realistic demo sources: sales.db, service.db, finance/ (xlsx + GBK CSV) and truth/."""
+    from pipeline.demo import generate_demo_sources
+
+    last_day = date.fromisoformat(as_of) if as_of else date.today()
+    manifest = generate_demo_sources(out, customers=customers, seed=seed, as_of=last_day)
+    table = Table(title=f"demo sources in {out}")
+    table.add_column("dataset")
+    table.add_column("rows", justify="right")
+    for name, count in manifest.get("row_counts", {}).items():
+        table.add_row(str(name), f"{count:,}")
+    console.print(table)
+
+
+def _run(stage_names: list[str], quarter: Quarter, batch_id: str | None) -> None:
+    from pipeline.runner import StageFailed, make_context, run_stages
+
+    started_at = _now()
+    ctx = make_context(
+        get_settings(), quarter, batch_id or started_at.strftime("%Y%m%dT%H%M%S"), started_at
+    )
+    summary = Table(title=f"crm-pipeline run {ctx.batch_id} — quarter {quarter}")
+    for column, justify in (
+        ("stage", "left"),
+        ("rows in", "right"),
+        ("rows out", "right"),
+        ("seconds", "right"),
+    ):
+        summary.add_column(column, justify=justify)
+
+    def on_done(result, seconds: float) -> None:
+        summary.add_row(
+            result.stage, f"{result.rows_in:,}", f"{result.rows_out:,}", f"{seconds:.1f}"
+        )
+
+    status = console.status("starting")
+    with status:
+        try:
+            run_stages(
+                ctx,
+                stage_names,
+                on_start=lambda name: status.update(f"running {name}…"),
+                on_done=on_done,
+            )
+        except StageFailed as error:
+            console.print(summary)
+            console.print(f"[bold red]FAILED[/]: {error}")
+            raise typer.Exit(code=1) from error
+    console.print(summary)
+
+
+@app.command()
+def run(
+    quarter: QuarterOption = None,
+    send: Annotated[bool, typer.Option("--send", help="Also email the reports.")] = False,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Batch id (default: the start time).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline: extract, validate, resolve, tiers and metrics, reports (and email)."""
+    from pipeline.runner import INGEST_STAGES, QUARTERLY_STAGES
+
+    names = [*INGEST_STAGES, *QUARTERLY_STAGES] + (["send_reports"] if send else [])
+    _run(names, _quarter(quarter), batch_id)
+
+
+@app.command()
+def stage(
+    names: Annotated[list[str], typer.Argument(help="Stage names, run in the order given.")],
+    quarter: QuarterOption = None,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Batch id (default: the start time).")
+    ] = None,
+) -> None:
+    """Run single stages (extract_sales, validate, resolve_customers, compute_metrics, …)."""
+    from pipeline.runner import STAGES
+
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}"
+        )
+    _run(names, _quarter(quarter), batch_id)
+
+
+@app.command()
+def report(
+    quarter: QuarterOption = None,
+    send: Annotated[
+        bool, typer.Option("--send", help="Email the reports to their distribution lists.")
+    ] = False,
+) -> None:
+    """Render the quarter's archive-review and satisfaction PDFs (and optionally send them)."""
+    _run(["render_reports"] + (["send_reports"] if send else []), _quarter(quarter), None)
+
+
+@app.command()
+def settings() -> None:
+    """Print the settings in effect (secrets masked)."""
+    import json
+
+    sys.stdout.write(json.dumps(get_settings().redacted(), ensure_ascii=False, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app()

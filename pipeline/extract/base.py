@@ -1,0 +1,172 @@
+"""Shared reading for the source adapters: SQL tables by URL, CSV (encoding detected) and Excel.
+
+Raw values are kept as text (``None`` for blank) so that nothing is lost before
+validation decides what a value means; renames and lineage are added here.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipeline.datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+class SourceError(RuntimeError):
+    """A source cannot be read as its contract says: names the source, the table or file, and the column."""
+
+
+def _text_value(value: object) -> str | None:
+    """One raw value as text; blanks and missing values become None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        # Integers stored as REAL must not grow a ".0".
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _as_text(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            name: pd.Series([_text_value(v) for v in df[name].to_numpy(dtype=object)], dtype=object)
+            for name in df.columns
+        },
+    )
+
+
+def house_frame(
+    raw: pd.DataFrame, dataset: Dataset, where: str, batch_id: str, extracted_at: datetime
+) -> pd.DataFrame:
+    """Check the raw columns, rename to house names, keep text values, add lineage."""
+    rename = dataset.rename
+    missing = [raw_name for raw_name in rename if raw_name not in raw.columns]
+    if missing:
+        raise SourceError(
+            f"{dataset.system} source {where}: column(s) {', '.join(missing)} missing "
+            f"(dataset {dataset.name} needs {', '.join(rename)})"
+        )
+    extra = [c for c in raw.columns if c not in rename]
+    if extra:
+        log.warning(
+            "%s source %s: ignoring unexpected column(s) %s",
+            dataset.system,
+            where,
+            ", ".join(map(str, extra)),
+        )
+    frame = _as_text(raw[list(rename)]).rename(columns=rename)
+    frame.insert(0, "source_system", dataset.system)
+    frame["batch_id"] = batch_id
+    frame["extracted_at"] = pd.Timestamp(extracted_at)
+    return frame.reset_index(drop=True)
+
+
+def read_sql_table(
+    url: str, dataset: Dataset, batch_id: str, extracted_at: datetime, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """Read ``dataset.raw`` from a SQL source in chunks of house-named text rows."""
+    parsed = sa.engine.make_url(url)
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and not Path(parsed.database).is_file()
+    ):
+        raise SourceError(
+            f"{dataset.system} source {_safe(url)}: database file {parsed.database} not found"
+        )
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        if not inspector.has_table(dataset.raw):
+            raise SourceError(
+                f"{dataset.system} source {_safe(url)}: table {dataset.raw} not found"
+            )
+        with engine.connect() as conn:
+            query = sa.text(f'SELECT * FROM "{dataset.raw}"')
+            for chunk in pd.read_sql(query, conn, chunksize=chunk_rows, coerce_float=False):
+                yield house_frame(
+                    chunk, dataset, f"{_safe(url)} table {dataset.raw}", batch_id, extracted_at
+                )
+    except sa.exc.OperationalError as error:
+        raise SourceError(
+            f"{dataset.system} source {_safe(url)}: cannot read table {dataset.raw}: {error.orig}"
+        ) from error
+    finally:
+        engine.dispose()
+
+
+def _safe(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def detect_encoding(path: Path, sample_bytes: int = 1 << 20) -> str:
+    """UTF-8 (with or without BOM) if the file decodes as such, else GB18030 (a superset of GBK)."""
+    data = path.read_bytes()
+    for encoding in CSV_ENCODINGS:
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    raise SourceError(f"file {path}: not UTF-8 and not GBK/GB18030 text")
+
+
+def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:
+    """The files a dataset setting names (a file name or a glob), sorted."""
+    paths = sorted(Path(p) for p in glob.glob(str(folder / pattern)))
+    if not paths:
+        raise SourceError(f"{system} source: no file matches {folder / pattern}")
+    return paths
+
+
+def read_file(
+    path: Path,
+    dataset: Dataset,
+    batch_id: str,
+    extracted_at: datetime,
+    chunk_rows: int,
+    sheet: str | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Read a CSV or Excel export in chunks of house-named text rows."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm", ".xls"):
+        try:
+            sheets = pd.ExcelFile(path).sheet_names
+            sheet_name = sheet if sheet in sheets else sheets[0]
+            raw = pd.read_excel(path, sheet_name=sheet_name, dtype=object)
+        except (ValueError, OSError, KeyError) as error:
+            raise SourceError(
+                f"{dataset.system} source: cannot read Excel file {path}: {error}"
+            ) from error
+        raw.columns = [str(c).strip() for c in raw.columns]
+        yield house_frame(raw, dataset, f"file {path} sheet {sheet_name}", batch_id, extracted_at)
+        return
+    if suffix not in (".csv", ".txt"):
+        raise SourceError(f"{dataset.system} source: unsupported file type {path}")
+    encoding = detect_encoding(path)
+    try:
+        reader = pd.read_csv(
+            path, encoding=encoding, dtype=str, keep_default_na=False, chunksize=chunk_rows
+        )
+        for chunk in reader:
+            chunk.columns = [str(c).strip() for c in chunk.columns]
+            yield house_frame(chunk, dataset, f"file {path}", batch_id, extracted_at)
+    except pd.errors.ParserError as error:
+        raise SourceError(
+            f"{dataset.system} source: cannot parse CSV file {path}: {error}"
+        ) from error

@@ -1,0 +1,193 @@
+"""Warehouse I/O: the only module that writes tables.
+
+Every write replaces exactly one partition (a whole table, or the rows matching a
+partition key such as ``quarter='2026Q3'``) inside one transaction, so a crash
+leaves the previous state and a rerun gives identical tables. Timestamps are naive
+UTC; ``*_at`` columns are timestamps, ``*_date`` columns calendar dates.
+
+SQLite is the embedded default; any SQLAlchemy URL works. On PostgreSQL rows are
+loaded with ``COPY`` (psycopg 3), elsewhere with batched ``executemany``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+_TYPE_MAP = {
+    "b": sa.Boolean,
+    "i": sa.BigInteger,
+    "u": sa.BigInteger,
+    "f": sa.Float,
+    "M": sa.DateTime,
+}
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for the warehouse URL; creates the SQLite file's folder when needed."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    return engine
+
+
+def table_exists(engine: Engine, table: str) -> bool:
+    return sa.inspect(engine).has_table(table)
+
+
+def _column_type(series: pd.Series, name: str) -> sa.types.TypeEngine:
+    if name.endswith("_date"):
+        return sa.Date()
+    kind = series.dtype.kind
+    if kind in _TYPE_MAP:
+        return _TYPE_MAP[kind]()
+    return sa.Text()
+
+
+def _ensure_table(conn: Connection, table: str, df: pd.DataFrame) -> sa.Table:
+    metadata = sa.MetaData()
+    if sa.inspect(conn).has_table(table):
+        existing = sa.Table(table, metadata, autoload_with=conn)
+        missing = [c for c in df.columns if c not in existing.columns]
+        for column in missing:
+            col_type = _column_type(df[column], column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {col_type}')
+        if missing:
+            metadata = sa.MetaData()
+            existing = sa.Table(table, metadata, autoload_with=conn)
+        return existing
+    columns = [sa.Column(name, _column_type(df[name], name)) for name in df.columns]
+    created = sa.Table(table, metadata, *columns)
+    created.create(conn)
+    return created
+
+
+def _python_values(df: pd.DataFrame) -> list[tuple]:
+    """Rows as tuples of plain Python values (None for missing), dates as ISO text."""
+    columns = []
+    for name in df.columns:
+        series = df[name]
+        if series.dtype.kind == "M":
+            if getattr(series.dt, "tz", None) is not None:
+                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
+            values = series.dt.strftime(fmt).astype(object)
+            values = values.where(series.notna(), None)
+        else:
+            values = series.astype(object)
+            missing = series.isna().to_numpy()
+            if missing.any():
+                values = values.where(~missing, None)
+            if series.dtype.kind not in "OSUT" or str(series.dtype).startswith(
+                ("Int", "Float", "boolean")
+            ):
+                values = values.map(lambda v: v.item() if hasattr(v, "item") else v)
+        columns.append(values.to_numpy(dtype=object))
+    if not columns:
+        return []
+    return list(zip(*columns, strict=True))
+
+
+def insert_frame(conn: Connection, table: str, df: pd.DataFrame, chunk_rows: int = 50_000) -> int:
+    """Append ``df`` to ``table`` on an open transaction (creating the table if needed)."""
+    if df.empty and sa.inspect(conn).has_table(table):
+        return 0
+    _ensure_table(conn, table, df)
+    if df.empty:
+        return 0
+    quoted = ", ".join(f'"{c}"' for c in df.columns)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({quoted}) FROM STDIN') as copy:
+            for start in range(0, len(df), chunk_rows):
+                for row in _python_values(df.iloc[start : start + chunk_rows]):
+                    copy.write_row(row)
+        return len(df)
+    placeholders = ", ".join(
+        "?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in df.columns
+    )
+    statement = f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})'
+    for start in range(0, len(df), chunk_rows):
+        rows = _python_values(df.iloc[start : start + chunk_rows])
+        conn.exec_driver_sql(statement, rows)
+    return len(df)
+
+
+def replace_partition(engine: Engine, table: str, df: pd.DataFrame, **partition: Any) -> int:
+    """Replace the rows of ``table`` whose partition columns equal ``partition`` with ``df``.
+
+    With no partition the whole table is replaced. One transaction: readers see the
+    old rows or the new ones, never a mix.
+    """
+    frame = df.copy()
+    for key, value in partition.items():
+        frame[key] = value
+    with engine.begin() as conn:
+        if sa.inspect(conn).has_table(table):
+            _ensure_table(conn, table, frame)
+            if partition:
+                where = " AND ".join(f'"{k}" = :{k}' for k in partition)
+                conn.execute(sa.text(f'DELETE FROM "{table}" WHERE {where}'), partition)
+            else:
+                conn.exec_driver_sql(f'DELETE FROM "{table}"')
+        written = insert_frame(conn, table, frame)
+    log.info("wrote %s rows to %s %s", written, table, partition or "")
+    return written
+
+
+def replace_table(engine: Engine, table: str, df: pd.DataFrame) -> int:
+    """Replace the whole table with ``df`` in one transaction."""
+    return replace_partition(engine, table, df)
+
+
+def read_table(
+    engine: Engine,
+    table: str,
+    columns: Iterable[str] | None = None,
+    **partition: Any,
+) -> pd.DataFrame:
+    """Read a table (or one partition of it); ``*_at`` and ``*_date`` columns come back as datetimes."""
+    if not table_exists(engine, table):
+        raise LookupError(
+            f"warehouse table {table!r} does not exist yet: run the stage that writes it"
+        )
+    selected = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    sql = f'SELECT {selected} FROM "{table}"'
+    if partition:
+        sql += " WHERE " + " AND ".join(f'"{k}" = :{k}' for k in partition)
+    with engine.connect() as conn:
+        df = pd.read_sql(sa.text(sql), conn, params=partition or None, coerce_float=True)
+    for name in df.columns:
+        if name.endswith(("_at", "_date")) and df[name].dtype == object:
+            df[name] = pd.to_datetime(df[name], errors="coerce", format="mixed")
+    return df
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    """A content hash of a frame independent of row order (for idempotency checks)."""
+    if df.empty:
+        return "empty:" + ",".join(sorted(df.columns))
+    ordered = df[sorted(df.columns)]
+    hashes = pd.util.hash_pandas_object(ordered.astype(str), index=False).to_numpy()
+    return f"{hashlib.sha256(np.sort(hashes).tobytes()).hexdigest()}:{len(df)}"

@@ -1,0 +1,318 @@
+"""Pure standardization of customer attributes for matching and golden records.
+
+Every function here takes plain values (or a DataFrame) and returns new values; nothing
+touches the outside world. Grain of :func:`standardize_customers`: one row per source
+customer record in, one row per source customer record out.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import pandas as pd
+import phonenumbers
+from stdnum.cn import uscc as stdnum_uscc
+
+# Longest first so 股份有限公司 wins over 有限公司.
+LEGAL_FORMS = (
+    "股份有限公司",
+    "有限责任公司",
+    "集团股份有限公司",
+    "集团有限责任公司",
+    "集团有限公司",
+    "有限公司",
+    "股份公司",
+    "集团公司",
+    "集团",
+    "公司",
+    "co ltd",
+    "company limited",
+    "limited",
+    "ltd",
+    "inc",
+    "corp",
+    "llc",
+    "gmbh",
+)
+LEGAL_FORMS = tuple(sorted(set(LEGAL_FORMS), key=len, reverse=True))
+
+PROVINCES = (
+    "北京",
+    "天津",
+    "上海",
+    "重庆",
+    "河北",
+    "山西",
+    "辽宁",
+    "吉林",
+    "黑龙江",
+    "江苏",
+    "浙江",
+    "安徽",
+    "福建",
+    "江西",
+    "山东",
+    "河南",
+    "湖北",
+    "湖南",
+    "广东",
+    "海南",
+    "四川",
+    "贵州",
+    "云南",
+    "陕西",
+    "甘肃",
+    "青海",
+    "台湾",
+    "内蒙古",
+    "广西",
+    "西藏",
+    "宁夏",
+    "新疆",
+    "香港",
+    "澳门",
+)
+MUNICIPALITIES = {"北京", "天津", "上海", "重庆"}
+# Prefecture-level cities that commonly prefix company names without their 市 suffix.
+CITIES = tuple(
+    "广州 深圳 珠海 汕头 佛山 东莞 中山 惠州 江门 湛江 肇庆 南京 苏州 无锡 常州 南通 徐州 扬州 镇江 "
+    "盐城 泰州 连云港 淮安 宿迁 杭州 宁波 温州 嘉兴 湖州 绍兴 金华 台州 丽水 衢州 舟山 合肥 芜湖 "
+    "蚌埠 安庆 马鞍山 福州 厦门 泉州 漳州 莆田 南昌 赣州 九江 济南 青岛 烟台 潍坊 淄博 临沂 济宁 "
+    "威海 郑州 洛阳 开封 新乡 南阳 武汉 宜昌 襄阳 长沙 株洲 湘潭 岳阳 衡阳 南宁 柳州 桂林 海口 三亚 "
+    "成都 绵阳 德阳 宜宾 贵阳 遵义 昆明 大理 西安 咸阳 宝鸡 兰州 西宁 银川 乌鲁木齐 拉萨 呼和浩特 "
+    "包头 石家庄 唐山 保定 廊坊 邯郸 秦皇岛 太原 大同 沈阳 大连 鞍山 长春 吉林 哈尔滨 大庆".split()
+)
+_PROVINCE_SUFFIX = re.compile(
+    r"^(" + "|".join(sorted(PROVINCES, key=len, reverse=True)) + r")"
+    r"(省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
+)
+_CITY = re.compile(r"^([\u4e00-\u9fff]{1,7}?(市|自治州|地区|盟))")
+_BRACKETS = re.compile(r"[(\[{]([^)\]}]*)[)\]}]")
+_PUNCT = re.compile(r"[\s,.;:!?'\"`·、,。;:!?“”‘’《》<>\-_/\\|&*#@~^=+]+")
+_EXTENSION = re.compile(r"(转|分机|ext\.?|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}$")
+
+
+def normalize_text(value: object) -> str | None:
+    """NFKC (full-width to half-width), Latin lower case, collapsed whitespace; blank -> None."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    text = unicodedata.normalize("NFKC", str(value))
+    text = text.replace("\u3000", " ")
+    text = re.sub(r"\s+", " ", text).strip().lower()
+    return text or None
+
+
+def strip_punctuation(text: str | None) -> str | None:
+    """Remove whitespace and punctuation (ASCII and CJK) from already-normalized text."""
+    if text is None:
+        return None
+    out = _PUNCT.sub("", text)
+    return out or None
+
+
+@dataclass(frozen=True)
+class CompanyName:
+    """A company name split into its parts; ``core`` is what matching compares."""
+
+    core: str | None
+    legal_form: str | None
+    branch: str | None
+    region: str | None
+
+
+def split_company_name(value: object) -> CompanyName:
+    """Split a company name into region prefix, core name, legal-form suffix and branch.
+
+    ``北京华信科技股份有限公司(上海分公司)`` -> region 北京, core 华信科技,
+    legal form 股份有限公司, branch 上海分公司. ``(股份)`` inside the name is a legal form.
+    """
+    text = normalize_text(value)
+    if text is None:
+        return CompanyName(None, None, None, None)
+    text = text.replace("(", "(").replace(")", ")")
+    branches: list[str] = []
+    forms: list[str] = []
+    suffixes: list[str] = []
+
+    def _bracket(match: re.Match[str]) -> str:
+        inner = match.group(1).strip()
+        if inner in ("股份", "集团", "控股"):
+            forms.append(inner)
+        elif inner:
+            branches.append(inner)
+        return ""
+
+    text = _BRACKETS.sub(_bracket, text)
+    # Trailing branch without brackets: 某某公司上海分公司 / 某某公司北京办事处.
+    branch_tail = re.search(r"(公司|集团)([\u4e00-\u9fff]{1,10}(分公司|办事处|分部|分厂|营业部))$", text)
+    if branch_tail:
+        branches.append(branch_tail.group(2))
+        text = text[: branch_tail.start(2)]
+    text = strip_punctuation(text) or ""
+    changed = True
+    while changed and text:
+        changed = False
+        for form in LEGAL_FORMS:
+            compact = form.replace(" ", "")
+            if text.endswith(compact) and len(text) > len(compact):
+                suffixes.insert(0, form)
+                text = text[: -len(compact)]
+                changed = True
+                break
+    region = None
+    match = _PROVINCE_SUFFIX.match(text)
+    if match and len(text) > len(match.group(0)) + 1:
+        region = match.group(1)
+        text = text[len(match.group(0)) :]
+        city = _CITY.match(text)
+        if city and len(text) > len(city.group(0)) + 1:
+            text = text[len(city.group(0)) :]
+    else:
+        city = _CITY.match(text)
+        known = next((c for c in CITIES if text.startswith(c)), None)
+        # A leading city name (深圳市… or 深圳…) is a region prefix when enough name remains.
+        if known and len(text) > len(known) + 2:
+            region = known
+            text = text[len(known) :]
+            if text.startswith("市") and len(text) > 2:
+                text = text[1:]
+        elif city and len(city.group(0)) <= 4 and len(text) > len(city.group(0)) + 1:
+            region = city.group(1)[:-1]
+            text = text[len(city.group(0)) :]
+    return CompanyName(
+        core=text or None,
+        legal_form="".join(forms + suffixes) or None,
+        branch=";".join(branches) or None,
+        region=region,
+    )
+
+
+def standardize_phone(value: object, region: str = "CN") -> str | None:
+    """Phone number as E.164 (``+861012345678``), extension as ``;ext=123``; invalid -> None."""
+    text = normalize_text(value)
+    if text is None:
+        return None
+    extension = None
+    match = _EXTENSION.search(text)
+    if match:
+        extension = match.group(2)
+        text = text[: match.start()]
+    digits = re.sub(r"[^\d+]", "", text)
+    if digits.startswith("0086"):
+        digits = "+86" + digits[4:]
+    try:
+        number = phonenumbers.parse(digits, region.upper())
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return f"{e164};ext={extension}" if extension else e164
+
+
+def standardize_email(value: object) -> str | None:
+    """E-mail lower-cased and trimmed; not an address -> None."""
+    text = normalize_text(value)
+    if text is None:
+        return None
+    text = text.replace(" ", "").strip("<>.")
+    return text if _EMAIL.match(text) else None
+
+
+def standardize_uscc(value: object) -> str | None:
+    """A valid 18-character unified social credit code (upper case), else None."""
+    text = normalize_text(value)
+    if text is None:
+        return None
+    code = re.sub(r"[\s\-]", "", text).upper()
+    try:
+        return stdnum_uscc.validate(code)
+    except Exception:  # stdnum raises its own ValidationError subclasses
+        return None
+
+
+@dataclass(frozen=True)
+class Address:
+    """An address with province and city split off the front where present."""
+
+    province: str | None
+    city: str | None
+    rest: str | None
+
+
+def split_address(value: object) -> Address:
+    """``广东省深圳市福田区世纪大道424号`` -> (广东, 深圳, 福田区世纪大道424号)."""
+    text = strip_punctuation(normalize_text(value))
+    if text is None:
+        return Address(None, None, None)
+    text = text.replace("(", "").replace(")", "")
+    province = city = None
+    match = _PROVINCE_SUFFIX.match(text)
+    if match:
+        province = match.group(1)
+        text = text[len(match.group(0)) :]
+        if province in MUNICIPALITIES:
+            city = province
+            text = re.sub(r"^市", "", text)
+    found = _CITY.match(text)
+    if found and city is None:
+        city = found.group(1)[: -len(found.group(2))]
+        text = text[len(found.group(0)) :]
+    elif found and found.group(1)[: -len(found.group(2))] == city:
+        text = text[len(found.group(0)) :]
+    return Address(province, city, text or None)
+
+
+def normalize_region(value: object) -> str | None:
+    """Province or city name without its administrative suffix (广东省 -> 广东, 深圳市 -> 深圳)."""
+    text = strip_punctuation(normalize_text(value))
+    if text is None:
+        return None
+    match = _PROVINCE_SUFFIX.match(text)
+    if match and match.group(0) == text:
+        return match.group(1)
+    return re.sub(r"(市|自治州|地区|盟)$", "", text) or None
+
+
+def bigrams(text: str | None) -> list[str]:
+    """Character bigrams of a string (a single character is its own gram); None -> empty."""
+    if not text:
+        return []
+    if len(text) == 1:
+        return [text]
+    return sorted({text[i : i + 2] for i in range(len(text) - 1)})
+
+
+def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.DataFrame:
+    """Add standardized matching columns to customer records; one row per source record.
+
+    Reads ``customer_name, uscc, phone, email, address`` and optional ``province, city``;
+    returns a copy with ``name_core, name_legal_form, name_branch, name_region, uscc_valid,
+    phone_e164, phone_number (E.164 without extension), email_std, email_domain,
+    address_std, province_std, city_std``.
+    """
+    out = df.copy()
+    for column in ("customer_name", "uscc", "phone", "email", "address", "province", "city"):
+        if column not in out.columns:
+            out[column] = None
+    names = [split_company_name(v) for v in out["customer_name"]]
+    out["name_core"] = [n.core for n in names]
+    out["name_legal_form"] = [n.legal_form for n in names]
+    out["name_branch"] = [n.branch for n in names]
+    out["name_region"] = [n.region for n in names]
+    out["uscc_valid"] = [standardize_uscc(v) for v in out["uscc"]]
+    phones = [standardize_phone(v, phone_region) for v in out["phone"]]
+    out["phone_e164"] = phones
+    out["phone_number"] = [p.split(";")[0] if p else None for p in phones]
+    out["email_std"] = [standardize_email(v) for v in out["email"]]
+    out["email_domain"] = [e.split("@", 1)[1] if e else None for e in out["email_std"]]
+    addresses = [split_address(v) for v in out["address"]]
+    out["address_std"] = [a.rest for a in addresses]
+    province = [normalize_region(v) for v in out["province"]]
+    city = [normalize_region(v) for v in out["city"]]
+    out["province_std"] = [p or a.province for p, a in zip(province, addresses, strict=True)]
+    out["city_std"] = [c or a.city for c, a in zip(city, addresses, strict=True)]
+    return out

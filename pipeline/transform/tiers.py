@@ -1,0 +1,397 @@
+"""Customer tiers as of a quarter's end: value tier, credit grade, lifecycle stage, risk flags.
+
+Pure functions: they take frames already keyed on the golden ``customer_id`` plus the
+quarter and the thresholds, and return new frames. No clock reads, so any past quarter
+can be recomputed exactly. Windows are whole calendar quarters (12 months = 4 quarters,
+24 months = 8 quarters) ending with the quarter being computed; ``*_date`` columns are
+calendar dates compared with the quarter's local dates, ``*_at`` columns are naive UTC
+compared with :meth:`Quarter.start_utc` / :meth:`Quarter.end_utc`.
+
+Input frames (extra columns are ignored):
+
+- ``sales``: one row per order line of a non-cancelled order — ``customer_id``,
+  ``order_id``, ``order_date``, ``amount_cny``, ``cost_cny`` (NaN when unknown).
+- ``invoices``: one row per invoice — ``invoice_id``, ``customer_id``, ``invoice_date``,
+  ``due_date``, ``amount_cny``.
+- ``payments``: one row per payment — ``invoice_id``, ``paid_date``, ``amount_cny``.
+- ``tickets``: one row per service ticket — ``customer_id``, ``opened_at``, ``category``,
+  ``resolved_at``.
+- ``contacts``: one row per logged contact — ``customer_id``, ``contacted_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipeline.quarters import Quarter
+from pipeline.settings import TierSettings
+
+COMPLAINT_CATEGORY = "service_quality_complaint"
+NO_STANDING = "none"
+GRADE_ORDER = ("A", "B", "C", "D", NO_STANDING)
+LIFECYCLE_STAGES = ("potential", "new", "loyal", "at_risk", "churned", "active")
+
+
+def _ts(day: date) -> pd.Timestamp:
+    return pd.Timestamp(day)
+
+
+def window_start(quarter: Quarter, months: int) -> date:
+    """First calendar day of a trailing window of ``months`` (a multiple of 3) ending with ``quarter``."""
+    if months % 3:
+        raise ValueError(f"window of {months} months is not a whole number of quarters")
+    return quarter.shift(-(months // 3) + 1).start_date
+
+
+def line_contribution(sales: pd.DataFrame) -> pd.Series:
+    """Per order line: gross margin where cost is known, else revenue (CNY)."""
+    amount = sales["amount_cny"].astype("float64")
+    cost = sales["cost_cny"].astype("float64")
+    return (amount - cost).where(cost.notna(), amount)
+
+
+def value_tiers(sales: pd.DataFrame, quarter: Quarter, settings: TierSettings) -> pd.DataFrame:
+    """One row per customer with a purchase in the trailing window: ``customer_id``,
+    ``contribution_cny``, ``contribution_share``, ``value_tier``.
+
+    Customers are ranked by contribution (ties broken by ``customer_id``). A customer is
+    tier A when the customers ranked above it make less than ``value_a_share`` of the total
+    positive contribution (so the top customer is always A), B while that share is below
+    ``value_a_share + value_b_share``, otherwise C. Customers with zero or negative
+    contribution are C.
+    """
+    start = _ts(window_start(quarter, settings.value_window_months))
+    end = _ts(quarter.end_date)
+    in_window = sales[(sales["order_date"] >= start) & (sales["order_date"] <= end)]
+    per_customer = (
+        pd.DataFrame(
+            {"customer_id": in_window["customer_id"], "c": line_contribution(in_window)},
+        )
+        .groupby("customer_id", sort=True)["c"]
+        .sum()
+        .rename("contribution_cny")
+        .reset_index()
+    )
+    per_customer = per_customer.sort_values(
+        ["contribution_cny", "customer_id"], ascending=[False, True], kind="mergesort"
+    ).reset_index(drop=True)
+    positive = per_customer["contribution_cny"].clip(lower=0)
+    total = positive.sum()
+    if total > 0:
+        share = positive / total
+    else:
+        share = pd.Series(0.0, index=per_customer.index)
+    before = share.cumsum() - share
+    a_cut = settings.value_a_share
+    b_cut = settings.value_a_share + settings.value_b_share
+    tier = np.where(before < a_cut - 1e-12, "A", np.where(before < b_cut - 1e-12, "B", "C"))
+    tier = np.where(per_customer["contribution_cny"] > 0, tier, "C")
+    per_customer["contribution_share"] = share
+    per_customer["value_tier"] = tier
+    return per_customer
+
+
+def invoice_status(
+    invoices: pd.DataFrame, payments: pd.DataFrame, quarter: Quarter, settings: TierSettings
+) -> pd.DataFrame:
+    """One row per invoice issued in the credit window, as of the quarter's end.
+
+    Columns: ``invoice_id``, ``customer_id``, ``billed_cny``, ``collected_cny`` (payments
+    up to the quarter's end, capped at the invoice amount), ``is_paid``, ``cycle_days``
+    (paid: days from invoice date to the payment that settled it; open: days from the due
+    date — or invoice date when blank — to the quarter's end, never negative) and
+    ``overdue_days`` (open invoices only, 0 when not yet due).
+    """
+    start = _ts(window_start(quarter, settings.credit_window_months))
+    end = _ts(quarter.end_date)
+    inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
+    inv = inv[["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny"]]
+    pay = payments[payments["paid_date"] <= end][["invoice_id", "paid_date", "amount_cny"]]
+    pay = pay.sort_values(["invoice_id", "paid_date"], kind="mergesort")
+    pay = pay.assign(running=pay.groupby("invoice_id")["amount_cny"].cumsum())
+    totals = pay.groupby("invoice_id")["amount_cny"].sum().rename("paid_cny")
+    merged = inv.merge(totals, left_on="invoice_id", right_index=True, how="left")
+    merged["paid_cny"] = merged["paid_cny"].fillna(0.0)
+    billed = merged["amount_cny"].astype("float64")
+    collected = merged["paid_cny"].clip(upper=billed)
+    is_paid = collected >= billed - 0.005
+    # The payment that settled the invoice: the first whose running total reaches the amount.
+    settle = pay.merge(inv[["invoice_id", "amount_cny"]], on="invoice_id", suffixes=("", "_billed"))
+    settle = settle[settle["running"] >= settle["amount_cny_billed"] - 0.005]
+    settled_on = settle.groupby("invoice_id")["paid_date"].min()
+    settled = merged["invoice_id"].map(settled_on)
+    paid_cycle = (settled - merged["invoice_date"]).dt.days
+    open_from = merged["due_date"].fillna(merged["invoice_date"])
+    overdue = (end - open_from).dt.days.clip(lower=0)
+    return pd.DataFrame(
+        {
+            "invoice_id": merged["invoice_id"].to_numpy(),
+            "customer_id": merged["customer_id"].to_numpy(),
+            "billed_cny": billed.to_numpy(),
+            "collected_cny": collected.to_numpy(),
+            "is_paid": is_paid.to_numpy(),
+            "cycle_days": np.where(is_paid, paid_cycle, overdue).astype("float64"),
+            "overdue_days": np.where(is_paid, 0, overdue).astype("float64"),
+        }
+    )
+
+
+def grade_for(collected_share: float, longest_cycle_days: float, settings: TierSettings) -> str:
+    """The best grade whose minimum share and longest cycle both hold, else ``"none"``."""
+    for grade, (min_share, max_cycle) in sorted(settings.credit_grades.items()):
+        if collected_share >= min_share - 1e-12 and longest_cycle_days <= max_cycle:
+            return grade
+    return NO_STANDING
+
+
+def credit_grades(
+    invoices: pd.DataFrame, payments: pd.DataFrame, quarter: Quarter, settings: TierSettings
+) -> pd.DataFrame:
+    """One row per customer invoiced in the trailing credit window: ``customer_id``,
+    ``billed_cny``, ``collected_share``, ``longest_cycle_days``, ``max_overdue_days``,
+    ``credit_grade`` (A-D or ``"none"``). Customers never invoiced in the window get no row.
+    """
+    status = invoice_status(invoices, payments, quarter, settings)
+    per = status.groupby("customer_id", sort=True).agg(
+        billed_cny=("billed_cny", "sum"),
+        collected_cny=("collected_cny", "sum"),
+        longest_cycle_days=("cycle_days", "max"),
+        max_overdue_days=("overdue_days", "max"),
+    )
+    per["collected_share"] = np.where(
+        per["billed_cny"] > 0,
+        per["collected_cny"] / per["billed_cny"].where(per["billed_cny"] > 0),
+        1.0,
+    )
+    per["credit_grade"] = [
+        grade_for(s, c, settings)
+        for s, c in zip(per["collected_share"], per["longest_cycle_days"], strict=True)
+    ]
+    return per.reset_index()[
+        [
+            "customer_id",
+            "billed_cny",
+            "collected_share",
+            "longest_cycle_days",
+            "max_overdue_days",
+            "credit_grade",
+        ]
+    ]
+
+
+def quarterly_purchases(sales: pd.DataFrame, quarter: Quarter, quarters: int) -> pd.DataFrame:
+    """Orders and amount per customer for each of the ``quarters`` quarters ending with ``quarter``.
+
+    One row per customer x offset (0 = this quarter, 1 = previous, ...), customers with any
+    purchase in the span only: ``customer_id``, ``offset``, ``orders``, ``amount_cny``.
+    """
+    first = quarter.shift(-(quarters - 1))
+    start, end = _ts(first.start_date), _ts(quarter.end_date)
+    span = sales[(sales["order_date"] >= start) & (sales["order_date"] <= end)]
+    day = span["order_date"]
+    index = day.dt.year * 4 + (day.dt.month - 1) // 3
+    offset = (quarter.year * 4 + quarter.number - 1) - index
+    frame = pd.DataFrame(
+        {
+            "customer_id": span["customer_id"],
+            "offset": offset,
+            "order_id": span["order_id"],
+            "amount_cny": span["amount_cny"].astype("float64"),
+        }
+    )
+    return (
+        frame.groupby(["customer_id", "offset"])
+        .agg(orders=("order_id", "nunique"), amount_cny=("amount_cny", "sum"))
+        .reset_index()
+    )
+
+
+def unresolved_complaints(tickets: pd.DataFrame, quarter: Quarter, timezone: str) -> pd.Series:
+    """Customer ids with a complaint opened by the quarter's end and not resolved by then."""
+    end = pd.Timestamp(quarter.end_utc(timezone))
+    complaint = tickets[(tickets["category"] == COMPLAINT_CATEGORY) & (tickets["opened_at"] < end)]
+    open_ = complaint["resolved_at"].isna() | (complaint["resolved_at"] >= end)
+    return pd.Series(sorted(complaint.loc[open_, "customer_id"].unique()), dtype=object)
+
+
+def lifecycle_stages(
+    customers: pd.Series,
+    sales: pd.DataFrame,
+    overdue_days: pd.DataFrame,
+    unresolved: pd.Series,
+    quarter: Quarter,
+    settings: TierSettings,
+) -> pd.DataFrame:
+    """One row per customer in ``customers``: ``customer_id``, ``lifecycle_stage``.
+
+    First rule that holds wins: potential (no purchase up to the quarter's end); churned
+    (bought before, nothing in the last ``churn_quiet_quarters``); new (first purchase in
+    the last ``new_customer_quarters``); at_risk (orders or amount this quarter at most
+    ``at_risk_drop_share`` of last quarter's, or an invoice overdue more than
+    ``overdue_risk_days``); loyal (bought in at least ``loyal_min_active_quarters`` of the
+    last ``loyal_window_quarters`` and no unresolved complaint); otherwise active.
+    ``overdue_days`` has ``customer_id``, ``max_overdue_days``.
+    """
+    ids = pd.Index(pd.unique(customers.astype(object)), name="customer_id")
+    end = _ts(quarter.end_date)
+    upto = sales[sales["order_date"] <= end]
+    first_purchase = upto.groupby("customer_id")["order_date"].min().reindex(ids)
+    span = max(settings.churn_quiet_quarters, settings.loyal_window_quarters, 2)
+    per_q = quarterly_purchases(upto, quarter, span)
+    orders = per_q.pivot_table(
+        index="customer_id", columns="offset", values="orders", aggfunc="sum", fill_value=0
+    ).reindex(index=ids, columns=range(span), fill_value=0)
+    amount = per_q.pivot_table(
+        index="customer_id", columns="offset", values="amount_cny", aggfunc="sum", fill_value=0.0
+    ).reindex(index=ids, columns=range(span), fill_value=0.0)
+    overdue = overdue_days.set_index("customer_id")["max_overdue_days"].reindex(ids).fillna(0)
+
+    never = first_purchase.isna()
+    quiet = (orders.iloc[:, : settings.churn_quiet_quarters] == 0).all(axis=1)
+    new = first_purchase >= _ts(quarter.shift(-(settings.new_customer_quarters - 1)).start_date)
+    drop = settings.at_risk_drop_share
+    fell = ((orders[1] > 0) & (orders[0] <= drop * orders[1])) | (
+        (amount[1] > 0) & (amount[0] <= drop * amount[1])
+    )
+    at_risk = fell | (overdue > settings.overdue_risk_days)
+    active_quarters = (orders.iloc[:, : settings.loyal_window_quarters] > 0).sum(axis=1)
+    loyal = (active_quarters >= settings.loyal_min_active_quarters) & ~ids.isin(unresolved)
+    stage = np.select(
+        [never, quiet, new, at_risk, loyal],
+        ["potential", "churned", "new", "at_risk", "loyal"],
+        default="active",
+    )
+    return pd.DataFrame({"customer_id": ids, "lifecycle_stage": stage})
+
+
+def customer_quarter(
+    customers: pd.DataFrame,
+    sales: pd.DataFrame,
+    invoices: pd.DataFrame,
+    payments: pd.DataFrame,
+    tickets: pd.DataFrame,
+    contacts: pd.DataFrame,
+    quarter: Quarter,
+    settings: TierSettings,
+    timezone: str,
+) -> pd.DataFrame:
+    """One row per customer in ``customers`` (``customer_id``, ``region``, ``industry``,
+    ``account_manager``) for ``quarter``: value tier, contribution, credit grade, lifecycle
+    stage, risk flags and the both-ends markers (``is_big_customer``, ``is_risk_customer``).
+    """
+    tiers = value_tiers(sales, quarter, settings)
+    grades = credit_grades(invoices, payments, quarter, settings)
+    previous_grades = credit_grades(invoices, payments, quarter.previous(), settings)
+    unresolved = unresolved_complaints(tickets, quarter, timezone)
+    stages = lifecycle_stages(
+        customers["customer_id"], sales, grades, unresolved, quarter, settings
+    )
+    out = customers[["customer_id", "region", "industry", "account_manager"]].drop_duplicates(
+        "customer_id"
+    )
+    out = out.merge(tiers[["customer_id", "value_tier", "contribution_cny"]], how="left")
+    out = out.merge(
+        grades[
+            [
+                "customer_id",
+                "credit_grade",
+                "collected_share",
+                "longest_cycle_days",
+                "max_overdue_days",
+            ]
+        ],
+        how="left",
+    )
+    out = out.merge(stages, how="left")
+    prev = previous_grades.set_index("customer_id")["credit_grade"]
+    rank = {g: i for i, g in enumerate(GRADE_ORDER)}
+    now_rank = out["credit_grade"].map(rank)
+    prev_rank = out["customer_id"].map(prev).map(rank)
+    start, end = pd.Timestamp(quarter.start_utc(timezone)), pd.Timestamp(quarter.end_utc(timezone))
+    p_start = pd.Timestamp(quarter.previous().start_utc(timezone))
+    complaints = tickets[tickets["category"] == COMPLAINT_CATEGORY]
+    this_q = complaints[(complaints["opened_at"] >= start) & (complaints["opened_at"] < end)]
+    last_q = complaints[(complaints["opened_at"] >= p_start) & (complaints["opened_at"] < start)]
+    n_now = out["customer_id"].map(this_q["customer_id"].value_counts()).fillna(0)
+    n_prev = out["customer_id"].map(last_q["customer_id"].value_counts()).fillna(0)
+    contacted = contacts[(contacts["contacted_at"] >= start) & (contacts["contacted_at"] < end)]
+    out["is_overdue_over_90_days"] = (
+        out["max_overdue_days"].fillna(0) > settings.overdue_risk_days
+    ).astype(bool)
+    out["is_credit_grade_fell"] = (now_rank > prev_rank).fillna(False).astype(bool)
+    out["is_complaints_rising"] = (n_now > n_prev).astype(bool)
+    out["is_a_tier_without_contact"] = (
+        (out["value_tier"] == "A") & ~out["customer_id"].isin(contacted["customer_id"])
+    ).astype(bool)
+    flags = [
+        "is_overdue_over_90_days",
+        "is_credit_grade_fell",
+        "is_complaints_rising",
+        "is_a_tier_without_contact",
+    ]
+    out["is_risk_customer"] = out[flags].any(axis=1).astype(bool)
+    top = (
+        out[out["contribution_cny"] > 0]
+        .sort_values(["contribution_cny", "customer_id"], ascending=[False, True], kind="mergesort")
+        .head(settings.both_ends_top_n)["customer_id"]
+    )
+    out["is_big_customer"] = out["customer_id"].isin(top).astype(bool)
+    out["complaints"] = n_now.astype("int64")
+    out["quarter"] = str(quarter)
+    columns = [
+        "quarter",
+        "customer_id",
+        "value_tier",
+        "contribution_cny",
+        "credit_grade",
+        "collected_share",
+        "longest_cycle_days",
+        "max_overdue_days",
+        "lifecycle_stage",
+        *flags,
+        "is_big_customer",
+        "is_risk_customer",
+        "complaints",
+        "region",
+        "industry",
+        "account_manager",
+    ]
+    return out[columns].sort_values("customer_id", kind="mergesort").reset_index(drop=True)
+
+
+def both_ends(customer_quarter_df: pd.DataFrame) -> pd.DataFrame:
+    """The leadership list (抓两头): big or risk customers of one quarter, one row each,
+    with ``reason`` (``big``, ``risk`` or ``big+risk``), biggest contribution first."""
+    picked = customer_quarter_df[
+        customer_quarter_df["is_big_customer"] | customer_quarter_df["is_risk_customer"]
+    ].copy()
+    picked["reason"] = np.select(
+        [picked["is_big_customer"] & picked["is_risk_customer"], picked["is_big_customer"]],
+        ["big+risk", "big"],
+        default="risk",
+    )
+    return picked.sort_values(
+        ["contribution_cny", "customer_id"], ascending=[False, True], na_position="last"
+    ).reset_index(drop=True)
+
+
+def tier_migration(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """Tier migration matrix between two quarters: one row per (from_tier, to_tier) with
+    ``customers``; untiered customers appear as ``"-"``. ``movement`` is up/down/same."""
+    cur = current.set_index("customer_id")["value_tier"]
+    prev = previous.set_index("customer_id")["value_tier"]
+    ids = cur.index.union(prev.index)
+    pairs = pd.DataFrame(
+        {
+            "from_tier": prev.reindex(ids).fillna("-").to_numpy(),
+            "to_tier": cur.reindex(ids).fillna("-").to_numpy(),
+        }
+    )
+    counts = pairs.value_counts().rename("customers").reset_index()
+    order = {"A": 0, "B": 1, "C": 2, "-": 3}
+    delta = counts["to_tier"].map(order) - counts["from_tier"].map(order)
+    counts["movement"] = np.select([delta < 0, delta > 0], ["up", "down"], default="same")
+    return counts.sort_values(["from_tier", "to_tier"]).reset_index(drop=True)

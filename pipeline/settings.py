@@ -11,6 +11,7 @@ DOMAIN.md and is printed in the reports' appendix.
 from __future__ import annotations
 
 import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,15 @@ class SourceSettings(BaseModel):
 class ValidationSettings(BaseModel):
     """Row-level quarantine thresholds: a run stops when a dataset's quarantined share passes its limit."""
 
-    default_max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    default_max_quarantine_share: float = Field(0.10, ge=0, le=1)
     max_quarantine_share: dict[str, float] = Field(default_factory=dict)
     # A batch whose row count falls below this share of the previous batch fails.
     min_row_count_ratio: float = Field(0.5, ge=0, le=1)
     phone_region: str = "CN"
     stale_after_days: int = Field(92, gt=0)
+    # Plausible window for event dates: from this day to extraction time plus this many days.
+    earliest_plausible_date: date = date(2000, 1, 1)
+    latest_plausible_days_ahead: int = Field(366, ge=0)
 
 
 class ResolutionSettings(BaseModel):

@@ -1,0 +1,150 @@
+"""Data-quality findings for archive staff: what a customer file lacks or holds wrongly.
+
+Grain of ``customer_findings``: one row per (record, field, finding). Findings never
+quarantine a row; they go to ``dq_findings`` (partition quarter). Details name the
+problem, never the personal value (names, phones and emails stay out of the report).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import pandas as pd
+import phonenumbers
+from stdnum.cn import uscc as stdnum_uscc
+
+FINDING_COLUMNS = (
+    "quarter",
+    "customer_record_id",
+    "source_system",
+    "dataset",
+    "source_record_id",
+    "field",
+    "finding",
+    "severity",
+    "detail",
+    "account_manager",
+)
+
+SEVERITY = {
+    "uscc_missing": "high",
+    "uscc_invalid": "high",
+    "account_manager_missing": "high",
+    "key_contact_missing": "high",
+    "phone_invalid": "medium",
+    "key_contact_phone_missing": "medium",
+    "stale_file": "medium",
+    "contact_report_missing": "medium",
+    "email_invalid": "low",
+    "industry_missing": "low",
+    "region_missing": "low",
+}
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
+_EXTENSION = re.compile(r"(转|ext\.?|x)\s*\d+\s*$", re.IGNORECASE)
+
+
+def is_valid_uscc(value: str | None) -> bool:
+    """An 18-character unified social credit code with a correct check digit (python-stdnum)."""
+    return value is not None and bool(stdnum_uscc.is_valid(value))
+
+
+def is_valid_phone(value: str | None, region: str = "CN") -> bool:
+    """A phone number that phonenumbers reads as a valid number of ``region`` (extension ignored)."""
+    if value is None:
+        return False
+    cleaned = _EXTENSION.sub("", str(value)).strip()
+    try:
+        number = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
+
+
+def is_valid_email(value: str | None) -> bool:
+    """``local@domain.tld`` syntax."""
+    return value is not None and bool(_EMAIL.match(str(value).strip()))
+
+
+def _rows(frame: pd.DataFrame, mask: pd.Series, finding: str, field: str, detail: str, dataset: str, system: str) -> pd.DataFrame:
+    hit = frame[mask]
+    return pd.DataFrame(
+        {
+            "customer_record_id": hit["_customer"].to_numpy(dtype=object),
+            "source_system": system,
+            "dataset": dataset,
+            "source_record_id": hit["source_record_id"].to_numpy(dtype=object),
+            "field": field,
+            "finding": finding,
+            "severity": SEVERITY[finding],
+            "detail": detail,
+        }
+    )
+
+
+def _present(series: pd.Series) -> pd.Series:
+    return series.notna() & (series.astype(str).str.strip() != "")
+
+
+def customer_findings(
+    customers: pd.DataFrame,
+    contacts: pd.DataFrame,
+    contact_log: pd.DataFrame,
+    quarter: str,
+    as_of: datetime,
+    stale_after_days: int = 92,
+    phone_region: str = "CN",
+) -> pd.DataFrame:
+    """Findings on valid staged rows of sales_customers, sales_contacts and service_contact_log.
+
+    A file is stale when ``updated_at`` is more than ``stale_after_days`` before ``as_of``
+    (the extraction time of the batch, i.e. the day of the review).
+    """
+    parts: list[pd.DataFrame] = []
+    cust = customers.assign(_customer=customers["source_record_id"])
+    sales = {"dataset": "sales_customers", "system": "sales"}
+    uscc_present = _present(cust["uscc"])
+    parts.append(_rows(cust, ~uscc_present, "uscc_missing", "uscc", "USCC (统一社会信用代码) is blank", **sales))
+    uscc_ok = cust["uscc"].map(is_valid_uscc)
+    parts.append(_rows(cust, uscc_present & ~uscc_ok, "uscc_invalid", "uscc", "USCC fails the format or check digit", **sales))
+    phone_present = _present(cust["phone"])
+    phone_ok = cust["phone"].map(lambda v: is_valid_phone(v, phone_region))
+    parts.append(_rows(cust, phone_present & ~phone_ok, "phone_invalid", "phone", f"phone is not a valid {phone_region} number", **sales))
+    email_present = _present(cust["email"])
+    parts.append(_rows(cust, email_present & ~cust["email"].map(is_valid_email), "email_invalid", "email", "email is not local@domain.tld", **sales))
+    parts.append(_rows(cust, ~_present(cust["industry"]), "industry_missing", "industry", "industry is blank", **sales))
+    region_missing = ~_present(cust["province"]) | ~_present(cust["city"])
+    parts.append(_rows(cust, region_missing, "region_missing", "province/city", "province or city is blank", **sales))
+    parts.append(_rows(cust, ~_present(cust["account_manager"]), "account_manager_missing", "account_manager", "no responsible account manager", **sales))
+    key_customers = set(contacts.loc[contacts["is_key_person"].fillna(False).astype(bool), "customer_record_id"])
+    no_key = ~cust["source_record_id"].isin(key_customers)
+    parts.append(_rows(cust, no_key, "key_contact_missing", "sales_contacts", "no key person (关键人物) on file", **sales))
+    cutoff = pd.Timestamp(as_of) - timedelta(days=stale_after_days)
+    stale = cust["updated_at"].isna() | (cust["updated_at"] < cutoff)
+    stale_detail = f"last update more than {stale_after_days} days before {pd.Timestamp(as_of):%Y-%m-%d}"
+    parts.append(_rows(cust, stale, "stale_file", "updated_at", stale_detail, **sales))
+
+    cont = contacts.assign(_customer=contacts["customer_record_id"])
+    people = {"dataset": "sales_contacts", "system": "sales"}
+    for field in ("mobile_phone", "office_phone"):
+        present = _present(cont[field])
+        ok = cont[field].map(lambda v: is_valid_phone(v, phone_region))
+        parts.append(_rows(cont, present & ~ok, "phone_invalid", field, f"{field} of a contact is not a valid {phone_region} number", **people))
+    present = _present(cont["email"])
+    parts.append(_rows(cont, present & ~cont["email"].map(is_valid_email), "email_invalid", "email", "email of a contact is not local@domain.tld", **people))
+    is_key = cont["is_key_person"].fillna(False).astype(bool)
+    no_phone = ~_present(cont["mobile_phone"]) & ~_present(cont["office_phone"])
+    parts.append(_rows(cont, is_key & no_phone, "key_contact_phone_missing", "mobile_phone/office_phone", "key person has no phone number", **people))
+
+    log_rows = contact_log.assign(_customer=contact_log["customer_record_id"])
+    parts.append(
+        _rows(log_rows, ~_present(log_rows["summary"]), "contact_report_missing", "summary", "contact left no short report", "service_contact_log", "service")
+    )
+
+    findings = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame(columns=list(FINDING_COLUMNS))
+    managers = cust.drop_duplicates("source_record_id").set_index("source_record_id")["account_manager"]
+    is_sales = findings["source_system"] == "sales"
+    findings["account_manager"] = findings["customer_record_id"].map(managers).where(is_sales, None)
+    findings["quarter"] = quarter
+    return findings[list(FINDING_COLUMNS)].reset_index(drop=True)

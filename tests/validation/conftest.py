@@ -1,0 +1,73 @@
+"""Fixtures for validation tests: demo sources landed into raw_<dataset> of a SQLite warehouse."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import warehouse
+from pipeline.datasets import datasets_of
+from pipeline.demo import generate_demo_sources
+from pipeline.extract import ADAPTERS
+from pipeline.quarters import Quarter
+from pipeline.settings import Settings, SourceSettings
+from pipeline.stages import StageContext
+
+AS_OF = date(2026, 11, 23)
+EXTRACTED_AT = datetime(2026, 11, 23, 2, 0, 0)
+
+
+def demo_settings(tmp: Path) -> Settings:
+    """Settings reading demo sources under ``tmp/sources`` and writing to ``tmp/wh.db``."""
+    sources = tmp / "sources"
+    return Settings(
+        sources=SourceSettings(
+            sales_url=f"sqlite:///{sources}/sales.db",
+            service_url=f"sqlite:///{sources}/service.db",
+            finance_dir=sources / "finance",
+        ),
+        warehouse_url=f"sqlite:///{tmp}/wh.db",
+        out_dir=tmp / "out",
+    )
+
+
+def land_raw(settings: Settings, batch_id: str = "b1") -> None:
+    """Extract every source system into raw_<dataset> (what the extract stage does)."""
+    engine = warehouse.create_engine(settings.warehouse_url)
+    for system, adapter in ADAPTERS.items():
+        chunks: dict[str, list[pd.DataFrame]] = {d.name: [] for d in datasets_of(system)}
+        for name, chunk in adapter(settings, batch_id, EXTRACTED_AT):
+            chunks[name].append(chunk)
+        for name, parts in chunks.items():
+            warehouse.replace_table(engine, f"raw_{name}", pd.concat(parts, ignore_index=True))
+    engine.dispose()
+
+
+def make_context(settings: Settings, batch_id: str = "b1") -> StageContext:
+    return StageContext(
+        settings=settings,
+        engine=warehouse.create_engine(settings.warehouse_url),
+        quarter=Quarter.parse("2026Q4"),
+        batch_id=batch_id,
+        extracted_at=EXTRACTED_AT,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo sources for 250 customers (generated once per session), with their truth/."""
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_sources(root / "sources", customers=250, seed=11, as_of=AS_OF)
+    return root
+
+
+@pytest.fixture()
+def landed(demo_sources: Path, tmp_path: Path) -> Settings:
+    """Settings whose warehouse holds the demo sources in raw_<dataset> (fresh per test)."""
+    (tmp_path / "sources").symlink_to(demo_sources / "sources")
+    settings = demo_settings(tmp_path)
+    land_raw(settings)
+    return settings

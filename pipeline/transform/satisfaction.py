@@ -114,9 +114,9 @@ def _customer_rows(seg: pd.DataFrame, dimension: str, segment: str):
             dimension,
             segment,
             float(retained.mean()) if len(retained) else np.nan,
-            int(len(retained)),
+            len(retained),
         ),
-        ("churned_customers", dimension, segment, float(churned.sum()), int(len(seg))),
+        ("churned_customers", dimension, segment, float(churned.sum()), len(seg)),
     ]
 
 
@@ -189,7 +189,7 @@ def with_changes(
     out = current.copy()
     key = ["metric", "dimension", "segment"]
     if previous is not None and not previous.empty:
-        prev = previous[key + ["value"]].rename(columns={"value": "previous_value"})
+        prev = previous[[*key, "value"]].rename(columns={"value": "previous_value"})
         out = out.merge(prev, on=key, how="left")
     else:
         out["previous_value"] = np.nan

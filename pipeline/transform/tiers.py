@@ -80,10 +80,7 @@ def value_tiers(sales: pd.DataFrame, quarter: Quarter, settings: TierSettings) -
     ).reset_index(drop=True)
     positive = per_customer["contribution_cny"].clip(lower=0)
     total = positive.sum()
-    if total > 0:
-        share = positive / total
-    else:
-        share = pd.Series(0.0, index=per_customer.index)
+    share = positive / total if total > 0 else pd.Series(0.0, index=per_customer.index)
     before = share.cumsum() - share
     a_cut = settings.value_a_share
     b_cut = settings.value_a_share + settings.value_b_share
@@ -122,7 +119,11 @@ def invoice_status(
     settle = pay.merge(inv[["invoice_id", "amount_cny"]], on="invoice_id", suffixes=("", "_billed"))
     settle = settle[settle["running"] >= settle["amount_cny_billed"] - 0.005]
     settled_on = settle.groupby("invoice_id")["paid_date"].min()
-    settled = merged["invoice_id"].map(settled_on)
+    settled = pd.Series(
+        settled_on.reindex(merged["invoice_id"]).to_numpy(),
+        index=merged.index,
+        dtype="datetime64[ns]",
+    )
     paid_cycle = (settled - merged["invoice_date"]).dt.days
     open_from = merged["due_date"].fillna(merged["invoice_date"])
     overdue = (end - open_from).dt.days.clip(lower=0)

@@ -279,7 +279,7 @@ def normalize_region(value: object) -> str | None:
 
 def bigrams(text: str | None) -> list[str]:
     """Character bigrams of a string (a single character is its own gram); None -> empty."""
-    if not text:
+    if not isinstance(text, str) or not text:
         return []
     if len(text) == 1:
         return [text]
@@ -306,9 +306,9 @@ def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.Data
     out["uscc_valid"] = [standardize_uscc(v) for v in out["uscc"]]
     phones = [standardize_phone(v, phone_region) for v in out["phone"]]
     out["phone_e164"] = phones
-    out["phone_number"] = [p.split(";")[0] if p else None for p in phones]
+    out["phone_number"] = [p.split(";")[0] if isinstance(p, str) else None for p in phones]
     out["email_std"] = [standardize_email(v) for v in out["email"]]
-    out["email_domain"] = [e.split("@", 1)[1] if e else None for e in out["email_std"]]
+    out["email_domain"] = [e.split("@", 1)[1] if isinstance(e, str) else None for e in out["email_std"]]
     addresses = [split_address(v) for v in out["address"]]
     out["address_std"] = [a.rest for a in addresses]
     province = [normalize_region(v) for v in out["province"]]

@@ -224,9 +224,18 @@ STAGING = (
 )
 
 
+def _as_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``*_at``/``*_date`` columns as datetimes: ``read_table`` leaves pandas 3 ``str``
+    columns (not ``object``) as text."""
+    for name in frame.columns:
+        if name.endswith(("_at", "_date")) and frame[name].dtype.kind != "M":
+            frame[name] = pd.to_datetime(frame[name], errors="coerce", format="mixed")
+    return frame
+
+
 def load_inputs(engine: Engine) -> MetricInputs:
     """Read the staging tables and the resolved customers from the warehouse."""
-    stg = {name: read_table(engine, f"stg_{name}") for name in STAGING}
+    stg = {name: _as_datetimes(read_table(engine, f"stg_{name}")) for name in STAGING}
     if table_exists(engine, "core_customer_xref") and table_exists(engine, "core_customers"):
         xref = read_table(
             engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"]

@@ -1,0 +1,199 @@
+"""The compute_metrics stage end to end on a small demo warehouse (SQLite), with an
+independent SQL cross-check of the main quarterly metrics."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from pipeline import metrics
+from pipeline.datasets import DATASETS
+from pipeline.demo import generate_demo_sources
+from pipeline.extract import finance, sales, service
+from pipeline.quarters import Quarter
+from pipeline.settings import Settings
+from pipeline.stages import StageContext
+from pipeline.warehouse import create_engine, frame_digest, read_table, replace_table
+
+Q3 = Quarter(2026, 3)
+TZ = "Asia/Shanghai"
+
+
+def _cast(name: str, raw: pd.DataFrame) -> pd.DataFrame:
+    """Type the extract's text output like the validation stage would (valid rows only)."""
+    dataset = DATASETS[name]
+    out = raw.copy()
+    for column in dataset.columns:
+        text = out[column.name]
+        if column.kind in ("int", "float"):
+            numbers = pd.to_numeric(text, errors="coerce")
+            out[column.name] = numbers.astype("Int64" if column.kind == "int" else "float64")
+        elif column.kind == "date":
+            out[column.name] = pd.to_datetime(text, errors="coerce", format="mixed").dt.normalize()
+        elif column.kind == "datetime":
+            local = pd.to_datetime(text, errors="coerce", format="mixed")
+            out[column.name] = (
+                local.dt.tz_localize(TZ, ambiguous="NaT", nonexistent="NaT")
+                .dt.tz_convert("UTC")
+                .dt.tz_localize(None)
+            )
+        elif column.kind == "bool":
+            out[column.name] = text.map({"1": True, "0": False}).astype("boolean")
+        elif column.kind == "vocab":
+            out[column.name] = text.map(column.vocab)
+    required = [c.name for c in dataset.columns if c.required]
+    out = out.dropna(subset=["source_record_id", *required])
+    return out.drop_duplicates("source_record_id", keep=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("metrics")
+    src = root / "src"
+    generate_demo_sources(src, customers=200, seed=7, as_of=date(2026, 11, 23))
+    settings = Settings(
+        warehouse_url=f"sqlite:///{root}/warehouse.db",
+        sources={
+            "sales_url": f"sqlite:///{src}/sales.db",
+            "service_url": f"sqlite:///{src}/service.db",
+            "finance_dir": src / "finance",
+        },
+    )
+    chunks: dict[str, list[pd.DataFrame]] = {}
+    for adapter in (sales, service, finance):
+        for name, chunk in adapter.extract(settings, "b1", datetime(2026, 11, 23)):
+            chunks.setdefault(name, []).append(chunk)
+    stg = {name: _cast(name, pd.concat(parts, ignore_index=True)) for name, parts in chunks.items()}
+    truth = pd.read_csv(src / "truth" / "entities.csv", dtype=str)
+    return settings, stg, truth
+
+
+def _warehouse(demo, tmp_path, with_core: bool):
+    settings, stg, truth = demo
+    settings = settings.model_copy(update={"warehouse_url": f"sqlite:///{tmp_path}/wh.db"})
+    engine = create_engine(settings.warehouse_url)
+    for name, frame in stg.items():
+        replace_table(engine, f"stg_{name}", frame)
+    if with_core:
+        xref = truth.rename(columns={"entity_id": "customer_id"})
+        replace_table(engine, "core_customer_xref", xref)
+        sales_rows = stg["sales_customers"].merge(
+            xref[xref["source_system"] == "sales"], on="source_record_id"
+        )
+        core = (
+            sales_rows[["customer_id", "province", "industry", "account_manager"]]
+            .drop_duplicates("customer_id")
+            .merge(xref[["customer_id"]].drop_duplicates(), how="right")
+        )
+        replace_table(engine, "core_customers", core)
+    ctx = StageContext(settings, engine, Q3, "b1", datetime(2026, 11, 23))
+    return ctx
+
+
+def _sql_metrics(engine: sa.Engine, quarter: Quarter) -> dict[str, tuple[float, int]]:
+    """CSAT, NPS and SLA share of the quarter by plain SQL over the staging tables, counting
+    only records mapped to a golden customer."""
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    params = {
+        "start": quarter.start_utc(TZ).strftime(fmt),
+        "end": quarter.end_utc(TZ).strftime(fmt),
+    }
+    mapped = (
+        "customer_record_id IN (SELECT source_record_id FROM core_customer_xref "
+        "WHERE source_system = 'service')"
+    )
+    surveys = f"""
+        SELECT AVG(CASE WHEN csat_score >= 4 THEN 1.0 ELSE 0.0 END), AVG(csat_score * 1.0),
+               COUNT(csat_score)
+        FROM stg_service_surveys
+        WHERE csat_score IS NOT NULL AND answered_at >= :start AND answered_at < :end AND {mapped}
+    """
+    nps = f"""
+        SELECT 100.0 * (SUM(CASE WHEN nps_score >= 9 THEN 1 ELSE 0 END)
+                        - SUM(CASE WHEN nps_score <= 6 THEN 1 ELSE 0 END)) / COUNT(*), COUNT(*)
+        FROM stg_service_surveys
+        WHERE nps_score IS NOT NULL AND answered_at >= :start AND answered_at < :end AND {mapped}
+    """
+    sla = f"""
+        SELECT AVG(CASE WHEN first_response_at IS NOT NULL
+                         AND (julianday(first_response_at) - julianday(opened_at)) * 24 <= 24
+                        THEN 1.0 ELSE 0.0 END), COUNT(*)
+        FROM stg_service_tickets
+        WHERE opened_at >= :start AND opened_at < :end AND {mapped}
+          AND (first_response_at IS NOT NULL OR julianday(opened_at) + 1 <= julianday(:end))
+    """
+    with engine.connect() as conn:
+        top2, mean, n_csat = conn.execute(sa.text(surveys), params).one()
+        nps_value, n_nps = conn.execute(sa.text(nps), params).one()
+        sla_value, n_sla = conn.execute(sa.text(sla), params).one()
+    return {
+        "csat_top2_share": (top2, n_csat),
+        "csat_mean": (mean, n_csat),
+        "nps": (nps_value, n_nps),
+        "sla_met_share": (sla_value, n_sla),
+    }
+
+
+def _overall(frame: pd.DataFrame, name: str) -> pd.Series:
+    row = frame[(frame["metric"] == name) & (frame["dimension"] == "overall")]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_stage_with_core_matches_sql_and_is_idempotent(demo, tmp_path) -> None:
+    ctx = _warehouse(demo, tmp_path, with_core=True)
+    result = metrics.run(ctx)
+    assert result.stage == "compute_metrics"
+    assert len(result.detail["quarters"]) == ctx.settings.metrics.trend_quarters
+    quarters = set(read_table(ctx.engine, "mart_metrics", ["quarter"])["quarter"])
+    assert quarters == {str(Q3.shift(-i)) for i in range(8)}
+
+    per_customer = read_table(ctx.engine, "mart_customer_quarter", quarter=str(Q3))
+    entities = demo[2]["entity_id"].nunique()
+    assert len(per_customer) == entities and per_customer["customer_id"].is_unique
+    tiered = per_customer["value_tier"].notna()
+    assert (per_customer.loc[~tiered, "lifecycle_stage"].isin(["potential", "churned"])).all()
+
+    table = read_table(ctx.engine, "mart_metrics", quarter=str(Q3))
+    for name, (expected, n) in _sql_metrics(ctx.engine, Q3).items():
+        row = _overall(table, name)
+        assert row["n"] == n, name
+        assert row["value"] == pytest.approx(expected, abs=1e-9), name
+    previous = _sql_metrics(ctx.engine, Q3.previous())
+    row = _overall(table, "nps")
+    assert row["previous_value"] == pytest.approx(previous["nps"][0])
+    assert row["change"] == pytest.approx(row["value"] - previous["nps"][0])
+
+    before = {t: frame_digest(read_table(ctx.engine, t)) for t in metrics.OUTPUT_TABLES}
+    metrics.run(ctx)
+    metrics.compute_history(ctx.engine, ctx.settings, Q3, 3, recompute=True)
+    after = {t: frame_digest(read_table(ctx.engine, t)) for t in metrics.OUTPUT_TABLES}
+    assert after == before
+
+
+def test_stage_falls_back_to_source_records_without_core(demo, tmp_path, caplog) -> None:
+    ctx = _warehouse(demo, tmp_path, with_core=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline.metrics"):
+        metrics.compute_history(ctx.engine, ctx.settings, Q3, 1)
+    assert "each source record counts as one customer" in caplog.text
+    per_customer = read_table(ctx.engine, "mart_customer_quarter", quarter=str(Q3))
+    _, stg, _ = demo
+    records = sum(len(stg[n]) for n in ("sales_customers", "service_accounts", "finance_accounts"))
+    assert len(per_customer) == records
+    migration = read_table(ctx.engine, "mart_tier_migration", quarter=str(Q3))
+    assert migration["customers"].sum() >= per_customer["value_tier"].notna().sum()
+
+
+def test_records_missing_from_xref_are_left_out(demo, caplog) -> None:
+    _, stg, truth = demo
+    xref = truth.rename(columns={"entity_id": "customer_id"})
+    xref = xref[xref["source_system"] != "finance"]
+    with caplog.at_level(logging.WARNING, logger="pipeline.metrics"):
+        inputs = metrics.build_inputs(stg, xref, None)
+    assert "invoices:" in caplog.text
+    assert inputs.invoices.empty
+    assert not inputs.sales.empty

@@ -38,7 +38,9 @@ def _timestamps(text: pd.Series) -> pd.Series:
     return parsed.astype("datetime64[ns]")
 
 
-def cast_column(text: pd.Series, kind: str, vocab: dict[str, str] | None, source_timezone: str) -> tuple[pd.Series, pd.Series]:
+def cast_column(
+    text: pd.Series, kind: str, vocab: dict[str, str] | None, source_timezone: str
+) -> tuple[pd.Series, pd.Series]:
     """One raw text column typed as ``kind``; returns (typed values, mask of unreadable values)."""
     present = text.notna()
     if kind == "text":
@@ -77,11 +79,19 @@ def _describe(kind: str, value: str, vocab: dict[str, str] | None) -> str:
     if kind == "vocab":
         return f"{value!r} is not one of {', '.join(sorted(vocab or {}))}"
     article = "an" if kind == "int" else "a"
-    label = {"int": "integer", "float": "number", "date": "date (YYYY-MM-DD)", "datetime": "timestamp", "bool": "yes/no value"}[kind]
+    label = {
+        "int": "integer",
+        "float": "number",
+        "date": "date (YYYY-MM-DD)",
+        "datetime": "timestamp",
+        "bool": "yes/no value",
+    }[kind]
     return f"{value!r} is not {article} {label}"
 
 
-def stage_frame(raw: pd.DataFrame, dataset: Dataset, source_timezone: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stage_frame(
+    raw: pd.DataFrame, dataset: Dataset, source_timezone: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type a raw frame of ``dataset``: (typed frame, cast errors with columns row, column, reason).
 
     The typed frame has the house columns then the lineage columns; ``datetime`` columns are
@@ -90,18 +100,32 @@ def stage_frame(raw: pd.DataFrame, dataset: Dataset, source_timezone: str) -> tu
     typed: dict[str, pd.Series] = {"source_record_id": _text(raw["source_record_id"])}
     errors: list[pd.DataFrame] = []
     for column in dataset.columns:
-        text = _text(raw[column.name]) if column.name in raw.columns else pd.Series(None, index=raw.index, dtype=object)
+        text = (
+            _text(raw[column.name])
+            if column.name in raw.columns
+            else pd.Series(None, index=raw.index, dtype=object)
+        )
         values, bad = cast_column(text, column.kind, column.vocab, source_timezone)
         typed[column.name] = values
         if bad.any():
             bad_values = text[bad]
-            reasons = [f"{column.name}: {_describe(column.kind, v, column.vocab)}" for v in bad_values]
-            errors.append(pd.DataFrame({"row": bad_values.index, "column": column.name, "reason": reasons}))
+            reasons = [
+                f"{column.name}: {_describe(column.kind, v, column.vocab)}" for v in bad_values
+            ]
+            errors.append(
+                pd.DataFrame({"row": bad_values.index, "column": column.name, "reason": reasons})
+            )
     for name in LINEAGE_COLUMNS:
         if name != "source_record_id" and name in raw.columns:
             typed[name] = raw[name]
     frame = pd.DataFrame(typed, index=raw.index)
     if "extracted_at" in frame.columns:
-        frame["extracted_at"] = pd.to_datetime(frame["extracted_at"], errors="coerce", format="mixed")
-    cast_errors = pd.concat(errors, ignore_index=True) if errors else pd.DataFrame(columns=list(CAST_ERROR_COLUMNS))
+        frame["extracted_at"] = pd.to_datetime(
+            frame["extracted_at"], errors="coerce", format="mixed"
+        )
+    cast_errors = (
+        pd.concat(errors, ignore_index=True)
+        if errors
+        else pd.DataFrame(columns=list(CAST_ERROR_COLUMNS))
+    )
     return frame, cast_errors

@@ -63,9 +63,13 @@ def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
     """``raw_<dataset>`` exactly as landed (text values, not parsed), with a RangeIndex."""
     table = f"raw_{dataset}"
     if not warehouse.table_exists(engine, table):
-        raise LookupError(f"warehouse table {table!r} does not exist yet: run the extract stage first")
+        raise LookupError(
+            f"warehouse table {table!r} does not exist yet: run the extract stage first"
+        )
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(f'SELECT * FROM "{table}"'), conn, coerce_float=False, dtype=object)
+        frame = pd.read_sql(
+            sa.text(f'SELECT * FROM "{table}"'), conn, coerce_float=False, dtype=object
+        )
     return frame.reset_index(drop=True)
 
 
@@ -85,20 +89,29 @@ def validate_dataset(
     started = time.perf_counter()
     typed, cast_errors = stage_frame(raw, dataset, source_timezone)
     frame = check_frame(typed, cast_errors, dataset, parents)
-    parent_keys = {name: set(parents[name]["source_record_id"].dropna()) for name in set(dataset.parents.values())}
+    parent_keys = {
+        name: set(parents[name]["source_record_id"].dropna())
+        for name in set(dataset.parents.values())
+    }
     params = suite_parameters(settings, extracted_at, parent_keys)
-    violations, summary = run_suite(frame.reset_index(drop=True), build_suite(dataset.name, load_rules(dataset.name)), params)
+    violations, summary = run_suite(
+        frame.reset_index(drop=True), build_suite(dataset.name, load_rules(dataset.name)), params
+    )
     valid, quarantine = split_rows(dataset.name, raw, typed, violations, cast_errors)
     if len(valid) + len(quarantine) != len(raw):
         raise AssertionError(
             f"{dataset.name}: rows in {len(raw)} != valid {len(valid)} + quarantined {len(quarantine)}"
         )
-    return DatasetOutcome(dataset.name, len(raw), valid, quarantine, summary, time.perf_counter() - started)
+    return DatasetOutcome(
+        dataset.name, len(raw), valid, quarantine, summary, time.perf_counter() - started
+    )
 
 
 def threshold_error(outcome: DatasetOutcome, max_share: float) -> QuarantineThresholdError:
     failing = [e for e in outcome.expectations if e["unexpected_count"]]
-    rules = ", ".join(f"{e['rule_id']} ({e['expectation']}): {e['unexpected_count']} rows" for e in failing)
+    rules = ", ".join(
+        f"{e['rule_id']} ({e['expectation']}): {e['unexpected_count']} rows" for e in failing
+    )
     examples = ", ".join(str(v) for v in outcome.quarantine["source_record_id"].head(5))
     return QuarantineThresholdError(
         f"dataset {outcome.dataset}: {len(outcome.quarantine)} of {outcome.rows_in} rows "
@@ -114,10 +127,13 @@ def previous_row_count(engine: sa.engine.Engine, dataset: Dataset) -> int | None
     if not warehouse.table_exists(engine, dataset.staging_table):
         return None
     with engine.connect() as conn:
-        count = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')).scalar_one()
+        count = conn.execute(
+            sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')
+        ).scalar_one()
         if warehouse.table_exists(engine, "quarantine"):
             count += conn.execute(
-                sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name}
+                sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'),
+                {"d": dataset.name},
             ).scalar_one()
     return int(count)
 
@@ -133,14 +149,26 @@ def run(ctx: StageContext) -> StageResult:
         parents = {}
         for parent in set(dataset.parents.values()):
             if parent not in typed_cache:
-                typed_cache[parent] = stage_frame(read_raw(ctx.engine, parent), DATASETS[parent], ctx.settings.sources.source_timezone)[0]
+                typed_cache[parent] = stage_frame(
+                    read_raw(ctx.engine, parent),
+                    DATASETS[parent],
+                    ctx.settings.sources.source_timezone,
+                )[0]
             parents[parent] = typed_cache[parent]
-        outcome = validate_dataset(dataset, raw, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at)
-        max_share = settings.max_quarantine_share.get(dataset.name, settings.default_max_quarantine_share)
+        outcome = validate_dataset(
+            dataset, raw, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
+        )
+        max_share = settings.max_quarantine_share.get(
+            dataset.name, settings.default_max_quarantine_share
+        )
         log.info(
             "validated %s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
-            dataset.name, outcome.rows_in, len(outcome.valid), len(outcome.quarantine),
-            100 * outcome.quarantined_share, outcome.seconds,
+            dataset.name,
+            outcome.rows_in,
+            len(outcome.valid),
+            len(outcome.quarantine),
+            100 * outcome.quarantined_share,
+            outcome.seconds,
         )
         previous = previous_row_count(ctx.engine, dataset)
         error = None
@@ -159,7 +187,12 @@ def run(ctx: StageContext) -> StageResult:
             outcomes[dataset.name] = outcome
             continue
         warehouse.replace_table(ctx.engine, dataset.staging_table, outcome.valid)
-        warehouse.replace_partition(ctx.engine, "quarantine", outcome.quarantine.drop(columns=["dataset"]), dataset=dataset.name)
+        warehouse.replace_partition(
+            ctx.engine,
+            "quarantine",
+            outcome.quarantine.drop(columns=["dataset"]),
+            dataset=dataset.name,
+        )
         outcomes[dataset.name] = outcome
 
     findings = pd.DataFrame()
@@ -174,14 +207,28 @@ def run(ctx: StageContext) -> StageResult:
             stale_after_days=settings.stale_after_days,
             phone_region=settings.phone_region,
         )
-        warehouse.replace_partition(ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter))
-    docs = write_docs(ctx.settings.out_dir / "validation" / ctx.batch_id, ctx.batch_id, str(ctx.quarter), outcomes, findings, errors)
+        warehouse.replace_partition(
+            ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
+        )
+    docs = write_docs(
+        ctx.settings.out_dir / "validation" / ctx.batch_id,
+        ctx.batch_id,
+        str(ctx.quarter),
+        outcomes,
+        findings,
+        errors,
+    )
     if errors:
         raise QuarantineThresholdError("\n".join(str(e) for e in errors), tuple(sorted(blocked)))
     rows_in = sum(o.rows_in for o in outcomes.values())
     rows_valid = sum(len(o.valid) for o in outcomes.values())
     detail = {
-        name: {"rows_in": o.rows_in, "valid": len(o.valid), "quarantined": len(o.quarantine), "seconds": round(o.seconds, 2)}
+        name: {
+            "rows_in": o.rows_in,
+            "valid": len(o.valid),
+            "quarantined": len(o.quarantine),
+            "seconds": round(o.seconds, 2),
+        }
         for name, o in outcomes.items()
     }
     detail["findings"] = len(findings)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from great_expectations.core import ExpectationSuite
+
+from pipeline.validation.rules import quiet_great_expectations
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuite
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +22,7 @@ VIOLATION_COLUMNS = ("row", "code", "rule_id", "reason")
 
 
 def _context() -> Any:
+    quiet_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -27,7 +32,9 @@ def _context() -> Any:
     return context
 
 
-def run_suite(frame: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str, Any]) -> tuple[pd.DataFrame, list[dict]]:
+def run_suite(
+    frame: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str, Any]
+) -> tuple[pd.DataFrame, list[dict]]:
     """Validate ``frame`` (RangeIndex) against ``suite``: (violations, per-expectation summary).
 
     Raises RuntimeError when an expectation cannot be evaluated (a broken suite must not
@@ -35,8 +42,12 @@ def run_suite(frame: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str
     """
     context = _context()
     asset = context.data_sources.add_pandas(f"crm_{suite.name}").add_dataframe_asset(suite.name)
-    batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"}, expectation_parameters=parameters)
+    batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    result = batch.validate(
+        suite, result_format={"result_format": "COMPLETE"}, expectation_parameters=parameters
+    )
     parts: list[pd.DataFrame] = []
     summary: list[dict] = []
     for outcome in result.results:
@@ -59,7 +70,18 @@ def run_suite(frame: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str
         )
         if rows:
             parts.append(
-                pd.DataFrame({"row": rows, "code": meta["code"], "rule_id": meta["rule_id"], "reason": meta["reason"]})
+                pd.DataFrame(
+                    {
+                        "row": rows,
+                        "code": meta["code"],
+                        "rule_id": meta["rule_id"],
+                        "reason": meta["reason"],
+                    }
+                )
             )
-    violations = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(VIOLATION_COLUMNS))
+    violations = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=list(VIOLATION_COLUMNS))
+    )
     return violations, summary

@@ -42,7 +42,11 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}.fail{color:#b000
 
 
 def build_context(
-    batch_id: str, quarter: str, outcomes: Mapping[str, Any], findings: pd.DataFrame, errors: list[Exception]
+    batch_id: str,
+    quarter: str,
+    outcomes: Mapping[str, Any],
+    findings: pd.DataFrame,
+    errors: list[Exception],
 ) -> dict[str, Any]:
     """Formatted values for the page (no arithmetic in the template, no personal values)."""
     datasets = []
@@ -52,7 +56,9 @@ def build_context(
         for e in outcome.expectations:
             examples = ""
             if e["unexpected_count"] and len(quarantine):
-                hit = quarantine[quarantine["defects"].str.split(",").map(lambda codes, c=e["code"]: c in codes)]
+                hit = quarantine[
+                    quarantine["defects"].str.split(",").map(lambda codes, c=e["code"]: c in codes)
+                ]
                 examples = ", ".join(str(k) for k in hit["source_record_id"].head(5))
             expectations.append({**e, "examples": examples})
         datasets.append(
@@ -84,10 +90,17 @@ def render_html(context: dict[str, Any]) -> str:
 
 
 def write_docs(
-    folder: Path, batch_id: str, quarter: str, outcomes: Mapping[str, Any], findings: pd.DataFrame, errors: list[Exception]
+    folder: Path,
+    batch_id: str,
+    quarter: str,
+    outcomes: Mapping[str, Any],
+    findings: pd.DataFrame,
+    errors: list[Exception],
 ) -> Path:
     """Write ``folder/index.html`` and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "index.html"
-    path.write_text(render_html(build_context(batch_id, quarter, outcomes, findings, errors)), encoding="utf-8")
+    path.write_text(
+        render_html(build_context(batch_id, quarter, outcomes, findings, errors)), encoding="utf-8"
+    )
     return path

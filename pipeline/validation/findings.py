@@ -67,7 +67,15 @@ def is_valid_email(value: str | None) -> bool:
     return value is not None and bool(_EMAIL.match(str(value).strip()))
 
 
-def _rows(frame: pd.DataFrame, mask: pd.Series, finding: str, field: str, detail: str, dataset: str, system: str) -> pd.DataFrame:
+def _rows(
+    frame: pd.DataFrame,
+    mask: pd.Series,
+    finding: str,
+    field: str,
+    detail: str,
+    dataset: str,
+    system: str,
+) -> pd.DataFrame:
     hit = frame[mask]
     return pd.DataFrame(
         {
@@ -105,24 +113,95 @@ def customer_findings(
     cust = customers.assign(_customer=customers["source_record_id"])
     sales = {"dataset": "sales_customers", "system": "sales"}
     uscc_present = _present(cust["uscc"])
-    parts.append(_rows(cust, ~uscc_present, "uscc_missing", "uscc", "USCC (统一社会信用代码) is blank", **sales))
+    parts.append(
+        _rows(
+            cust, ~uscc_present, "uscc_missing", "uscc", "USCC (统一社会信用代码) is blank", **sales
+        )
+    )
     uscc_ok = cust["uscc"].map(is_valid_uscc)
-    parts.append(_rows(cust, uscc_present & ~uscc_ok, "uscc_invalid", "uscc", "USCC fails the format or check digit", **sales))
+    parts.append(
+        _rows(
+            cust,
+            uscc_present & ~uscc_ok,
+            "uscc_invalid",
+            "uscc",
+            "USCC fails the format or check digit",
+            **sales,
+        )
+    )
     phone_present = _present(cust["phone"])
     phone_ok = cust["phone"].map(lambda v: is_valid_phone(v, phone_region))
-    parts.append(_rows(cust, phone_present & ~phone_ok, "phone_invalid", "phone", f"phone is not a valid {phone_region} number", **sales))
+    parts.append(
+        _rows(
+            cust,
+            phone_present & ~phone_ok,
+            "phone_invalid",
+            "phone",
+            f"phone is not a valid {phone_region} number",
+            **sales,
+        )
+    )
     email_present = _present(cust["email"])
-    parts.append(_rows(cust, email_present & ~cust["email"].map(is_valid_email), "email_invalid", "email", "email is not local@domain.tld", **sales))
-    parts.append(_rows(cust, ~_present(cust["industry"]), "industry_missing", "industry", "industry is blank", **sales))
+    parts.append(
+        _rows(
+            cust,
+            email_present & ~cust["email"].map(is_valid_email),
+            "email_invalid",
+            "email",
+            "email is not local@domain.tld",
+            **sales,
+        )
+    )
+    parts.append(
+        _rows(
+            cust,
+            ~_present(cust["industry"]),
+            "industry_missing",
+            "industry",
+            "industry is blank",
+            **sales,
+        )
+    )
     region_missing = ~_present(cust["province"]) | ~_present(cust["city"])
-    parts.append(_rows(cust, region_missing, "region_missing", "province/city", "province or city is blank", **sales))
-    parts.append(_rows(cust, ~_present(cust["account_manager"]), "account_manager_missing", "account_manager", "no responsible account manager", **sales))
-    key_customers = set(contacts.loc[contacts["is_key_person"].fillna(False).astype(bool), "customer_record_id"])
+    parts.append(
+        _rows(
+            cust,
+            region_missing,
+            "region_missing",
+            "province/city",
+            "province or city is blank",
+            **sales,
+        )
+    )
+    parts.append(
+        _rows(
+            cust,
+            ~_present(cust["account_manager"]),
+            "account_manager_missing",
+            "account_manager",
+            "no responsible account manager",
+            **sales,
+        )
+    )
+    key_customers = set(
+        contacts.loc[contacts["is_key_person"].fillna(False).astype(bool), "customer_record_id"]
+    )
     no_key = ~cust["source_record_id"].isin(key_customers)
-    parts.append(_rows(cust, no_key, "key_contact_missing", "sales_contacts", "no key person (关键人物) on file", **sales))
+    parts.append(
+        _rows(
+            cust,
+            no_key,
+            "key_contact_missing",
+            "sales_contacts",
+            "no key person (关键人物) on file",
+            **sales,
+        )
+    )
     cutoff = pd.Timestamp(as_of) - timedelta(days=stale_after_days)
     stale = cust["updated_at"].isna() | (cust["updated_at"] < cutoff)
-    stale_detail = f"last update more than {stale_after_days} days before {pd.Timestamp(as_of):%Y-%m-%d}"
+    stale_detail = (
+        f"last update more than {stale_after_days} days before {pd.Timestamp(as_of):%Y-%m-%d}"
+    )
     parts.append(_rows(cust, stale, "stale_file", "updated_at", stale_detail, **sales))
 
     cont = contacts.assign(_customer=contacts["customer_record_id"])
@@ -130,20 +209,61 @@ def customer_findings(
     for field in ("mobile_phone", "office_phone"):
         present = _present(cont[field])
         ok = cont[field].map(lambda v: is_valid_phone(v, phone_region))
-        parts.append(_rows(cont, present & ~ok, "phone_invalid", field, f"{field} of a contact is not a valid {phone_region} number", **people))
+        parts.append(
+            _rows(
+                cont,
+                present & ~ok,
+                "phone_invalid",
+                field,
+                f"{field} of a contact is not a valid {phone_region} number",
+                **people,
+            )
+        )
     present = _present(cont["email"])
-    parts.append(_rows(cont, present & ~cont["email"].map(is_valid_email), "email_invalid", "email", "email of a contact is not local@domain.tld", **people))
+    parts.append(
+        _rows(
+            cont,
+            present & ~cont["email"].map(is_valid_email),
+            "email_invalid",
+            "email",
+            "email of a contact is not local@domain.tld",
+            **people,
+        )
+    )
     is_key = cont["is_key_person"].fillna(False).astype(bool)
     no_phone = ~_present(cont["mobile_phone"]) & ~_present(cont["office_phone"])
-    parts.append(_rows(cont, is_key & no_phone, "key_contact_phone_missing", "mobile_phone/office_phone", "key person has no phone number", **people))
+    parts.append(
+        _rows(
+            cont,
+            is_key & no_phone,
+            "key_contact_phone_missing",
+            "mobile_phone/office_phone",
+            "key person has no phone number",
+            **people,
+        )
+    )
 
     log_rows = contact_log.assign(_customer=contact_log["customer_record_id"])
     parts.append(
-        _rows(log_rows, ~_present(log_rows["summary"]), "contact_report_missing", "summary", "contact left no short report", "service_contact_log", "service")
+        _rows(
+            log_rows,
+            ~_present(log_rows["summary"]),
+            "contact_report_missing",
+            "summary",
+            "contact left no short report",
+            "service_contact_log",
+            "service",
+        )
     )
 
-    findings = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame(columns=list(FINDING_COLUMNS))
-    managers = cust.drop_duplicates("source_record_id").set_index("source_record_id")["account_manager"]
+    findings = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else pd.DataFrame(columns=list(FINDING_COLUMNS))
+    )
+    managers = cust.drop_duplicates("source_record_id").set_index("source_record_id")[
+        "account_manager"
+    ]
     is_sales = findings["source_system"] == "sales"
     findings["account_manager"] = findings["customer_record_id"].map(managers).where(is_sales, None)
     findings["quarter"] = quarter

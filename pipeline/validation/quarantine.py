@@ -26,7 +26,10 @@ QUARANTINE_COLUMNS = (
 
 def _raw_json(raw: pd.DataFrame) -> list[str]:
     values = raw.astype(object).where(raw.notna(), None)
-    return [json.dumps({k: (None if v is None else str(v)) for k, v in row.items()}, ensure_ascii=False) for row in values.to_dict("records")]
+    return [
+        json.dumps({k: (None if v is None else str(v)) for k, v in row.items()}, ensure_ascii=False)
+        for row in values.to_dict("records")
+    ]
 
 
 def split_rows(
@@ -41,7 +44,9 @@ def split_rows(
     ``violations`` has one row per (row, broken rule) with columns row, code, reason in
     suite order; ``cast_errors`` adds the unreadable values' reasons to the row's reasons.
     """
-    bad_rows = pd.Index(violations["row"].unique()) if len(violations) else pd.Index([], dtype="int64")
+    bad_rows = (
+        pd.Index(violations["row"].unique()) if len(violations) else pd.Index([], dtype="int64")
+    )
     valid = typed.loc[~typed.index.isin(bad_rows)].reset_index(drop=True)
     if not len(bad_rows):
         return valid, pd.DataFrame(columns=list(QUARANTINE_COLUMNS))
@@ -50,7 +55,9 @@ def split_rows(
     reasons = per_row["reason"].agg(list)
     if len(cast_errors):
         cast_reasons = cast_errors.groupby("row")["reason"].agg(list)
-        reasons = reasons.combine(cast_reasons.reindex(reasons.index), lambda a, b: a + (b if isinstance(b, list) else []))
+        reasons = reasons.combine(
+            cast_reasons.reindex(reasons.index), lambda a, b: a + (b if isinstance(b, list) else [])
+        )
     rows = sorted(bad_rows)
     bad_raw = raw.loc[rows]
     quarantine = pd.DataFrame(
@@ -63,7 +70,9 @@ def split_rows(
             "defect": [codes[r][0] for r in rows],
             "defects": [",".join(codes[r]) for r in rows],
             "reasons": ["; ".join(reasons[r]) for r in rows],
-            "raw_row": _raw_json(bad_raw.drop(columns=["batch_id", "extracted_at"], errors="ignore")),
+            "raw_row": _raw_json(
+                bad_raw.drop(columns=["batch_id", "extracted_at"], errors="ignore")
+            ),
         }
     )
     return valid, quarantine

@@ -8,20 +8,27 @@ Columns starting with ``_`` are derived here, vectorized, so GX only compares va
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
 import pandas as pd
 import yaml
-from great_expectations.core import ExpectationSuite
 
 from pipeline.datasets import Dataset
 from pipeline.settings import ValidationSettings
 
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuite
+
 SUITE_DIR = Path(__file__).resolve().parents[2] / "expectations"
+
+
+def quiet_great_expectations() -> None:
+    """GX logs its own set-up at INFO on every context; keep run logs about our data."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,10 @@ class Rule:
 
     @property
     def rule_id(self) -> str:
-        target = self.kwargs.get("column") or f"{self.kwargs.get('column_A')}>={self.kwargs.get('column_B')}"
+        target = (
+            self.kwargs.get("column")
+            or f"{self.kwargs.get('column_A')}>={self.kwargs.get('column_B')}"
+        )
         return f"{self.code}:{target}"
 
 
@@ -44,12 +54,20 @@ def load_rules(dataset: str, suite_dir: Path = SUITE_DIR) -> list[Rule]:
     path = suite_dir / f"{dataset}.yml"
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     if spec.get("dataset") != dataset:
-        raise ValueError(f"{path}: suite is for dataset {spec.get('dataset')!r}, expected {dataset!r}")
-    return [Rule(r["code"], r["expectation"], dict(r["kwargs"]), r["reason"]) for r in spec["rules"]]
+        raise ValueError(
+            f"{path}: suite is for dataset {spec.get('dataset')!r}, expected {dataset!r}"
+        )
+    return [
+        Rule(r["code"], r["expectation"], dict(r["kwargs"]), r["reason"]) for r in spec["rules"]
+    ]
 
 
 def build_suite(dataset: str, rules: list[Rule]) -> ExpectationSuite:
     """A GX suite whose expectations carry their rule's code, id and reason in ``meta``."""
+    quiet_great_expectations()
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
+
     expectations = []
     for rule in rules:
         cls = getattr(gx.expectations, rule.expectation)
@@ -64,7 +82,8 @@ def suite_parameters(
     """Run-time values of the suites' ``$PARAMETER`` placeholders."""
     params: dict[str, Any] = {
         "earliest_date": pd.Timestamp(settings.earliest_plausible_date),
-        "latest_date": pd.Timestamp(extracted_at) + timedelta(days=settings.latest_plausible_days_ahead),
+        "latest_date": pd.Timestamp(extracted_at)
+        + timedelta(days=settings.latest_plausible_days_ahead),
     }
     for parent, keys in parent_keys.items():
         params[f"keys_{parent}"] = sorted(keys)
@@ -89,6 +108,8 @@ def check_frame(
     frame["_readable"] = ~frame.index.isin(cast_errors["row"]) if len(cast_errors) else True
     if dataset.name == "finance_payments" and "finance_invoices" in parent_frames:
         invoices = parent_frames["finance_invoices"]
-        dates = invoices.drop_duplicates("source_record_id").set_index("source_record_id")["invoice_date"]
+        dates = invoices.drop_duplicates("source_record_id").set_index("source_record_id")[
+            "invoice_date"
+        ]
         frame["_invoice_date"] = frame["invoice_record_id"].map(dates).astype("datetime64[ns]")
     return frame

@@ -1,0 +1,77 @@
+"""Staging: raw text typed per column kind, with a readable cast error per unreadable value."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.datasets import DATASETS
+from pipeline.transform.staging import cast_column, stage_frame
+
+TZ = "Asia/Shanghai"
+
+
+def _text(*values: str | None) -> pd.Series:
+    return pd.Series(list(values), dtype=object)
+
+
+def test_int_column_reads_whole_numbers_and_rejects_text() -> None:
+    typed, bad = cast_column(_text("4", "abc", None, "2.5"), "int", None, TZ)
+    assert str(typed.dtype) == "Int64"
+    assert typed.tolist()[0] == 4
+    assert typed.isna().tolist() == [False, True, True, True]
+    assert bad.tolist() == [False, True, False, True]
+
+
+def test_datetime_is_converted_from_source_local_time_to_naive_utc() -> None:
+    typed, bad = cast_column(_text("2026-07-01 08:30:00", "not a time"), "datetime", None, TZ)
+    assert typed.iloc[0] == pd.Timestamp("2026-07-01 00:30:00")
+    assert typed.dt.tz is None
+    assert bad.tolist() == [False, True]
+
+
+def test_date_stays_a_calendar_date_at_midnight() -> None:
+    typed, bad = cast_column(_text("2026-02-28", "2026-02-30"), "date", None, TZ)
+    assert typed.iloc[0] == pd.Timestamp("2026-02-28")
+    assert bad.tolist() == [False, True]
+
+
+def test_vocab_maps_chinese_labels_and_flags_unknown_values() -> None:
+    vocab = DATASETS["service_tickets"].columns[2].vocab
+    typed, bad = cast_column(_text("电话", "phone", "传真", None), "vocab", vocab, TZ)
+    assert typed.tolist()[:2] == ["phone", "phone"]
+    assert bad.tolist() == [False, False, True, False]
+
+
+def test_bool_and_float() -> None:
+    flags, bad_flags = cast_column(_text("1", "0", "maybe"), "bool", None, TZ)
+    assert flags.tolist()[:2] == [True, False] and bad_flags.tolist() == [False, False, True]
+    amounts, bad_amounts = cast_column(_text("12.5", "-3", "12,5"), "float", None, TZ)
+    assert amounts.tolist()[:2] == [12.5, -3.0] and bad_amounts.tolist() == [False, False, True]
+
+
+def test_stage_frame_reports_cast_errors_by_row_and_leaves_input_untouched() -> None:
+    dataset = DATASETS["service_surveys"]
+    raw = pd.DataFrame(
+        {
+            "source_system": ["service", "service"],
+            "source_record_id": ["SV1", " SV2 "],
+            "ticket_record_id": [None, "T1"],
+            "customer_record_id": ["S1", "S1"],
+            "answered_at": ["2026-07-01 10:00:00", "2026-07-02 10:00:00"],
+            "csat_score": ["5", "abc"],
+            "nps_score": ["9", "  "],
+            "comment": ["好", None],
+            "batch_id": ["b1", "b1"],
+            "extracted_at": [pd.Timestamp("2026-11-23")] * 2,
+        }
+    )
+    before = raw.copy()
+    typed, errors = stage_frame(raw, dataset, TZ)
+    pd.testing.assert_frame_equal(raw, before)
+    assert typed["source_record_id"].tolist() == ["SV1", "SV2"]
+    assert typed["answered_at"].iloc[0] == pd.Timestamp("2026-07-01 02:00:00")
+    assert pd.isna(typed["nps_score"].iloc[1])  # blank is missing, not an error
+    assert errors.to_dict("records") == [
+        {"row": 1, "column": "csat_score", "reason": "csat_score: 'abc' is not an integer"}
+    ]
+    assert list(typed.columns[-3:]) == ["source_system", "batch_id", "extracted_at"]

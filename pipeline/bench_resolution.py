@@ -116,7 +116,8 @@ def benchmark(source_dir: Path, settings: Settings | None = None) -> dict[str, f
             "review_pairs": len(result.review),
         }
     )
-    print(  # noqa: T201 - this is the benchmark command's output
+    # The benchmark command's output is this line, for people and for scripts.
+    print(
         "precision={precision:.4f} recall={recall:.4f} f1={f1:.4f} records={records} "
         "seconds={seconds:.1f} records_per_second={records_per_second:.0f} "
         "peak_memory_mb={peak_memory_mb:.0f} review_pairs={review_pairs}".format(**scores)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.quarters import Quarter
 from pipeline.settings import ResolutionSettings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform.resolve import apply_decisions, cluster, pair_evidence, score_pairs
@@ -111,7 +110,9 @@ def resolve_customers(
 ) -> Resolution:
     """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``."""
     standardized = standardize_customers(records, phone_region)
-    scored = score_pairs(standardized, threshold=min(settings.review_lower, settings.match_threshold))
+    scored = score_pairs(
+        standardized, threshold=min(settings.review_lower, settings.match_threshold)
+    )
     pairs = apply_decisions(scored.pairs, decisions)
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
     clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold)
@@ -121,7 +122,9 @@ def resolve_customers(
     xref = standardized[["source_system", "source_record_id", "customer_id", "unique_id"]].merge(
         probability, on="unique_id", how="left"
     )
-    xref = xref.drop(columns="unique_id").sort_values(["customer_id", "source_system", "source_record_id"])
+    xref = xref.drop(columns="unique_id").sort_values(
+        ["customer_id", "source_system", "source_record_id"]
+    )
     customers = golden_records(standardized, settings.source_priority)
     review = review_queue(pairs, ids, settings)
     return Resolution(customers, xref.reset_index(drop=True), review, events, pairs)
@@ -160,16 +163,26 @@ def assign_customer_ids(
     frame = clusters.copy()
     if previous_xref is not None and not previous_xref.empty:
         old = previous_xref.assign(
-            unique_id=previous_xref["source_system"] + ":" + previous_xref["source_record_id"].astype(str)
+            unique_id=previous_xref["source_system"]
+            + ":"
+            + previous_xref["source_record_id"].astype(str)
         ).set_index("unique_id")["customer_id"]
         frame["old_id"] = frame["unique_id"].map(old)
     else:
         old = pd.Series(dtype=object)
         frame["old_id"] = None
-    next_number = 1 + max((int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0)
+    next_number = 1 + max(
+        (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
+    )
     events: list[dict] = []
     # Which cluster keeps each old id: the one with most of its records, ties to the smallest.
-    counts = frame.dropna(subset=["old_id"]).groupby(["old_id", "cluster_id"]).size().rename("n").reset_index()
+    counts = (
+        frame.dropna(subset=["old_id"])
+        .groupby(["old_id", "cluster_id"])
+        .size()
+        .rename("n")
+        .reset_index()
+    )
     counts = counts.sort_values(["old_id", "n", "cluster_id"], ascending=[True, False, True])
     owner = counts.drop_duplicates("old_id").set_index("old_id")["cluster_id"]
     assigned: dict[str, str] = {}
@@ -179,7 +192,9 @@ def assign_customer_ids(
             assigned[cluster_id] = kept[0]
             if len(kept) > 1:
                 events.append(
-                    _event("merge", quarter, kept[0], kept[1:], group["unique_id"], pairs, cluster_id)
+                    _event(
+                        "merge", quarter, kept[0], kept[1:], group["unique_id"], pairs, cluster_id
+                    )
                 )
     for cluster_id, group in frame.groupby("cluster_id", sort=True):
         if cluster_id in assigned:
@@ -189,9 +204,18 @@ def assign_customer_ids(
         assigned[cluster_id] = new_id
         split_from = sorted(group["old_id"].dropna().unique())
         if split_from:
-            events.append(_event("split", quarter, new_id, split_from, group["unique_id"], pairs, cluster_id))
+            events.append(
+                _event("split", quarter, new_id, split_from, group["unique_id"], pairs, cluster_id)
+            )
     frame["customer_id"] = frame["cluster_id"].map(assigned)
-    columns = ["event_type", "quarter", "customer_id", "other_customer_ids", "source_records", "evidence"]
+    columns = [
+        "event_type",
+        "quarter",
+        "customer_id",
+        "other_customer_ids",
+        "source_records",
+        "evidence",
+    ]
     return frame[["unique_id", "customer_id"]], pd.DataFrame(events, columns=columns)
 
 
@@ -279,7 +303,9 @@ def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.Data
         if field == "created_at":
             candidates = candidates.sort_values(["customer_id", field, "lineage"])
         elif field == "updated_at":
-            candidates = candidates.sort_values(["customer_id", field, "lineage"], ascending=[True, False, True])
+            candidates = candidates.sort_values(
+                ["customer_id", field, "lineage"], ascending=[True, False, True]
+            )
         winner = candidates.drop_duplicates("customer_id").set_index("customer_id")
         customers[field] = customers["customer_id"].map(winner[field])
         customers[f"{field}_source"] = customers["customer_id"].map(winner["lineage"])
@@ -288,7 +314,9 @@ def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.Data
     return customers
 
 
-def review_queue(pairs: pd.DataFrame, ids: pd.DataFrame, settings: ResolutionSettings) -> pd.DataFrame:
+def review_queue(
+    pairs: pd.DataFrame, ids: pd.DataFrame, settings: ResolutionSettings
+) -> pd.DataFrame:
     """Undecided pairs with ``review_lower <= p < review_upper``, with evidence; one row per pair."""
     band = pairs[
         (pairs["match_probability"] >= settings.review_lower)
@@ -299,11 +327,20 @@ def review_queue(pairs: pd.DataFrame, ids: pd.DataFrame, settings: ResolutionSet
     review = band.assign(customer_id_l=band["id_l"].map(cid), customer_id_r=band["id_r"].map(cid))
     gammas = [c for c in review.columns if c.startswith("gamma_")]
     review = review[
-        ["id_l", "id_r", "customer_id_l", "customer_id_r", "match_probability", "match_weight", "evidence", *gammas]
+        [
+            "id_l",
+            "id_r",
+            "customer_id_l",
+            "customer_id_r",
+            "match_probability",
+            "match_weight",
+            "evidence",
+            *gammas,
+        ]
     ]
-    return review.sort_values(["match_probability", "id_l", "id_r"], ascending=[False, True, True]).reset_index(
-        drop=True
-    )
+    return review.sort_values(
+        ["match_probability", "id_l", "id_r"], ascending=[False, True, True]
+    ).reset_index(drop=True)
 
 
 def load_decisions(engine: object, decisions_file: Path | None) -> pd.DataFrame:
@@ -333,21 +370,30 @@ def run(ctx: StageContext) -> StageResult:
         raise LookupError("no staged customer tables: run extract and validation first")
     records = combine_sources(frames)
     previous = (
-        read_table(ctx.engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"])
+        read_table(
+            ctx.engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"]
+        )
         if table_exists(ctx.engine, "core_customer_xref")
         else None
     )
     decisions = load_decisions(ctx.engine, ctx.settings.resolution.decisions_file)
-    quarter = str(ctx.quarter) if isinstance(ctx.quarter, Quarter) else str(ctx.quarter)
+    quarter = str(ctx.quarter)
     result = resolve_customers(
-        records, ctx.settings.resolution, previous, decisions, quarter, ctx.settings.validation.phone_region
+        records,
+        ctx.settings.resolution,
+        previous,
+        decisions,
+        quarter,
+        ctx.settings.validation.phone_region,
     )
     replace_table(ctx.engine, "core_customers", result.customers)
     replace_table(ctx.engine, "core_customer_xref", result.xref)
     replace_table(ctx.engine, "core_match_review", result.review)
     if not result.events.empty:
         # Keyed by batch so a rerun of the batch replaces its own events and keeps history.
-        replace_partition(ctx.engine, "core_resolution_events", result.events, batch_id=ctx.batch_id)
+        replace_partition(
+            ctx.engine, "core_resolution_events", result.events, batch_id=ctx.batch_id
+        )
     return StageResult(
         stage="resolution",
         rows_in=len(records),

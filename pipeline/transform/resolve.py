@@ -24,13 +24,46 @@ from pipeline.transform.standardize import bigrams
 log = logging.getLogger(__name__)
 
 SEED = 20261123
-MATCH_COLUMNS = (
-    "name_core",
-    "uscc_valid",
-    "phone_number",
-    "email_std",
-    "address_std",
-    "city_std",
+# Random record pairs sampled to estimate u (probability of agreement among non-matches).
+U_SAMPLE_PAIRS = 3e5
+
+
+@dataclass(frozen=True)
+class MatchField:
+    """One compared attribute of a record.
+
+    ``kind``: ``text`` (exact, then character-bigram Jaccard at ``thresholds``), ``exact``,
+    ``email`` (exact, then same domain) or ``date`` (exact, then same year). ``block``: pairs
+    sharing the exact value are candidates. ``block_prefix``: pairs sharing the first (or
+    last) two characters are candidates, together with equal ``context`` when given.
+    ``decisive``: an exact match is a match (probability 1) whatever else differs.
+    """
+
+    name: str
+    column: str
+    kind: str = "exact"
+    thresholds: tuple[float, ...] = ()
+    block: bool = False
+    block_prefix: bool = False
+    context: str | None = None
+    decisive: bool = False
+
+
+CUSTOMER_FIELDS = (
+    MatchField(
+        "name",
+        "name_core",
+        "text",
+        (0.7, 0.5, 0.3),
+        block=True,
+        block_prefix=True,
+        context="city_std",
+    ),
+    MatchField("uscc", "uscc_valid", block=True, decisive=True),
+    MatchField("phone", "phone_number", block=True),
+    MatchField("email", "email_std", "email", block=True),
+    MatchField("address", "address_std", "text", (0.6, 0.3), block=True),
+    MatchField("city", "city_std"),
 )
 
 
@@ -54,73 +87,74 @@ def _level(sql: str, label: str) -> dict[str, Any]:
     return {"sql_condition": sql, "label_for_charts": label}
 
 
-def _else() -> dict[str, Any]:
-    return {"sql_condition": "ELSE", "label_for_charts": "different"}
-
-
-def _text_comparison(
-    name: str, column: str, grams: str, thresholds: tuple[float, ...]
-) -> dict[str, Any]:
+def _comparison(field: MatchField) -> dict[str, Any]:
+    column = field.column
     levels = [_null(column), _level(f"{column}_l = {column}_r", "exact")]
-    for threshold in thresholds:
-        levels.append(_level(f"{_jaccard(grams)} >= {threshold}", f"bigram jaccard >= {threshold}"))
-    levels.append(_else())
-    return {"output_column_name": name, "comparison_levels": levels}
+    if field.kind == "text":
+        for threshold in field.thresholds:
+            levels.append(
+                _level(
+                    f"{_jaccard(column + '__grams')} >= {threshold}",
+                    f"bigram jaccard >= {threshold}",
+                )
+            )
+    elif field.kind == "email":
+        levels.append(
+            _level(
+                f"split_part({column}_l, '@', 2) = split_part({column}_r, '@', 2)", "same domain"
+            )
+        )
+    elif field.kind == "date":
+        levels.append(_level(f"left({column}_l, 4) = left({column}_r, 4)", "same year"))
+    levels.append({"sql_condition": "ELSE", "label_for_charts": "different"})
+    return {"output_column_name": field.name, "comparison_levels": levels}
 
 
-def _exact_comparison(name: str, column: str, extra: list[dict[str, Any]] | None = None) -> dict:
-    levels = [_null(column), _level(f"{column}_l = {column}_r", "exact"), *(extra or []), _else()]
-    return {"output_column_name": name, "comparison_levels": levels}
+def comparisons(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[dict[str, Any]]:
+    """The model's comparisons, one per field (by default: customer name, USCC, phone…)."""
+    return [_comparison(field) for field in fields]
 
 
-def comparisons() -> list[dict[str, Any]]:
-    """The model's comparisons: core name, USCC, phone, e-mail, address, city."""
-    return [
-        _text_comparison("name", "name_core", "name_grams", (0.7, 0.5, 0.3)),
-        _exact_comparison("uscc", "uscc_valid"),
-        _exact_comparison("phone", "phone_number"),
-        _exact_comparison(
-            "email",
-            "email_std",
-            [_level("email_domain_l = email_domain_r", "same domain")],
-        ),
-        _text_comparison("address", "address_std", "address_grams", (0.6, 0.3)),
-        _exact_comparison("city", "city_std"),
-    ]
-
-
-def blocking_rules() -> list[str]:
+def blocking_rules(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str]:
     """Candidate-pair rules: each is an equality on a selective key, so cost is ~linear."""
-    return [
-        "l.uscc_valid = r.uscc_valid",
-        "l.phone_number = r.phone_number",
-        "l.email_std = r.email_std",
-        "l.name_core = r.name_core",
-        "l.name_head = r.name_head AND l.city_std = r.city_std",
-        "l.name_tail = r.name_tail AND l.city_std = r.city_std",
-        "l.address_std = r.address_std",
-    ]
+    rules = []
+    for field in fields:
+        if field.block:
+            rules.append(f"l.{field.column} = r.{field.column}")
+        if field.block_prefix:
+            for part in ("head", "tail"):
+                rule = f"l.{field.column}__{part} = r.{field.column}__{part}"
+                if field.context:
+                    rule += f" AND l.{field.context} = r.{field.context}"
+                rules.append(rule)
+    return rules
 
 
-def prepare(records: pd.DataFrame) -> pd.DataFrame:
+def prepare(
+    records: pd.DataFrame, fields: tuple[MatchField, ...] = CUSTOMER_FIELDS
+) -> pd.DataFrame:
     """The Splink input: one row per record, match columns plus character-bigram lists."""
     frame = pd.DataFrame({"unique_id": records["unique_id"].astype(str).to_numpy()})
-    for column in (*MATCH_COLUMNS, "email_domain"):
+    columns = {f.column for f in fields} | {f.context for f in fields if f.context}
+    for column in sorted(columns):
         source = records[column] if column in records.columns else [None] * len(records)
         frame[column] = pd.Series(
             [v if isinstance(v, str) and v else None for v in source], dtype=object
         )
-    frame["name_grams"] = [bigrams(v) for v in frame["name_core"]]
-    frame["address_grams"] = [bigrams(v) for v in frame["address_std"]]
-    # Block keys: first and last two characters of the core name.
-    frame["name_head"] = pd.Series(
-        [v[:2] if isinstance(v, str) and len(v) >= 2 else None for v in frame["name_core"]],
-        dtype=object,
-    )
-    frame["name_tail"] = pd.Series(
-        [v[-2:] if isinstance(v, str) and len(v) >= 3 else None for v in frame["name_core"]],
-        dtype=object,
-    )
+    for field in fields:
+        values = frame[field.column]
+        if field.kind == "text":
+            frame[field.column + "__grams"] = [bigrams(v) for v in values]
+        if field.block_prefix:
+            # Block keys: first and last two characters.
+            frame[field.column + "__head"] = pd.Series(
+                [v[:2] if isinstance(v, str) and len(v) >= 2 else None for v in values],
+                dtype=object,
+            )
+            frame[field.column + "__tail"] = pd.Series(
+                [v[-2:] if isinstance(v, str) and len(v) >= 3 else None for v in values],
+                dtype=object,
+            )
     return frame
 
 
@@ -132,9 +166,9 @@ class ScoredPairs:
     level_labels: dict[str, dict[int, str]]
 
 
-def _level_labels() -> dict[str, dict[int, str]]:
+def _level_labels(fields: tuple[MatchField, ...]) -> dict[str, dict[int, str]]:
     labels: dict[str, dict[int, str]] = {}
-    for comparison in comparisons():
+    for comparison in comparisons(fields):
         levels = comparison["comparison_levels"]
         non_null = [lv for lv in levels if not lv.get("is_null_level")]
         mapping = {-1: "missing"}
@@ -144,34 +178,39 @@ def _level_labels() -> dict[str, dict[int, str]]:
     return labels
 
 
-def score_pairs(records: pd.DataFrame, threshold: float = 0.0) -> ScoredPairs:
+def score_pairs(
+    records: pd.DataFrame,
+    threshold: float = 0.0,
+    fields: tuple[MatchField, ...] = CUSTOMER_FIELDS,
+) -> ScoredPairs:
     """Train the model (u by seeded random sampling, m by EM) and score candidate pairs.
 
-    A pair sharing the same valid USCC is a deterministic match (probability 1).
-    Returns pairs with ``id_l, id_r, match_probability, match_weight`` and ``gamma_<cmp>``.
+    A pair matching exactly on a ``decisive`` field (the customer model: same valid USCC)
+    is a deterministic match (probability 1). Returns pairs with ``id_l < id_r``,
+    ``match_probability, match_weight`` and one ``gamma_<field>`` per field.
     """
     from splink import DuckDBAPI, Linker, SettingsCreator
 
-    frame = prepare(records)
+    frame = prepare(records, fields)
+    labels = _level_labels(fields)
     empty = pd.DataFrame(columns=["id_l", "id_r", "match_probability", "match_weight"])
     if len(frame) < 2:
-        return ScoredPairs(empty, _level_labels())
+        return ScoredPairs(empty, labels)
     db_api = DuckDBAPI()
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=comparisons(),
-        blocking_rules_to_generate_predictions=blocking_rules(),
+        comparisons=comparisons(fields),
+        blocking_rules_to_generate_predictions=blocking_rules(fields),
         retain_intermediate_calculation_columns=True,
         retain_matching_columns=True,
         probability_two_random_records_match=max(1.0 / len(frame), 1e-7),
     )
     table = db_api.register(frame, dataset_display_name="records")
     linker = Linker(table, settings, log_level=logging.WARNING)
-    training = linker.training
-    max_pairs = min(3e5, max(1e4, len(frame) * (len(frame) - 1) / 2))
-    training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=SEED)
-    _train_em(linker, frame)
+    max_pairs = min(U_SAMPLE_PAIRS, max(1e4, len(frame) * (len(frame) - 1) / 2))
+    linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=SEED)
+    _train_em(linker, frame, fields)
     predictions = linker.inference.predict(threshold_match_probability=threshold)
     pairs = predictions.as_pandas_dataframe()
     predictions.drop_table_from_database_and_remove_from_cache()
@@ -179,30 +218,39 @@ def score_pairs(records: pd.DataFrame, threshold: float = 0.0) -> ScoredPairs:
     keep = ["id_l", "id_r", "match_probability", "match_weight"]
     keep += [c for c in pairs.columns if c.startswith("gamma_")]
     pairs = pairs[keep].copy()
-    same_uscc = pairs["gamma_uscc"] == 1
-    pairs.loc[same_uscc, "match_probability"] = 1.0
+    for field in fields:
+        if field.decisive:
+            pairs.loc[pairs[f"gamma_{field.name}"] == 1, "match_probability"] = 1.0
     swap = pairs["id_l"] > pairs["id_r"]
     pairs.loc[swap, ["id_l", "id_r"]] = pairs.loc[swap, ["id_r", "id_l"]].to_numpy()
     pairs = pairs.sort_values(["id_l", "id_r"], kind="stable").reset_index(drop=True)
-    return ScoredPairs(pairs, _level_labels())
+    return ScoredPairs(pairs, labels)
 
 
-def _train_em(linker: Any, frame: pd.DataFrame) -> None:
-    """EM for m: blocks on phone (trains name/address) then on core name (trains the rest)."""
-    training = linker.training
-    for rule, column in (
-        ("l.phone_number = r.phone_number", "phone_number"),
-        ("l.name_core = r.name_core", "name_core"),
-    ):
-        if frame[column].dropna().duplicated().sum() < 2:
-            log.info("skipping EM on %s: too few shared values", column)
+def _train_em(linker: Any, frame: pd.DataFrame, fields: tuple[MatchField, ...]) -> None:
+    """EM for m, blocked in turn on each exact blocking key with enough shared values.
+
+    Each session trains every comparison except the one it blocks on, so two sessions on
+    different keys (for customers: phone, then core name) cover all comparisons.
+    """
+    exact = [f for f in fields if f.block and f.kind != "text" and not f.decisive]
+    text = [f for f in fields if f.block and f.kind == "text"]
+    # One exact key first (trains the text comparisons), then a text key (trains the rest).
+    blocked = exact[:1] + text[:1] + exact[1:] + text[1:]
+    sessions = 0
+    for field in blocked:
+        if sessions == 2:
+            break
+        if frame[field.column].dropna().duplicated().sum() < 2:
+            log.info("skipping EM on %s: too few shared values", field.column)
             continue
         try:
-            training.estimate_parameters_using_expectation_maximisation(
-                rule, estimate_without_term_frequencies=True
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                f"l.{field.column} = r.{field.column}", estimate_without_term_frequencies=True
             )
+            sessions += 1
         except Exception as error:  # EM can fail to converge on tiny or degenerate inputs
-            log.warning("EM blocked on %s did not train: %s", column, error)
+            log.warning("EM blocked on %s did not train: %s", field.column, error)
 
 
 def apply_decisions(pairs: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.DataFrame:
@@ -256,7 +304,9 @@ def cluster(ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> pd.DataFra
                 cannot.setdefault(a, set()).add(b)
                 cannot.setdefault(b, set()).add(a)
     strong = pairs[pairs["match_probability"] >= threshold]
-    strong = strong.sort_values(["match_probability", "id_l", "id_r"], ascending=[False, True, True])
+    strong = strong.sort_values(
+        ["match_probability", "id_l", "id_r"], ascending=[False, True, True]
+    )
     for left, right in strong[["id_l", "id_r"]].itertuples(index=False):
         if left not in position or right not in position:
             continue

@@ -76,13 +76,114 @@ PROVINCES = (
 )
 MUNICIPALITIES = {"北京", "天津", "上海", "重庆"}
 # Prefecture-level cities that commonly prefix company names without their 市 suffix.
-CITIES = tuple(
-    "广州 深圳 珠海 汕头 佛山 东莞 中山 惠州 江门 湛江 肇庆 南京 苏州 无锡 常州 南通 徐州 扬州 镇江 "
-    "盐城 泰州 连云港 淮安 宿迁 杭州 宁波 温州 嘉兴 湖州 绍兴 金华 台州 丽水 衢州 舟山 合肥 芜湖 "
-    "蚌埠 安庆 马鞍山 福州 厦门 泉州 漳州 莆田 南昌 赣州 九江 济南 青岛 烟台 潍坊 淄博 临沂 济宁 "
-    "威海 郑州 洛阳 开封 新乡 南阳 武汉 宜昌 襄阳 长沙 株洲 湘潭 岳阳 衡阳 南宁 柳州 桂林 海口 三亚 "
-    "成都 绵阳 德阳 宜宾 贵阳 遵义 昆明 大理 西安 咸阳 宝鸡 兰州 西宁 银川 乌鲁木齐 拉萨 呼和浩特 "
-    "包头 石家庄 唐山 保定 廊坊 邯郸 秦皇岛 太原 大同 沈阳 大连 鞍山 长春 吉林 哈尔滨 大庆".split()
+CITIES = (
+    "广州",
+    "深圳",
+    "珠海",
+    "汕头",
+    "佛山",
+    "东莞",
+    "中山",
+    "惠州",
+    "江门",
+    "湛江",
+    "肇庆",
+    "南京",
+    "苏州",
+    "无锡",
+    "常州",
+    "南通",
+    "徐州",
+    "扬州",
+    "镇江",
+    "盐城",
+    "泰州",
+    "连云港",
+    "淮安",
+    "宿迁",
+    "杭州",
+    "宁波",
+    "温州",
+    "嘉兴",
+    "湖州",
+    "绍兴",
+    "金华",
+    "台州",
+    "丽水",
+    "衢州",
+    "舟山",
+    "合肥",
+    "芜湖",
+    "蚌埠",
+    "安庆",
+    "马鞍山",
+    "福州",
+    "厦门",
+    "泉州",
+    "漳州",
+    "莆田",
+    "南昌",
+    "赣州",
+    "九江",
+    "济南",
+    "青岛",
+    "烟台",
+    "潍坊",
+    "淄博",
+    "临沂",
+    "济宁",
+    "威海",
+    "郑州",
+    "洛阳",
+    "开封",
+    "新乡",
+    "南阳",
+    "武汉",
+    "宜昌",
+    "襄阳",
+    "长沙",
+    "株洲",
+    "湘潭",
+    "岳阳",
+    "衡阳",
+    "南宁",
+    "柳州",
+    "桂林",
+    "海口",
+    "三亚",
+    "成都",
+    "绵阳",
+    "德阳",
+    "宜宾",
+    "贵阳",
+    "遵义",
+    "昆明",
+    "大理",
+    "西安",
+    "咸阳",
+    "宝鸡",
+    "兰州",
+    "西宁",
+    "银川",
+    "乌鲁木齐",
+    "拉萨",
+    "呼和浩特",
+    "包头",
+    "石家庄",
+    "唐山",
+    "保定",
+    "廊坊",
+    "邯郸",
+    "秦皇岛",
+    "太原",
+    "大同",
+    "沈阳",
+    "大连",
+    "鞍山",
+    "长春",
+    "吉林",
+    "哈尔滨",
+    "大庆",
 )
 _PROVINCE_SUFFIX = re.compile(
     r"^(" + "|".join(sorted(PROVINCES, key=len, reverse=True)) + r")"
@@ -147,7 +248,9 @@ def split_company_name(value: object) -> CompanyName:
 
     text = _BRACKETS.sub(_bracket, text)
     # Trailing branch without brackets: 某某公司上海分公司 / 某某公司北京办事处.
-    branch_tail = re.search(r"(公司|集团)([\u4e00-\u9fff]{1,10}(分公司|办事处|分部|分厂|营业部))$", text)
+    branch_tail = re.search(
+        r"(公司|集团)([\u4e00-\u9fff]{1,10}(分公司|办事处|分部|分厂|营业部))$", text
+    )
     if branch_tail:
         branches.append(branch_tail.group(2))
         text = text[: branch_tail.start(2)]
@@ -308,7 +411,9 @@ def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.Data
     out["phone_e164"] = phones
     out["phone_number"] = [p.split(";")[0] if isinstance(p, str) else None for p in phones]
     out["email_std"] = [standardize_email(v) for v in out["email"]]
-    out["email_domain"] = [e.split("@", 1)[1] if isinstance(e, str) else None for e in out["email_std"]]
+    out["email_domain"] = [
+        e.split("@", 1)[1] if isinstance(e, str) else None for e in out["email_std"]
+    ]
     addresses = [split_address(v) for v in out["address"]]
     out["address_std"] = [a.rest for a in addresses]
     province = [normalize_region(v) for v in out["province"]]

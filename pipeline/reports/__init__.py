@@ -1,0 +1,1 @@
+"""Quarterly PDF reports: pure context builders, Jinja2 rendering, WeasyPrint output."""

@@ -124,7 +124,9 @@ def customer_status(
     segments: pd.DataFrame, previous_segments: pd.DataFrame, activity: pd.DataFrame
 ) -> pd.DataFrame:
     """One row per customer of the quarter: segment columns plus ``was_active`` (bought last
-    quarter), ``is_active`` (bought this quarter), ``became_churned`` (churned now, not before)."""
+    quarter), ``is_active`` (bought this quarter), ``became_churned`` (churned now, not before)
+    and ``cohort_value_tier``: the tier held at the previous quarter's end, by which retention
+    and churn are broken down (a customer who just churned has no tier any more)."""
     out = segments[["customer_id", *SEGMENT_DIMENSIONS, "lifecycle_stage"]].copy()
     now = set(activity.loc[activity["offset"] == 0, "customer_id"])
     before = set(activity.loc[activity["offset"] == 1, "customer_id"])
@@ -134,6 +136,9 @@ def customer_status(
         previous_segments.set_index("customer_id")["lifecycle_stage"]
     )
     out["became_churned"] = (out["lifecycle_stage"] == "churned") & (prev_stage != "churned")
+    out["cohort_value_tier"] = out["customer_id"].map(
+        previous_segments.set_index("customer_id")["value_tier"]
+    )
     return out
 
 
@@ -164,7 +169,8 @@ def quarter_metrics(
             rows += _survey_rows(group, dimension, str(value), settings)
         for value, group in t.groupby(column, sort=True):
             rows += _ticket_rows(group, dimension, str(value))
-        for value, group in c.groupby(column, sort=True):
+        cohort = "cohort_value_tier" if column == "value_tier" else column
+        for value, group in c.groupby(c[cohort].fillna("unknown"), sort=True):
             rows += _customer_rows(group, dimension, str(value))
     for value, group in t.groupby(t["channel"].fillna("unknown"), sort=True):
         rows += _ticket_rows(group, "channel", str(value))[:1]

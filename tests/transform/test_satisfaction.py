@@ -55,6 +55,7 @@ def customers(ids: list[str], tier: str = "A") -> pd.DataFrame:
         {
             "customer_id": ids,
             "value_tier": tier,
+            "cohort_value_tier": tier,
             "region": "北京",
             "industry": "制造",
             "lifecycle_stage": "loyal",
@@ -156,7 +157,9 @@ def test_retention_and_churn_from_customer_status() -> None:
             "lifecycle_stage": ["loyal", "at_risk", "new", "churned"],
         }
     )
-    previous = segments.assign(lifecycle_stage=["loyal", "loyal", "potential", "at_risk"])
+    previous = segments.assign(
+        lifecycle_stage=["loyal", "loyal", "potential", "at_risk"], value_tier=["A", "A", None, "B"]
+    )
     activity = pd.DataFrame(
         {"customer_id": ["stay", "stay", "left", "newbie"], "offset": [0, 1, 1, 0]}
     )
@@ -165,7 +168,10 @@ def test_retention_and_churn_from_customer_status() -> None:
     retention = metric(out, "retention_rate")
     assert retention["value"] == pytest.approx(0.5) and retention["n"] == 2
     assert metric(out, "churned_customers")["value"] == 1
-    assert metric(out, "churned_customers", "tier", "unknown")["value"] == 1
+    # Retention and churn by tier use last quarter's tier (the cohort).
+    assert metric(out, "churned_customers", "tier", "B")["value"] == 1
+    assert metric(out, "retention_rate", "tier", "A")["n"] == 2
+    assert metric(out, "churned_customers", "region", "北京")["value"] == 1
 
 
 def test_changes_and_small_groups() -> None:

@@ -255,8 +255,10 @@ def split_company_name(value: object) -> CompanyName:
         branches.append(branch_tail.group(2))
         text = text[: branch_tail.start(2)]
     text = strip_punctuation(text) or ""
+    compact_forms = {form.replace(" ", "") for form in LEGAL_FORMS}
     changed = True
-    while changed and text:
+    # A name that is nothing but a legal form keeps it as its core.
+    while changed and text and text not in compact_forms:
         changed = False
         for form in LEGAL_FORMS:
             compact = form.replace(" ", "")

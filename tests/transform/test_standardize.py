@@ -1,0 +1,132 @@
+"""One test per standardization rule of pipeline.transform.standardize."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.transform.standardize import (
+    bigrams,
+    normalize_text,
+    split_address,
+    split_company_name,
+    standardize_customers,
+    standardize_email,
+    standardize_phone,
+    standardize_uscc,
+)
+
+
+def test_nfkc_turns_full_width_into_half_width_and_collapses_space() -> None:
+    assert normalize_text("ＡＢＣ　科技\t 有限公司 ") == "abc 科技 有限公司"
+    assert normalize_text("   ") is None
+    assert normalize_text(None) is None
+    assert normalize_text(float("nan")) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "core", "legal_form"),
+    [
+        ("华信科技有限公司", "华信科技", "有限公司"),
+        ("华信科技有限责任公司", "华信科技", "有限责任公司"),
+        ("华信科技股份有限公司", "华信科技", "股份有限公司"),
+        ("华信科技(股份)有限公司", "华信科技", "股份有限公司"),
+        ("华信科技集团有限公司", "华信科技", "集团有限公司"),
+        ("华信科技集团", "华信科技", "集团"),
+        ("ＨＸ Tech Co., Ltd.", "hxtech", "co ltd"),
+    ],
+)
+def test_legal_form_suffix_is_split_from_core_name(raw: str, core: str, legal_form: str) -> None:
+    name = split_company_name(raw)
+    assert (name.core, name.legal_form) == (core, legal_form)
+
+
+def test_branch_in_brackets_full_or_half_width_is_kept_apart() -> None:
+    for raw in ("华信科技有限公司(上海分公司)", "华信科技有限公司（上海分公司）"):
+        name = split_company_name(raw)
+        assert name.core == "华信科技"
+        assert name.branch == "上海分公司"
+
+
+def test_region_prefix_is_split_from_core_name() -> None:
+    assert split_company_name("北京市华信科技有限公司").region == "北京"
+    assert split_company_name("北京市华信科技有限公司").core == "华信科技"
+    assert split_company_name("深圳华信科技有限公司").core == "华信科技"
+    assert split_company_name("广东省华信科技有限公司").region == "广东"
+    # A name that is only a legal form keeps something to compare.
+    assert split_company_name("有限公司").core == "有限公司"
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("010-1234 5678", "+861012345678"),
+        ("+86 10 12345678", "+861012345678"),
+        ("(010)12345678", "+861012345678"),
+        ("0086 10 1234 5678", "+861012345678"),
+        ("13812345678", "+8613812345678"),
+        ("+86 138-1234-5678", "+8613812345678"),
+        ("(0755)8888 6666转123", "+8675588886666;ext=123"),
+        ("０１０－１２３４５６７８", "+861012345678"),
+    ],
+)
+def test_phone_numbers_become_e164(raw: str, e164: str) -> None:
+    assert standardize_phone(raw) == e164
+
+
+@pytest.mark.parametrize("raw", ["123", "not a phone", "", None, "+86 999"])
+def test_invalid_phone_numbers_are_blank(raw: str | None) -> None:
+    assert standardize_phone(raw) is None
+
+
+def test_email_is_lower_cased_and_checked() -> None:
+    assert standardize_email(" Sales@HuaXin.COM ") == "sales@huaxin.com"
+    assert standardize_email("ｓａｌｅｓ＠ｈｘ．ｃｎ") == "sales@hx.cn"
+    assert standardize_email("sales at huaxin") is None
+
+
+def test_uscc_is_validated_with_its_check_character() -> None:
+    valid = "911201020281902993"
+    assert standardize_uscc(valid) == valid
+    assert standardize_uscc(" 9112-0102 0281902993") == valid
+    # One changed digit breaks the check character.
+    assert standardize_uscc("911201020281902994") is None
+    assert standardize_uscc("12345") is None
+    assert standardize_uscc(None) is None
+
+
+def test_address_is_split_into_province_city_and_rest() -> None:
+    address = split_address("广东省深圳市福田区世纪大道424号")
+    assert (address.province, address.city, address.rest) == ("广东", "深圳", "福田区世纪大道424号")
+    municipal = split_address("北京市朝阳区建国路1号")
+    assert (municipal.province, municipal.city, municipal.rest) == ("北京", "北京", "朝阳区建国路1号")
+    bare = split_address("福田区世纪大道424号")
+    assert (bare.province, bare.city) == (None, None)
+
+
+def test_bigrams_count_characters_not_bytes() -> None:
+    assert bigrams("华信科技") == sorted(["华信", "信科", "科技"])
+    assert bigrams("华") == ["华"]
+    assert bigrams(None) == []
+
+
+def test_standardize_customers_adds_columns_and_leaves_input_untouched() -> None:
+    df = pd.DataFrame(
+        {
+            "customer_name": ["北京华信科技股份有限公司(上海分公司)"],
+            "uscc": ["911201020281902993"],
+            "phone": ["010-1234 5678"],
+            "email": ["A@B.CN"],
+            "address": ["北京市朝阳区建国路1号"],
+        }
+    )
+    before = df.copy()
+    out = standardize_customers(df)
+    pd.testing.assert_frame_equal(df, before)
+    row = out.iloc[0]
+    assert row["name_core"] == "华信科技"
+    assert row["name_branch"] == "上海分公司"
+    assert row["uscc_valid"] == "911201020281902993"
+    assert row["phone_number"] == "+861012345678"
+    assert row["email_domain"] == "b.cn"
+    assert (row["province_std"], row["city_std"]) == ("北京", "北京")

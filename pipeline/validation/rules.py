@@ -28,6 +28,9 @@ SUITE_DIR = Path(__file__).resolve().parents[2] / "expectations"
 
 def quiet_great_expectations() -> None:
     """GX logs its own set-up at INFO on every context; keep run logs about our data."""
+    # Some GX modules pin their own logger to INFO, so the parent's level is not enough.
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 

@@ -1,0 +1,137 @@
+"""Tests of the Splink matcher, decisions overlay and constrained clustering."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from pipeline.bench_resolution import pairwise_scores, staging_from_sources
+from pipeline.demo import generate_demo_sources
+from pipeline.resolution import combine_sources
+from pipeline.transform.resolve import (
+    _jaccard,
+    apply_decisions,
+    blocking_rules,
+    cluster,
+    pair_evidence,
+    prepare,
+    score_pairs,
+)
+from pipeline.transform.standardize import bigrams, standardize_customers
+
+
+@pytest.fixture(scope="module")
+def demo_records(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    source_dir = tmp_path_factory.mktemp("demo")
+    generate_demo_sources(source_dir, customers=80, seed=3, as_of=date(2026, 11, 23))
+    records = combine_sources(staging_from_sources(source_dir))
+    truth = pd.read_csv(Path(source_dir) / "truth" / "entities.csv", dtype=str)
+    truth = pd.DataFrame(
+        {
+            "unique_id": truth["source_system"] + ":" + truth["source_record_id"],
+            "label": truth["entity_id"],
+        }
+    )
+    return standardize_customers(records), truth
+
+
+def test_name_similarity_counts_characters_not_bytes() -> None:
+    frame = pd.DataFrame(
+        {"name_core__grams_l": [bigrams("华信科技")], "name_core__grams_r": [bigrams("华信科学")]}
+    )
+    connection = duckdb.connect()
+    connection.register("frame", frame)
+    sql = f"SELECT {_jaccard('name_core__grams')} AS s FROM frame"
+    similarity = connection.execute(sql).fetchall()[0][0]
+    # {华信, 信科} shared of {华信, 信科, 科技, 科学}: 2 / 4 characters-bigrams.
+    assert similarity == pytest.approx(0.5)
+
+
+def test_every_blocking_rule_is_an_equality_join() -> None:
+    for rule in blocking_rules():
+        assert "=" in rule and " OR " not in rule.upper()
+
+
+def test_prepare_builds_block_keys_and_grams() -> None:
+    records = standardize_customers(
+        pd.DataFrame({"unique_id": ["a"], "customer_name": ["华信科技有限公司"]})
+    )
+    frame = prepare(records)
+    row = frame.iloc[0]
+    assert row["name_core__head"] == "华信"
+    assert row["name_core__tail"] == "科技"
+    assert list(row["name_core__grams"]) == bigrams("华信科技")
+    assert row["phone_number"] is None
+
+
+def test_demo_matches_reach_precision_and_recall(demo_records) -> None:
+    records, truth = demo_records
+    scored = score_pairs(records, threshold=0.5)
+    pairs = apply_decisions(scored.pairs, None)
+    clusters = cluster(records["unique_id"], pairs, 0.9)
+    assert len(clusters) == len(records)
+    scores = pairwise_scores(clusters.rename(columns={"cluster_id": "label"}), truth)
+    assert scores["precision"] >= 0.98
+    assert scores["recall"] >= 0.9
+    assert (scored.pairs["id_l"] < scored.pairs["id_r"]).all()
+    evidence = pair_evidence(scored.pairs.head(3), scored.level_labels)
+    assert evidence.str.contains("name=").all()
+
+
+def test_same_valid_uscc_is_a_deterministic_match(demo_records) -> None:
+    records, _ = demo_records
+    scored = score_pairs(records, threshold=0.0)
+    same = scored.pairs[scored.pairs["gamma_uscc"] == 1]
+    assert len(same) > 0
+    assert (same["match_probability"] == 1.0).all()
+
+
+def test_decisions_override_the_model_and_add_unscored_pairs() -> None:
+    pairs = pd.DataFrame(
+        {
+            "id_l": ["a", "b"],
+            "id_r": ["b", "c"],
+            "match_probability": [0.99, 0.2],
+            "match_weight": [9, -2],
+        }
+    )
+    decisions = pd.DataFrame(
+        {"id_l": ["b", "c"], "id_r": ["a", "d"], "decision": ["Different", "same"]}
+    )
+    out = apply_decisions(pairs, decisions).set_index(["id_l", "id_r"])
+    assert out.loc[("a", "b"), "match_probability"] == 0.0
+    assert out.loc[("a", "b"), "decision"] == "different"
+    assert out.loc[("c", "d"), "match_probability"] == 1.0
+    assert out.loc[("b", "c"), "decision"] is None
+
+
+def test_bad_decision_value_is_rejected() -> None:
+    pairs = pd.DataFrame({"id_l": ["a"], "id_r": ["b"], "match_probability": [0.9]})
+    with pytest.raises(ValueError, match="same\\|different"):
+        apply_decisions(pairs, pd.DataFrame({"id_l": ["a"], "id_r": ["b"], "decision": ["maybe"]}))
+
+
+def test_cannot_link_holds_even_through_a_chain_of_strong_pairs() -> None:
+    pairs = pd.DataFrame(
+        {
+            "id_l": ["a", "b", "a"],
+            "id_r": ["b", "c", "c"],
+            "match_probability": [0.99, 0.98, 0.0],
+            "decision": [None, None, "different"],
+        }
+    )
+    clusters = cluster(pd.Series(["a", "b", "c", "d"]), pairs, 0.9).set_index("unique_id")
+    assert clusters.loc["a", "cluster_id"] != clusters.loc["c", "cluster_id"]
+    # b joins the stronger side; d stays alone.
+    assert clusters.loc["a", "cluster_id"] == clusters.loc["b", "cluster_id"]
+    assert clusters.loc["d", "cluster_id"] == "d"
+
+
+def test_pairs_below_threshold_do_not_cluster() -> None:
+    pairs = pd.DataFrame({"id_l": ["a"], "id_r": ["b"], "match_probability": [0.89]})
+    clusters = cluster(pd.Series(["a", "b"]), pairs, 0.9)
+    assert clusters["cluster_id"].nunique() == 2

@@ -1,0 +1,163 @@
+"""The pure context builders: figures, grouping, masking, deadlines, missing tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.reports.context import (
+    ReportDataError,
+    build_archive_context,
+    build_satisfaction_context,
+    format_change,
+    mask_contact,
+    report_date,
+)
+from pipeline.settings import Settings
+from tests.reports.frames import (
+    QUARTER,
+    customer_quarter_frame,
+    customers_frame,
+    events_frame,
+    findings_frame,
+    metrics_frame,
+    quarantine_frame,
+    review_frame,
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(out_dir=tmp_path)
+
+
+def test_satisfaction_kpis_are_formatted_with_change(settings: Settings) -> None:
+    metrics = metrics_frame()
+    ctx = build_satisfaction_context(metrics, customer_quarter_frame(), None, settings, QUARTER)
+    csat = next(k for k in ctx["kpis"] if k["metric"] == "csat_top2_share")
+    row = metrics.query(
+        "quarter == '2026Q3' and metric == 'csat_top2_share' and dimension == 'overall'"
+    )
+    assert csat["value"] == f"{row['value'].iloc[0] * 100:.1f}%"
+    assert csat["change"].endswith(" pp")
+    assert csat["label"] == "满意度(4-5分占比)"
+    assert ctx["report_date"] == "2026-10-01"
+    # trends, SLA by channel, complaint mix x2, tier distribution and migration
+    assert len(ctx["charts"]) == 7
+    assert all(c["src"].startswith("data:image/svg+xml;base64,") for c in ctx["charts"])
+    assert [b["dimension"] for b in ctx["breakdowns"]] == ["价值分级", "地区", "行业"]
+    assert ctx["coverage"] == []
+
+
+def test_satisfaction_is_reproducible(settings: Settings) -> None:
+    a = build_satisfaction_context(
+        metrics_frame(), customer_quarter_frame(), None, settings, QUARTER
+    )
+    b = build_satisfaction_context(
+        metrics_frame(), customer_quarter_frame(), None, settings, QUARTER
+    )
+    assert a == b
+
+
+def test_satisfaction_requires_metrics(settings: Settings) -> None:
+    with pytest.raises(ReportDataError, match="mart_metrics"):
+        build_satisfaction_context(None, None, None, settings, QUARTER)
+    with pytest.raises(ReportDataError, match="2027Q1"):
+        build_satisfaction_context(metrics_frame(), None, None, settings, QUARTER.shift(2))
+
+
+def test_satisfaction_without_optional_tables_has_empty_sections(settings: Settings) -> None:
+    ctx = build_satisfaction_context(metrics_frame(2), None, None, settings, QUARTER)
+    assert ctx["tier_rows"] == [] and ctx["migration_rows"] == []
+
+
+def test_movers_skip_small_groups(settings: Settings) -> None:
+    metrics = metrics_frame()
+    metrics.loc[
+        (metrics["dimension"] == "region") & (metrics["segment"] == "华北"), "is_small_group"
+    ] = True
+    metrics.loc[
+        (metrics["quarter"] == "2026Q3")
+        & (metrics["segment"] == "华北")
+        & (metrics["metric"] == "nps"),
+        "change",
+    ] = 99.0
+    ctx = build_satisfaction_context(
+        metrics, None, quarantine_frame(), settings, QUARTER, {"service_surveys": 997}
+    )
+    assert all(m["segment"] != "华北" for m in ctx["top_moves"])
+    coverage = {c["dataset"]: c for c in ctx["coverage"]}
+    assert coverage["service_surveys"]["rows_quarantined"] == "3"
+    assert coverage["service_surveys"]["share_quarantined"] == "0.30%"
+
+
+def test_change_direction() -> None:
+    assert format_change("resolution_median_hours", -2.0) == ("-2.0 h", "good")
+    assert format_change("nps", -3.0) == ("-3", "bad")
+    assert format_change("csat_top2_share", 0.025) == ("+2.5 pp", "good")
+
+
+def test_mask_contact() -> None:
+    assert mask_contact("电话 138 1234 5678 或 010-1234 5678") == "电话 138******78 或 010******78"
+    assert mask_contact("wang.fang@example.com") == "w***@example.com"
+    assert mask_contact("订单 2026") == "订单 2026"
+    assert mask_contact(None) == ""
+
+
+def test_archive_groups_actions_owners_and_deadlines(settings: Settings) -> None:
+    ctx = build_archive_context(
+        findings_frame(40),
+        findings_frame(20, QUARTER.previous()),
+        customers_frame(),
+        customer_quarter_frame(),
+        review_frame(),
+        events_frame(),
+        settings,
+        QUARTER,
+    )
+    worklist: pd.DataFrame = ctx["worklist"]
+    assert set(worklist["deadline"]) == {"2026-10-31"}  # 2026-10-01 + 30 days
+    assert worklist["item_id"].is_unique
+    assert worklist["action"].str.len().gt(0).all()
+    assert {"incomplete", "invalid", "stale", "review_pair", "both_ends", "tier_change"} <= set(
+        worklist["category"]
+    )
+    # findings without a manager fall back to the customer's manager from core_customers
+    findings = worklist[worklist["source_record_id"] != ""]
+    assert "(未指定负责人)" not in set(findings["owner"])
+    assert not worklist["detail"].str.contains(r"1234 \d{4}").any()
+    incomplete = next(s for s in ctx["summary"] if s["category"] == "档案不完整")
+    assert (
+        incomplete["count"] == "16"
+        and incomplete["previous"] == "8"
+        and incomplete["change"] == "+8"
+    )
+    assert ctx["review"]["rows"][0][3].count("*") > 0  # phone in evidence masked
+    assert len(ctx["both_ends"]) > 0 and len(ctx["tier_changes"]) > 0
+    assert sum(len(g["items"]) for g in ctx["by_manager"]) == len(worklist)
+
+
+def test_archive_deadline_follows_setting(tmp_path: Path) -> None:
+    settings = Settings(out_dir=tmp_path, reports={"finding_deadline_days": 14})
+    ctx = build_archive_context(findings_frame(3), None, None, None, None, None, settings, QUARTER)
+    assert set(ctx["worklist"]["deadline"]) == {"2026-10-15"}
+    assert report_date(QUARTER).isoformat() == "2026-10-01"
+
+
+def test_archive_with_no_tables_renders_empty_sections(settings: Settings) -> None:
+    ctx = build_archive_context(None, None, None, None, None, None, settings, QUARTER)
+    assert ctx["worklist"].empty and ctx["total_items"] == "0"
+    assert ctx["review"] == {"columns": [], "rows": []}
+
+
+def test_english_catalog(tmp_path: Path) -> None:
+    settings = Settings(out_dir=tmp_path, reports={"language": "en"})
+    ctx = build_archive_context(findings_frame(5), None, None, None, None, None, settings, QUARTER)
+    assert ctx["title"] == "Customer File Improvement Report"
+    assert ctx["worklist"]["action"].iloc[0] in {
+        "Fill in the missing fields with supporting documents",
+        "Verify and correct the value",
+        "Contact the customer, update the file and log the contact report",
+    }

@@ -1,0 +1,65 @@
+"""Quarterly reporting: tiers and metrics for the quarter that just closed, both PDFs, email.
+
+The data interval is the quarter (boundaries in Asia/Shanghai), so the run after a
+quarter closes reports that quarter and ``airflow backfill create`` reports past
+quarters. A manual run can name a quarter with the ``quarter`` param.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=2),
+}
+
+
+def _run(stage: str) -> dict:
+    from pipeline.airflow_tasks import run_stage_task
+
+    return run_stage_task(stage, get_current_context())
+
+
+@task
+def compute_metrics() -> dict:
+    return _run("compute_metrics")
+
+
+@task
+def render_reports() -> dict:
+    return _run("render_reports")
+
+
+@task
+def send_reports() -> dict:
+    return _run("send_reports")
+
+
+@dag(
+    dag_id="crm_quarterly_reports",
+    schedule=CronDataIntervalTimetable("0 0 1 1,4,7,10 *", timezone="Asia/Shanghai"),
+    start_date=pendulum.datetime(2025, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={
+        "quarter": Param(
+            None,
+            type=["null", "string"],
+            description="Report this quarter (e.g. 2026Q3) instead of the data interval's",
+        )
+    },
+    tags=["crm", "reporting"],
+)
+def crm_quarterly_reports():
+    compute_metrics() >> render_reports() >> send_reports()
+
+
+crm_quarterly_reports()

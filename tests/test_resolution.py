@@ -1,0 +1,169 @@
+"""Tests of the customer resolution stage on a small demo warehouse."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.bench_resolution import staging_from_sources
+from pipeline.demo import generate_demo_sources
+from pipeline.quarters import Quarter
+from pipeline.resolution import SOURCE_TABLES, golden_records, run
+from pipeline.settings import ResolutionSettings, Settings
+from pipeline.stages import StageContext
+from pipeline.transform.standardize import standardize_customers
+from pipeline.warehouse import create_engine, read_table, replace_table
+
+
+@pytest.fixture(scope="module")
+def staged(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    source_dir = tmp_path_factory.mktemp("sources")
+    generate_demo_sources(source_dir, customers=60, seed=5, as_of=date(2026, 11, 23))
+    truth = pd.read_csv(Path(source_dir) / "truth" / "entities.csv", dtype=str)
+    return staging_from_sources(source_dir), truth
+
+
+def _context(tmp_path: Path, decisions_file: Path | None = None) -> StageContext:
+    settings = Settings(
+        warehouse_url=f"sqlite:///{tmp_path / 'wh.db'}",
+        resolution=ResolutionSettings(decisions_file=decisions_file),
+    )
+    return StageContext(
+        settings=settings,
+        engine=create_engine(settings.warehouse_url),
+        quarter=Quarter.parse("2026Q3"),
+        batch_id="b1",
+        extracted_at=datetime(2026, 10, 1),
+    )
+
+
+def _load(ctx: StageContext, frames: dict[str, pd.DataFrame]) -> None:
+    for system, table in SOURCE_TABLES.items():
+        replace_table(ctx.engine, table, frames[system])
+
+
+def _xref(ctx: StageContext) -> pd.Series:
+    xref = read_table(ctx.engine, "core_customer_xref")
+    return xref.set_index(xref["source_system"] + ":" + xref["source_record_id"])["customer_id"]
+
+
+def test_known_merge_and_tables(tmp_path: Path, staged) -> None:
+    frames, truth = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    result = run(ctx)
+    xref = _xref(ctx)
+    # Every source customer record is mapped, ids look like CUST-000001.
+    assert len(xref) == sum(len(f) for f in frames.values())
+    assert xref.str.fullmatch(r"CUST-\d{6}").all()
+    # A known merge: the entity with the most records across systems is one customer.
+    truth_ids = truth["source_system"] + ":" + truth["source_record_id"]
+    biggest = truth.groupby("entity_id").size().idxmax()
+    members = truth_ids[truth["entity_id"] == biggest]
+    assert len(members) >= 2
+    assert xref.loc[members].nunique() == 1
+    customers = read_table(ctx.engine, "core_customers")
+    assert customers["customer_id"].is_unique
+    assert len(customers) == result.rows_out == xref.nunique()
+    lineage = customers["name_source"].dropna()
+    assert lineage.str.fullmatch(r"(sales|service|finance):\S+").all()
+    for column in ("core_match_review",):
+        review = read_table(ctx.engine, column)
+        assert {"id_l", "id_r", "match_probability", "evidence"} <= set(review.columns)
+
+
+def test_rerun_with_new_records_keeps_existing_ids(tmp_path: Path, staged) -> None:
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    first_sales = frames["sales"].iloc[: len(frames["sales"]) // 2]
+    _load(ctx, {**frames, "sales": first_sales})
+    run(ctx)
+    before = _xref(ctx)
+    _load(ctx, frames)
+    run(ctx)
+    after = _xref(ctx)
+    kept = before.index.intersection(after.index)
+    changed = kept[before.loc[kept] != after.loc[kept]]
+    events = (
+        read_table(ctx.engine, "core_resolution_events")
+        if changed.size
+        else pd.DataFrame(columns=["source_records"])
+    )
+    # An id changes only through a recorded merge or split of that record.
+    recorded = set(",".join(events["source_records"]).split(","))
+    assert set(changed) <= recorded
+    assert len(changed) <= len(kept) * 0.05
+    assert len(after) > len(before)
+
+
+def test_archive_different_decision_holds_against_the_model(tmp_path: Path, staged) -> None:
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    run(ctx)
+    xref = _xref(ctx)
+    shared = xref[xref.duplicated(keep=False)]
+    pair = shared[shared == shared.iloc[0]].index[:2]
+    decisions_file = tmp_path / "decisions.csv"
+    pd.DataFrame({"id_l": [pair[0]], "id_r": [pair[1]], "decision": ["different"]}).to_csv(
+        decisions_file, index=False
+    )
+    ctx2 = _context(tmp_path, decisions_file)
+    result = run(ctx2)
+    xref2 = _xref(ctx2)
+    assert xref2.loc[pair[0]] != xref2.loc[pair[1]]
+    assert result.detail["splits"] >= 1
+    events = read_table(ctx.engine, "core_resolution_events")
+    assert (events["event_type"] == "split").any()
+    assert events["quarter"].eq("2026Q3").all()
+
+
+def test_missing_decisions_file_is_an_error(tmp_path: Path, staged) -> None:
+    frames, _ = staged
+    ctx = _context(tmp_path, tmp_path / "nope.csv")
+    _load(ctx, frames)
+    with pytest.raises(FileNotFoundError):
+        run(ctx)
+
+
+def test_survivorship_prefers_source_priority_then_recency() -> None:
+    records = pd.DataFrame(
+        {
+            "unique_id": ["service:S1", "sales:C1", "sales:C2"],
+            "source_system": ["service", "sales", "sales"],
+            "source_record_id": ["S1", "C1", "C2"],
+            "customer_id": ["CUST-000001"] * 3,
+            "customer_name": ["华信科技有限公司", "华信科技股份有限公司", "华信科技(股份)有限公司"],
+            "uscc": [None, "bad", None],
+            "phone": ["13812345678", None, "010-12345678"],
+            "email": ["a@b.cn", None, None],
+            "address": [None, None, None],
+            "updated_at": pd.to_datetime(["2026-09-01", "2026-01-01", "2026-06-01"]),
+            "created_at": pd.to_datetime(["2020-01-01", "2019-01-01", "2021-01-01"]),
+        }
+    )
+    for column in (
+        "legal_representative",
+        "industry",
+        "province",
+        "city",
+        "scale",
+        "employee_count",
+        "annual_revenue_cny",
+        "account_manager",
+        "account_manager_email",
+    ):
+        records[column] = None
+    golden = golden_records(standardize_customers(records), ["sales", "finance", "service"])
+    row = golden.iloc[0]
+    assert row["name"] == "华信科技(股份)有限公司" and row["name_source"] == "sales:C2"
+    assert row["phone"] == "+861012345678" and row["phone_source"] == "sales:C2"
+    assert row["email"] == "a@b.cn" and row["email_source"] == "service:S1"
+    assert pd.isna(row["uscc"])
+    assert row["created_at"] == pd.Timestamp("2019-01-01")
+    assert row["updated_at_source"] == "service:S1"

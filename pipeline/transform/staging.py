@@ -22,9 +22,11 @@ _FALSE = {"0", "false", "f", "no", "n", "否"}
 
 def _text(series: pd.Series) -> pd.Series:
     """Raw values as stripped text (object dtype), blanks as None."""
-    values = series.astype(object).where(series.notna(), None)
-    text = values.map(lambda v: v if v is None else str(v).strip())
-    return text.where(text.map(lambda v: bool(v)), None)
+    values = series.astype(object)
+    present = values.notna()
+    text = pd.Series(None, index=series.index, dtype=object)
+    text[present] = values[present].astype(str).str.strip().astype(object)
+    return text.where(text.fillna("") != "", None)
 
 
 def _numbers(text: pd.Series) -> pd.Series:

@@ -51,6 +51,7 @@ class DatasetOutcome:
     rows_in: int
     valid: pd.DataFrame
     quarantine: pd.DataFrame
+    typed: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # all rows, typed
     expectations: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -89,11 +90,7 @@ def validate_dataset(
     started = time.perf_counter()
     typed, cast_errors = stage_frame(raw, dataset, source_timezone)
     frame = check_frame(typed, cast_errors, dataset, parents)
-    parent_keys = {
-        name: set(parents[name]["source_record_id"].dropna())
-        for name in set(dataset.parents.values())
-    }
-    params = suite_parameters(settings, extracted_at, parent_keys)
+    params = suite_parameters(settings, extracted_at)
     violations, summary = run_suite(
         frame.reset_index(drop=True), build_suite(dataset.name, load_rules(dataset.name)), params
     )
@@ -103,7 +100,13 @@ def validate_dataset(
             f"{dataset.name}: rows in {len(raw)} != valid {len(valid)} + quarantined {len(quarantine)}"
         )
     return DatasetOutcome(
-        dataset.name, len(raw), valid, quarantine, summary, time.perf_counter() - started
+        dataset=dataset.name,
+        rows_in=len(raw),
+        valid=valid,
+        quarantine=quarantine,
+        typed=typed,
+        expectations=summary,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -158,6 +161,7 @@ def run(ctx: StageContext) -> StageResult:
         outcome = validate_dataset(
             dataset, raw, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
         )
+        typed_cache[dataset.name] = outcome.typed  # parents come before children in DATASETS
         max_share = settings.max_quarantine_share.get(
             dataset.name, settings.default_max_quarantine_share
         )

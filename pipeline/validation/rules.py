@@ -79,18 +79,13 @@ def build_suite(dataset: str, rules: list[Rule]) -> ExpectationSuite:
     return ExpectationSuite(name=dataset, expectations=expectations)
 
 
-def suite_parameters(
-    settings: ValidationSettings, extracted_at: datetime, parent_keys: dict[str, set[str]]
-) -> dict[str, Any]:
-    """Run-time values of the suites' ``$PARAMETER`` placeholders."""
-    params: dict[str, Any] = {
+def suite_parameters(settings: ValidationSettings, extracted_at: datetime) -> dict[str, Any]:
+    """Run-time values of the suites' ``$PARAMETER`` placeholders (the plausible date window)."""
+    return {
         "earliest_date": pd.Timestamp(settings.earliest_plausible_date),
         "latest_date": pd.Timestamp(extracted_at)
         + timedelta(days=settings.latest_plausible_days_ahead),
     }
-    for parent, keys in parent_keys.items():
-        params[f"keys_{parent}"] = sorted(keys)
-    return params
 
 
 def check_frame(
@@ -103,12 +98,19 @@ def check_frame(
 
     ``_first_copy``: False on the second and later rows with a key already seen (the
     earlier copy stays valid). ``_readable``: no cast error in the row.
+    ``_known_<column>`` for each reference column: blank (``missing_required`` covers that)
+    or a key of the parent dataset's raw rows. A key set is not handed to GX as a
+    ``value_set`` because GX copies its configuration many times per expectation, which
+    with tens of thousands of keys costs seconds.
     ``_invoice_date`` (payments): the invoice date of the referenced invoice.
     """
     frame = typed.copy()
     key = frame["source_record_id"]
     frame["_first_copy"] = ~(key.notna() & key.duplicated(keep="first"))
     frame["_readable"] = ~frame.index.isin(cast_errors["row"]) if len(cast_errors) else True
+    for column, parent in dataset.parents.items():
+        keys = parent_frames[parent]["source_record_id"]
+        frame[f"_known_{column}"] = frame[column].isna() | frame[column].isin(keys)
     if dataset.name == "finance_payments" and "finance_invoices" in parent_frames:
         invoices = parent_frames["finance_invoices"]
         dates = invoices.drop_duplicates("source_record_id").set_index("source_record_id")[

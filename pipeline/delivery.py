@@ -105,8 +105,10 @@ def build_message(email: ReportEmail, sender: str, recipient: str) -> EmailMessa
     for path in email.attachments:
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         maintype, subtype = ctype.split("/", 1)
+        # Text files (the CSV worklist) are UTF-8: say so, or clients guess ASCII.
+        params = {"charset": "utf-8"} if maintype == "text" else {}
         message.add_attachment(
-            path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
+            path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name, params=params
         )
     return message
 

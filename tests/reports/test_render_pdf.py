@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
+from pypdf.errors import FileNotDecryptedError
 
 from pipeline.reporting import write_archive
 from pipeline.reports.context import build_archive_context, build_satisfaction_context
@@ -86,7 +87,7 @@ def test_archive_pdf_is_encrypted_with_worklist_attached(archive_report) -> None
     assert report.pdf.name == "档案完善建议报告_2026Q3.pdf"
     reader = PdfReader(report.pdf)
     assert reader.is_encrypted
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotDecryptedError):
         _ = reader.pages[0].extract_text()
     reader.decrypt("s3cret")
     names = set(reader.attachments)

@@ -107,6 +107,9 @@ def invoice_status(
     inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
     inv = inv[["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny"]]
     pay = payments[payments["paid_date"] <= end][["invoice_id", "paid_date", "amount_cny"]]
+    # Ids as objects on both sides: an empty payments frame must still merge.
+    inv = inv.astype({"invoice_id": object})
+    pay = pay.astype({"invoice_id": object})
     pay = pay.sort_values(["invoice_id", "paid_date"], kind="mergesort")
     pay = pay.assign(running=pay.groupby("invoice_id")["amount_cny"].cumsum())
     totals = pay.groupby("invoice_id")["amount_cny"].sum().rename("paid_cny")

@@ -360,3 +360,36 @@ def test_tier_migration_matrix() -> None:
 def test_window_must_be_whole_quarters() -> None:
     with pytest.raises(ValueError, match="whole number of quarters"):
         tiers.window_start(Q3, 10)
+
+
+invoice_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2", "c3"]),
+        st.integers(0, 900),
+        st.integers(0, 90),
+        st.floats(1, 1e5, allow_nan=False),
+        st.lists(st.tuples(st.integers(0, 400), st.floats(0, 1e5, allow_nan=False)), max_size=3),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(invoice_rows, st.randoms())
+def test_credit_grades_bounded_and_unchanged_by_row_order(rows, rnd) -> None:
+    base = pd.Timestamp("2024-01-01")
+    day = lambda n: str((base + pd.Timedelta(days=n)).date())  # noqa: E731
+    inv = invoices([(f"i{i}", c, day(d), day(d + t), a) for i, (c, d, t, a, _) in enumerate(rows)])
+    pay = payments(
+        [(f"i{i}", day(d + p), amt) for i, (_, d, _, _, ps) in enumerate(rows) for p, amt in ps]
+    )
+    out = tiers.credit_grades(inv, pay, Q3, CFG)
+    assert out["customer_id"].is_unique
+    assert out["collected_share"].between(0, 1).all()
+    assert set(out["credit_grade"]) <= set(tiers.GRADE_ORDER)
+    seed = rnd.randint(0, 10_000)
+    again = tiers.credit_grades(
+        inv.sample(frac=1, random_state=seed), pay.sample(frac=1, random_state=seed), Q3, CFG
+    )
+    pd.testing.assert_frame_equal(out, again)

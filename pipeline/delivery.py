@@ -97,7 +97,8 @@ def build_message(email: ReportEmail, sender: str, recipient: str) -> EmailMessa
         + [f"- {h['label']}: {h['value']} {h['change']}".rstrip() for h in email.headline]
         + ["", t("mail.footer")]
     )
-    message.set_content(text)
+    # base64 keeps the message 7-bit clean for relays without 8BITMIME.
+    message.set_content(text, cte="base64")
     message.add_alternative(
         _BODY.render(t=t, title=email.title, quarter=email.quarter, headline=email.headline),
         subtype="html",

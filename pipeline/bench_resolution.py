@@ -128,5 +128,5 @@ def benchmark(source_dir: Path, settings: Settings | None = None) -> dict[str, f
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     benchmark(Path(sys.argv[1]))

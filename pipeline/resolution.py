@@ -110,13 +110,17 @@ def resolve_customers(
 ) -> Resolution:
     """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``."""
     standardized = standardize_customers(records, phone_region)
+    log.info("standardized %s records", len(standardized))
     scored = score_pairs(
         standardized, threshold=min(settings.review_lower, settings.match_threshold)
     )
+    log.info("scored %s candidate pairs", len(scored.pairs))
     pairs = apply_decisions(scored.pairs, decisions)
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
     clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold)
+    log.info("clustered into %s clusters", clusters["cluster_id"].nunique())
     ids, events = assign_customer_ids(clusters, previous_xref, pairs, quarter)
+    log.info("assigned ids: %s events", len(events))
     standardized = standardized.merge(ids, on="unique_id", how="left")
     probability = _membership_probability(standardized, pairs)
     xref = standardized[["source_system", "source_record_id", "customer_id", "unique_id"]].merge(

@@ -92,18 +92,15 @@ def _python_values(df: pd.DataFrame) -> list[tuple]:
             if getattr(series.dt, "tz", None) is not None:
                 series = series.dt.tz_convert("UTC").dt.tz_localize(None)
             fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
-            values = series.dt.strftime(fmt).astype(object)
-            values = values.where(series.notna(), None)
+            text = series.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
+            values = [
+                None if missing else v for v, missing in zip(text, series.isna(), strict=True)
+            ]
         else:
-            values = series.astype(object)
-            missing = series.isna().to_numpy()
-            if missing.any():
-                values = values.where(~missing, None)
-            if series.dtype.kind not in "OSUT" or str(series.dtype).startswith(
-                ("Int", "Float", "boolean")
-            ):
-                values = values.map(lambda v: v.item() if hasattr(v, "item") else v)
-        columns.append(values.to_numpy(dtype=object))
+            raw = series.to_numpy(dtype=object, na_value=None)
+            # numpy scalars -> Python scalars, so every driver understands them
+            values = [v.item() if hasattr(v, "item") else v for v in raw]
+        columns.append(values)
     if not columns:
         return []
     return list(zip(*columns, strict=True))
@@ -179,7 +176,7 @@ def read_table(
     with engine.connect() as conn:
         df = pd.read_sql(sa.text(sql), conn, params=partition or None, coerce_float=True)
     for name in df.columns:
-        if name.endswith(("_at", "_date")) and df[name].dtype == object:
+        if name.endswith(("_at", "_date")) and not pd.api.types.is_datetime64_any_dtype(df[name]):
             df[name] = pd.to_datetime(df[name], errors="coerce", format="mixed")
     return df
 

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.datasets import DATASETS
+from pipeline.extract import finance, land_system, sales, service
+from pipeline.extract.base import SourceError, detect_encoding, read_file
+from pipeline.warehouse import read_table
+
+EXTRACTED_AT = datetime(2026, 11, 23, 1, 0, 0)
+
+
+def _collect(adapter, settings) -> dict[str, pd.DataFrame]:
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for name, chunk in adapter(settings, "b1", EXTRACTED_AT):
+        frames.setdefault(name, []).append(chunk)
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+
+
+@pytest.mark.parametrize(
+    "adapter, system",
+    [(sales.extract, "sales"), (service.extract, "service"), (finance.extract, "finance")],
+)
+def test_adapters_rename_to_house_names_and_add_lineage(demo_settings, adapter, system):
+    frames = _collect(adapter, demo_settings)
+    expected = {d.name for d in DATASETS.values() if d.system == system}
+    assert set(frames) == expected
+    for name, frame in frames.items():
+        dataset = DATASETS[name]
+        assert list(frame.columns) == [
+            "source_system",
+            *dataset.house_columns,
+            "batch_id",
+            "extracted_at",
+        ]
+        assert (frame["source_system"] == system).all()
+        assert (frame["batch_id"] == "b1").all()
+        assert frame["source_record_id"].notna().all()
+        # Raw values stay text: nothing is interpreted (or lost) before validation.
+        values = frame.drop(columns=["extracted_at"]).to_numpy(dtype=object).ravel()
+        assert {type(v) for v in values} <= {str, type(None)}
+
+
+def test_finance_reads_gbk_csv_and_excel(demo_settings, demo_sources):
+    assert detect_encoding(demo_sources / "finance" / "invoices.csv") == "gb18030"
+    frames = _collect(finance.extract, demo_settings)
+    accounts = frames["finance_accounts"]
+    assert accounts["customer_name"].str.contains("公司").mean() > 0.9
+    invoices = frames["finance_invoices"]
+    assert pd.to_datetime(invoices["invoice_date"], errors="coerce").notna().mean() > 0.95
+
+
+def test_csv_encodings_detected(tmp_path):
+    dataset = DATASETS["finance_payments"]
+    header = "收款单号,发票号,客户编号,收款日期,金额(元)\n"
+    row = "P1,INV1,F1,2026-01-05,100.50\n"
+    for encoding, expected in (
+        ("utf-8", "utf-8-sig"),
+        ("utf-8-sig", "utf-8-sig"),
+        ("gbk", "gb18030"),
+    ):
+        path = tmp_path / f"payments-{encoding}.csv"
+        path.write_bytes((header + row).encode(encoding))
+        assert detect_encoding(path) == expected
+        (frame,) = list(read_file(path, dataset, "b1", EXTRACTED_AT, 1000))
+        assert frame.loc[0, "invoice_record_id"] == "INV1"
+        assert frame.loc[0, "amount_cny"] == "100.50"
+
+
+def test_missing_column_names_source_file_and_column(tmp_path):
+    path = tmp_path / "payments.csv"
+    path.write_text("收款单号,发票号,收款日期,金额(元)\nP1,INV1,2026-01-05,1\n", encoding="utf-8")
+    with pytest.raises(
+        SourceError, match=r"finance source file .*payments.csv: column\(s\) 客户编号 missing"
+    ):
+        list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
+
+
+def test_extra_column_is_reported_and_ignored(tmp_path, caplog):
+    path = tmp_path / "payments.csv"
+    path.write_text(
+        "收款单号,发票号,客户编号,收款日期,金额(元),备注\nP1,INV1,F1,2026-01-05,1,x\n",
+        encoding="utf-8",
+    )
+    (frame,) = list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
+    assert "备注" not in frame.columns
+    assert "ignoring unexpected column(s) 备注" in caplog.text
+
+
+def test_missing_sources_name_the_source(demo_settings, tmp_path):
+    missing_db = demo_settings.model_copy(
+        update={
+            "sources": demo_settings.sources.model_copy(
+                update={"sales_url": f"sqlite:///{tmp_path}/nope.db"}
+            )
+        }
+    )
+    with pytest.raises(SourceError, match="sales source .*nope.db.* not found"):
+        _collect(sales.extract, missing_db)
+    missing_dir = demo_settings.model_copy(
+        update={
+            "sources": demo_settings.sources.model_copy(update={"finance_dir": tmp_path / "none"})
+        }
+    )
+    with pytest.raises(SourceError, match="finance source: no file matches .*accounts.xlsx"):
+        _collect(finance.extract, missing_dir)
+
+
+def test_missing_table_names_the_table(demo_settings, tmp_path):
+    copy = tmp_path / "service.db"
+    shutil.copy(Path(demo_settings.sources.service_url.removeprefix("sqlite:///")), copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DROP TABLE survey")
+    settings = demo_settings.model_copy(
+        update={
+            "sources": demo_settings.sources.model_copy(update={"service_url": f"sqlite:///{copy}"})
+        }
+    )
+    with pytest.raises(SourceError, match="service source .*: table survey not found"):
+        _collect(service.extract, settings)
+
+
+def test_land_system_is_idempotent_and_atomic(demo_context, tmp_path):
+    first = land_system(demo_context, "sales")
+    before = read_table(demo_context.engine, "raw_sales_orders")
+    again = land_system(demo_context, "sales")
+    after = read_table(demo_context.engine, "raw_sales_orders")
+    assert first.detail == again.detail
+    pd.testing.assert_frame_equal(before, after)
+    # A failing source leaves the previous landing in place.
+    broken = demo_context.settings.model_copy(
+        update={
+            "sources": demo_context.settings.sources.model_copy(
+                update={"sales_url": f"sqlite:///{tmp_path}/gone.db"}
+            )
+        }
+    )
+    with pytest.raises(SourceError):
+        land_system(type(demo_context)(**{**demo_context.__dict__, "settings": broken}), "sales")
+    pd.testing.assert_frame_equal(read_table(demo_context.engine, "raw_sales_orders"), before)

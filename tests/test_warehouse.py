@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from pipeline import warehouse
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _frame(quarter: str, n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [f"CUST-{i:04d}" for i in range(n)],
+            "value_tier": ["A", "B", None, "C", "A"][:n],
+            "amount_cny": np.linspace(0.5, 100.25, n),
+            "n_orders": pd.array([1, None, 3, 4, 5][:n], dtype="Int64"),
+            "is_risk": [True, False, True, False, True][:n],
+            "opened_at": pd.to_datetime(
+                [
+                    "2026-07-01 08:00:00",
+                    None,
+                    "2026-09-30 23:59:59",
+                    "2026-08-01 00:00:00",
+                    "2026-08-02 00:00:00",
+                ][:n]
+            ),
+            "paid_date": pd.to_datetime(
+                ["2026-07-01", "2026-07-02", None, "2026-08-01", "2026-08-02"][:n]
+            ),
+        }
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        yield warehouse.create_engine(f"sqlite:///{tmp_path}/wh.db")
+        return
+    engine = warehouse.create_engine(POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    scoped = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
+    yield scoped
+    scoped.dispose()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
+
+
+def test_replace_partition_is_idempotent(engine):
+    warehouse.replace_partition(engine, "mart_test", _frame("2026Q2"), quarter="2026Q2")
+    warehouse.replace_partition(engine, "mart_test", _frame("2026Q3"), quarter="2026Q3")
+    first = warehouse.read_table(engine, "mart_test")
+    warehouse.replace_partition(engine, "mart_test", _frame("2026Q3"), quarter="2026Q3")
+    second = warehouse.read_table(engine, "mart_test")
+    assert len(second) == 10
+    assert warehouse.frame_digest(first) == warehouse.frame_digest(second)
+
+
+def test_values_round_trip(engine):
+    frame = _frame("2026Q3")
+    warehouse.replace_table(engine, "rt", frame)
+    back = warehouse.read_table(engine, "rt").sort_values("customer_id").reset_index(drop=True)
+    assert back["value_tier"].isna().sum() == 1
+    assert back["amount_cny"].tolist() == pytest.approx(frame["amount_cny"].tolist())
+    assert back["n_orders"].isna().sum() == 1
+    assert back.loc[2, "opened_at"] == pd.Timestamp("2026-09-30 23:59:59")
+    assert pd.isna(back.loc[1, "opened_at"])
+    assert back.loc[0, "paid_date"] == pd.Timestamp("2026-07-01")
+
+
+def test_partition_replace_leaves_other_partitions(engine):
+    warehouse.replace_partition(engine, "mart_test", _frame("q", 5), quarter="2026Q2")
+    warehouse.replace_partition(engine, "mart_test", _frame("q", 2), quarter="2026Q3")
+    assert len(warehouse.read_table(engine, "mart_test", quarter="2026Q2")) == 5
+    assert len(warehouse.read_table(engine, "mart_test", quarter="2026Q3")) == 2
+
+
+def test_failed_write_keeps_previous_state(engine):
+    warehouse.replace_table(engine, "t", _frame("q"))
+    before = warehouse.read_table(engine, "t")
+    bad = _frame("q")
+    bad["amount_cny"] = ["not a number"] * len(bad)  # cannot go into a FLOAT column on PostgreSQL
+    if engine.dialect.name == "sqlite":
+        # SQLite accepts anything in any column; break the write another way.
+        bad = bad.rename(columns={"amount_cny": 'amount"cny'})
+    with pytest.raises((sa.exc.SQLAlchemyError, Exception)):
+        warehouse.replace_table(engine, "t", bad)
+    after = warehouse.read_table(engine, "t")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_missing_table_is_a_clear_error(engine):
+    with pytest.raises(LookupError, match="warehouse table 'nope' does not exist yet"):
+        warehouse.read_table(engine, "nope")

@@ -101,14 +101,14 @@ def test_missing_sources_name_the_source(demo_settings, tmp_path):
             )
         }
     )
-    with pytest.raises(SourceError, match="sales source .*nope.db.* not found"):
+    with pytest.raises(SourceError, match=r"sales source .*nope.db.* not found"):
         _collect(sales.extract, missing_db)
     missing_dir = demo_settings.model_copy(
         update={
             "sources": demo_settings.sources.model_copy(update={"finance_dir": tmp_path / "none"})
         }
     )
-    with pytest.raises(SourceError, match="finance source: no file matches .*accounts.xlsx"):
+    with pytest.raises(SourceError, match=r"finance source: no file matches .*accounts.xlsx"):
         _collect(finance.extract, missing_dir)
 
 
@@ -122,7 +122,7 @@ def test_missing_table_names_the_table(demo_settings, tmp_path):
             "sources": demo_settings.sources.model_copy(update={"service_url": f"sqlite:///{copy}"})
         }
     )
-    with pytest.raises(SourceError, match="service source .*: table survey not found"):
+    with pytest.raises(SourceError, match=r"service source .*: table survey not found"):
         _collect(service.extract, settings)
 
 

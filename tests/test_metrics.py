@@ -134,7 +134,7 @@ def _sql_metrics(engine: sa.Engine, quarter: Quarter) -> dict[str, tuple[float, 
         "csat_top2_share": (top2, n_csat),
         "csat_mean": (mean, n_csat),
         "nps": (nps_value, n_nps),
-        "sla_met_share": (sla_value, n_sla),
+        "first_response_sla_share": (sla_value, n_sla),
     }
 
 

@@ -26,6 +26,12 @@ from pipeline.settings import MetricSettings
 
 SEGMENT_DIMENSIONS = ("value_tier", "region", "industry")
 DIMENSION_NAMES = {"value_tier": "tier", "region": "region", "industry": "industry"}
+# The feedback categories of the complaint mix (DOMAIN.md); general inquiries are not complaints.
+COMPLAINT_CATEGORIES = (
+    "service_quality_suggestion",
+    "service_need_suggestion",
+    "service_quality_complaint",
+)
 METRIC_COLUMNS = ["metric", "dimension", "segment", "value", "n"]
 
 
@@ -77,11 +83,13 @@ def _survey_rows(df: pd.DataFrame, dimension: str, segment: str, settings: Metri
 
 
 def _ticket_rows(df: pd.DataFrame, dimension: str, segment: str):
+    """SLA first (the channel breakdown keeps only that row)."""
+    complaints = int(df["category"].isin(COMPLAINT_CATEGORIES).sum())
     judged = df["is_sla_met"].dropna()
     resolved = df["resolution_hours"].dropna()
     return [
         (
-            "sla_met_share",
+            "first_response_sla_share",
             dimension,
             segment,
             float(judged.astype(float).mean()) if len(judged) else np.nan,
@@ -101,6 +109,7 @@ def _ticket_rows(df: pd.DataFrame, dimension: str, segment: str):
             float(resolved.quantile(0.9)) if len(resolved) else np.nan,
             len(resolved),
         ),
+        ("complaint_count", dimension, segment, float(complaints), len(df)),
     ]
 
 
@@ -174,11 +183,13 @@ def quarter_metrics(
             rows += _customer_rows(group, dimension, str(value))
     for value, group in t.groupby(t["channel"].fillna("unknown"), sort=True):
         rows += _ticket_rows(group, "channel", str(value))[:1]
-    total = len(t)
-    for column, dimension in (("category", "category"), ("touchpoint", "touchpoint")):
-        counts = t[column].fillna("unknown").value_counts().sort_index()
+    complaints = t[t["category"].isin(COMPLAINT_CATEGORIES)]
+    for column in ("category", "touchpoint"):
+        counts = complaints[column].fillna("unknown").value_counts().sort_index()
         for value, count in counts.items():
-            rows.append(("ticket_mix_share", dimension, str(value), count / total, int(count)))
+            rows.append(("complaint_count", column, str(value), float(count), int(count)))
+            share = count / len(complaints)
+            rows.append(("complaint_share", column, str(value), share, int(count)))
     out = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     out["value"] = out["value"].astype("float64")
     out["n"] = out["n"].astype("int64")

@@ -111,11 +111,11 @@ def test_first_response_sla_boundary_and_unjudged_tickets() -> None:
         ]
     )
     out = compute(surveys([]), t)
-    sla = metric(out, "sla_met_share")
+    sla = metric(out, "first_response_sla_share")
     assert sla["n"] == 3
     assert sla["value"] == pytest.approx(1 / 3)
-    assert metric(out, "sla_met_share", "channel", "email")["value"] == 0
-    assert metric(out, "sla_met_share", "tier", "A")["n"] == 3
+    assert metric(out, "first_response_sla_share", "channel", "email")["value"] == 0
+    assert metric(out, "first_response_sla_share", "tier", "A")["n"] == 3
     offenders = satisfaction.sla_offenders(t, Q3, CFG, TZ)
     assert offenders.loc[0, "customer_id"] == "c1"
     assert offenders.loc[0, "missed"] == 2
@@ -139,12 +139,17 @@ def test_ticket_mix_by_category_and_touchpoint() -> None:
             {"category": "service_quality_complaint", "touchpoint": "delivery"},
             {"category": "service_need_suggestion", "touchpoint": "delivery"},
             {"category": None, "touchpoint": "delivery"},
+            {"category": "inquiry", "touchpoint": "presales"},
         ]
     )
     out = compute(surveys([]), t)
-    assert metric(out, "ticket_mix_share", "category", "service_quality_complaint")["value"] == 0.5
-    assert metric(out, "ticket_mix_share", "category", "unknown")["n"] == 1
-    assert metric(out, "ticket_mix_share", "touchpoint", "delivery")["value"] == 0.75
+    share = metric(out, "complaint_share", "category", "service_quality_complaint")
+    assert share["value"] == pytest.approx(2 / 3) and share["n"] == 2
+    assert metric(out, "complaint_count", "touchpoint", "delivery")["value"] == 2
+    assert metric(out, "complaint_share", "touchpoint", "billing")["value"] == pytest.approx(1 / 3)
+    assert not (out["segment"].isin(["inquiry", "unknown", "presales"])).any()
+    total = metric(out, "complaint_count")
+    assert total["value"] == 3 and total["n"] == 5
 
 
 def test_retention_and_churn_from_customer_status() -> None:

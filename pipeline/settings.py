@@ -128,6 +128,9 @@ class ReportSettings(BaseModel):
     alert_recipients: list[str] = Field(default_factory=lambda: ["data-engineering@localhost"])
     finding_deadline_days: int = 30
     archive_pdf_password: str | None = None
+    # The archive PDF lists at most this many worklist items (most severe first); the attached
+    # CSV/XLSX always holds the full worklist.
+    pdf_worklist_max_items: int = Field(1000, ge=0)
 
 
 class Settings(BaseSettings):

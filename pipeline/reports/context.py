@@ -717,7 +717,6 @@ def build_archive_context(
     for severity, group in sorted(worklist.groupby("severity"), key=lambda x: _severity_rank(x[0])):
         severity_summary.append({"severity": t(f"severity.{severity}"), "count": _int(len(group))})
     manager_summary = []
-    by_manager = []
     for owner, group in sorted(worklist.groupby("owner"), key=lambda x: (-len(x[1]), x[0])):
         counts = group["severity"].value_counts()
         manager_summary.append(
@@ -730,19 +729,25 @@ def build_archive_context(
                 ),
             }
         )
-        ordered = group.assign(_rank=group["severity"].map(_severity_rank)).sort_values(
-            ["_rank", "category", "customer_id", "item_id"]
-        )
+    # The PDF lists the most severe items first, up to the cap; the attachment has them all.
+    ranked = worklist.assign(_rank=worklist["severity"].map(_severity_rank)).sort_values(
+        ["_rank", "category", "customer_id", "item_id"], kind="stable"
+    )
+    shown = ranked.head(settings.reports.pdf_worklist_max_items)
+    by_manager = []
+    for owner, group in sorted(shown.groupby("owner"), key=lambda x: (-len(x[1]), x[0])):
         by_manager.append(
             {
                 "owner": owner,
+                "shown": _int(len(group)),
+                "total": _int(int((worklist["owner"] == owner).sum())),
                 "items": [
                     {
                         **r,
                         "severity_label": t(f"severity.{r['severity']}"),
                         "category_label": t(f"category.{r['category']}"),
                     }
-                    for r in ordered.drop(columns="_rank").to_dict("records")
+                    for r in group.drop(columns="_rank").to_dict("records")
                 ],
             }
         )
@@ -758,6 +763,8 @@ def build_archive_context(
         "deadline": deadline,
         "deadline_days": str(settings.reports.finding_deadline_days),
         "total_items": _int(len(worklist)),
+        "shown_items": _int(len(shown)),
+        "worklist_truncated": len(shown) < len(worklist),
         "summary": summary,
         "severity_summary": severity_summary,
         "manager_summary": manager_summary,

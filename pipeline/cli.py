@@ -37,6 +37,9 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Splink logs model-training notes as warnings; they belong in verbose runs only.
+        logging.getLogger("splink").setLevel(logging.ERROR)
 
 
 def _now() -> datetime:

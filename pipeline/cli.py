@@ -173,6 +173,43 @@ def report(
 
 
 @app.command()
+def dedupe(
+    input_csv: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The CSV export to deduplicate.")
+    ],
+    id_column: Annotated[str, typer.Option(help="Column holding each record's unique id.")],
+    fields: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="FIELDS.yaml: column -> role (company_name, person_name, address, phone, email, identifier, date, free_text).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for pairs.csv and clusters.csv.")],
+) -> None:
+    """Deduplicate any CSV export: writes OUT/pairs.csv and OUT/clusters.csv."""
+    from pipeline.dedupe import dedupe as run_dedupe
+
+    run_dedupe(input_csv, id_column, fields, out, get_settings().resolution)
+    console.print(f"wrote {out / 'pairs.csv'} and {out / 'clusters.csv'}")
+
+
+@app.command("bench-resolution")
+def bench_resolution(
+    sources: Annotated[
+        Path, typer.Option(help="A demo source folder (with truth/entities.csv).")
+    ] = Path("data/sources"),
+) -> None:
+    """Score customer resolution on demo ground truth: precision, recall, F1, records/s."""
+    import json
+
+    from pipeline.bench_resolution import benchmark
+
+    sys.stdout.write(json.dumps(benchmark(sources, get_settings()), indent=2) + "\n")
+
+
+@app.command()
 def settings() -> None:
     """Print the settings in effect (secrets masked)."""
     import json

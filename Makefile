@@ -38,5 +38,17 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# A local Airflow (api-server, scheduler, DAG processor) with the project's DAGs on the demo sources:
+# open http://localhost:8080 (the admin password is printed at start and saved in airflow_home/).
+airflow: setup
+	test -f $(DEMO_DIR)/sales.db || $(BIN)/crm-pipeline demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
+	AIRFLOW_HOME=$(CURDIR)/airflow_home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	CRM_WAREHOUSE_URL=sqlite:///$(CURDIR)/data/warehouse.db CRM_OUT_DIR=$(CURDIR)/out \
+	CRM_SOURCES__SALES_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/sales.db \
+	CRM_SOURCES__SERVICE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/service.db \
+	CRM_SOURCES__FINANCE_DIR=$(CURDIR)/$(DEMO_DIR)/finance \
+	$(BIN)/airflow standalone
+
 clean:
 	rm -rf $(VENV) $(STAMPS) out data

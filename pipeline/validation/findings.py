@@ -42,6 +42,7 @@ SEVERITY = {
 }
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
+_LETTERS = re.compile(r"[A-Za-z]")
 _EXTENSION = re.compile(r"(转|ext\.?|x)\s*\d+\s*$", re.IGNORECASE)
 
 
@@ -51,15 +52,47 @@ def is_valid_uscc(value: str | None) -> bool:
 
 
 def is_valid_phone(value: str | None, region: str = "CN") -> bool:
-    """A phone number that phonenumbers reads as a valid number of ``region`` (extension ignored)."""
+    """A phone number phonenumbers can read for ``region`` (an extension like 转123 is ignored).
+
+    Typed letters make a number invalid (phonenumbers would read them as keypad digits).
+    For CN, a well-formed landline that phonenumbers' allocation tables do not list (e.g.
+    Shanghai 021-8000 xxxx) is accepted when its area code and length are right: archive
+    staff fix wrong numbers, not numbers our library does not know yet.
+    """
     if value is None:
         return False
     cleaned = _EXTENSION.sub("", str(value)).strip()
+    if _LETTERS.search(cleaned):
+        return False
     try:
         number = phonenumbers.parse(cleaned, region)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number)
+    if phonenumbers.is_valid_number(number):
+        return True
+    return region == "CN" and _unlisted_cn_landline(number)
+
+
+def _unlisted_cn_landline(number: phonenumbers.PhoneNumber) -> bool:
+    """True when only the first local digit keeps a CN landline from being valid.
+
+    The area code and the length are then right (phonenumbers knows both); the local
+    exchange is just not in its tables. Area codes are 2 digits (10, 2x) or 3 digits.
+    """
+    national = str(number.national_number)
+    if number.country_code != 86 or (national.startswith("1") and not national.startswith("10")):
+        return False
+    area = 2 if national.startswith(("10", "2")) else 3
+    for digit in "23456789":
+        variant = phonenumbers.PhoneNumber(
+            country_code=86, national_number=int(national[:area] + digit + national[area + 1 :])
+        )
+        if (
+            phonenumbers.is_valid_number(variant)
+            and phonenumbers.length_of_geographical_area_code(variant) == area
+        ):
+            return True
+    return False
 
 
 def is_valid_email(value: str | None) -> bool:

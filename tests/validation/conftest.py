@@ -14,7 +14,7 @@ from pipeline.demo import generate_demo_sources
 from pipeline.extract import ADAPTERS
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, SourceSettings
-from pipeline.stages import StageContext
+from pipeline.stages import StageContext, StageResult
 
 AS_OF = date(2026, 11, 23)
 EXTRACTED_AT = datetime(2026, 11, 23, 2, 0, 0)
@@ -58,16 +58,31 @@ def make_context(settings: Settings, batch_id: str = "b1") -> StageContext:
 
 @pytest.fixture(scope="session")
 def demo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Demo sources for 250 customers (generated once per session), with their truth/."""
+    """Demo sources for 200 customers (generated once per session), with their truth/."""
     root = tmp_path_factory.mktemp("demo")
-    generate_demo_sources(root / "sources", customers=250, seed=11, as_of=AS_OF)
+    generate_demo_sources(root / "sources", customers=200, seed=11, as_of=AS_OF)
     return root
+
+
+def _landed(demo_sources: Path, folder: Path) -> Settings:
+    (folder / "sources").symlink_to(demo_sources / "sources")
+    settings = demo_settings(folder)
+    land_raw(settings)
+    return settings
 
 
 @pytest.fixture()
 def landed(demo_sources: Path, tmp_path: Path) -> Settings:
     """Settings whose warehouse holds the demo sources in raw_<dataset> (fresh per test)."""
-    (tmp_path / "sources").symlink_to(demo_sources / "sources")
-    settings = demo_settings(tmp_path)
-    land_raw(settings)
-    return settings
+    return _landed(demo_sources, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def validated(
+    demo_sources: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[StageContext, StageResult]:
+    """One validate run on the landed demo sources, shared by read-only tests of a module."""
+    from pipeline.validation import run
+
+    ctx = make_context(_landed(demo_sources, tmp_path_factory.mktemp("validated")))
+    return ctx, run(ctx)

@@ -139,7 +139,10 @@ def test_contact_report_missing() -> None:
         ("+86 10 12345678", True),
         ("13812345678", True),
         ("(0755)8888 6666转123", True),
+        ("021-8000 2969", True),  # well-formed, not in phonenumbers' allocation tables
         ("1381234567", False),
+        ("0931-25589902", False),  # Lanzhou numbers have 7 local digits
+        ("025 360320", False),
         ("138l2345678", False),
         (None, False),
     ],

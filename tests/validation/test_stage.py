@@ -22,9 +22,8 @@ def _truth(demo_sources: Path) -> pd.DataFrame:
     return pd.read_csv(demo_sources / "sources" / "truth" / "defects.csv", dtype=str)
 
 
-def test_demo_defects_match_ground_truth(landed, demo_sources: Path) -> None:
-    ctx = make_context(landed)
-    result = run(ctx)
+def test_demo_defects_match_ground_truth(validated, demo_sources: Path) -> None:
+    ctx, result = validated
     truth = _truth(demo_sources)
 
     quarantine = warehouse.read_table(ctx.engine, "quarantine")
@@ -62,9 +61,8 @@ def test_demo_defects_match_ground_truth(landed, demo_sources: Path) -> None:
         assert staged["source_record_id"].is_unique
 
 
-def test_staged_rows_are_typed(landed) -> None:
-    ctx = make_context(landed)
-    run(ctx)
+def test_staged_rows_are_typed(validated) -> None:
+    ctx, _ = validated
     tickets = warehouse.read_table(ctx.engine, "stg_service_tickets")
     assert set(tickets["channel"].dropna()) <= {"phone", "email", "online_chat", "social"}
     raw = warehouse.read_table(ctx.engine, "raw_service_tickets").set_index("source_record_id")
@@ -78,9 +76,8 @@ def test_staged_rows_are_typed(landed) -> None:
     assert kinds["csat_score"] == "BIGINT"
 
 
-def test_quarantined_row_keeps_raw_row_lineage_and_reasons(landed) -> None:
-    ctx = make_context(landed)
-    run(ctx)
+def test_quarantined_row_keeps_raw_row_lineage_and_reasons(validated) -> None:
+    ctx, _ = validated
     row = warehouse.read_table(ctx.engine, "quarantine", dataset="sales_order_lines").iloc[0]
     raw_row = json.loads(row["raw_row"])
     assert raw_row["source_record_id"] == row["source_record_id"]
@@ -128,18 +125,18 @@ def test_corrected_row_is_released_from_quarantine(landed) -> None:
 
 def test_row_count_collapse_stops_the_run(landed) -> None:
     ctx = make_context(landed)
-    run(ctx)
-    with ctx.engine.begin() as conn:
-        conn.exec_driver_sql('DELETE FROM "raw_service_tickets" WHERE rowid % 3 <> 0')
+    raw = warehouse.read_table(ctx.engine, "raw_service_tickets")
+    # the previous batch staged three times as many tickets as this one brings
+    warehouse.replace_table(ctx.engine, "stg_service_tickets", pd.concat([raw] * 3))
     with pytest.raises(QuarantineThresholdError, match="service_tickets: row count collapsed"):
         run(ctx)
+    assert len(warehouse.read_table(ctx.engine, "stg_service_tickets")) == 3 * len(raw)
 
 
-def test_data_docs_are_written_without_personal_data(landed) -> None:
-    ctx = make_context(landed)
-    result = run(ctx)
+def test_data_docs_are_written_without_personal_data(validated) -> None:
+    ctx, result = validated
     page = Path(result.detail["data_docs"])
-    assert page == landed.out_dir / "validation" / "b1" / "index.html"
+    assert page == ctx.settings.out_dir / "validation" / "b1" / "index.html"
     html = page.read_text(encoding="utf-8")
     assert "sales_order_lines" in html and "cost_exceeds_amount" in html
     contacts = warehouse.read_table(ctx.engine, "stg_sales_contacts")

@@ -179,7 +179,7 @@ def render_reports(ctx: StageContext) -> StageResult:
 
 def send_reports(ctx: StageContext) -> StageResult:
     """Stage: e-mail each rendered report to its distribution list (idempotent per recipient)."""
-    from pipeline.delivery import ReportEmail, send_report
+    from pipeline.delivery import DeliveryError, ReportEmail, send_report
 
     manifest_file = _manifest_path(ctx.settings, ctx.quarter)
     if not manifest_file.is_file():
@@ -190,6 +190,7 @@ def send_reports(ctx: StageContext) -> StageResult:
         "archive": ctx.settings.reports.archive_recipients,
     }
     detail: dict[str, Any] = {}
+    errors: list[str] = []
     sent = 0
     for report in REPORTS:
         entry = manifest[report]
@@ -201,9 +202,16 @@ def send_reports(ctx: StageContext) -> StageResult:
             attachments=[Path(entry["pdf"]), *(Path(p) for p in entry["extra_files"])],
             language=ctx.settings.reports.language,
         )
-        outcome = send_report(ctx.engine, ctx.settings.smtp, email, recipients[report])
+        try:
+            outcome = send_report(ctx.engine, ctx.settings.smtp, email, recipients[report])
+        except DeliveryError as error:
+            # Try the other report too; the run still fails below with every error named.
+            errors.append(f"{report}: {error}")
+            continue
         detail[report] = outcome
         sent += len(outcome["sent"])
+    if errors:
+        raise DeliveryError("; ".join(errors))
     return StageResult("send_reports", rows_in=len(REPORTS), rows_out=sent, detail=detail)
 
 

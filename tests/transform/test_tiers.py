@@ -124,7 +124,7 @@ purchase_rows = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(purchase_rows, st.randoms())
 def test_tiers_cover_every_purchasing_customer_once(rows, rnd) -> None:
     frame = sales(
@@ -375,7 +375,7 @@ invoice_rows = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(invoice_rows, st.randoms())
 def test_credit_grades_bounded_and_unchanged_by_row_order(rows, rnd) -> None:
     base = pd.Timestamp("2024-01-01")

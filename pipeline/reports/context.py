@@ -87,6 +87,10 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
+def _text(value: Any) -> str:
+    return "–" if _is_missing(value) or value == "" else str(value)
+
+
 def _share_scale(metrics: pd.DataFrame) -> float:
     """Shares are stored as 0-1; tolerate a producer that stores percent."""
     values = metrics.loc[metrics["metric"].isin(SHARE_METRICS), "value"].abs()
@@ -618,9 +622,9 @@ def build_archive_context(
                     "customer_id": r["customer_id"],
                     "name": names.get(r["customer_id"], ""),
                     "kind": kind,
-                    "value_tier": str(r.get("value_tier") or "–"),
-                    "credit_grade": str(r.get("credit_grade") or "–"),
-                    "lifecycle": t(f"lifecycle.{r.get('lifecycle_stage')}"),
+                    "value_tier": _text(r.get("value_tier")),
+                    "credit_grade": _text(r.get("credit_grade")),
+                    "lifecycle": t(f"lifecycle.{_text(r.get('lifecycle_stage'))}"),
                     "flags": ", ".join(flags),
                     "owner": owner or unassigned,
                 }

@@ -136,6 +136,7 @@ def test_archive_groups_actions_owners_and_deadlines(settings: Settings) -> None
     )
     assert ctx["review"]["rows"][0][3].count("*") > 0  # phone in evidence masked
     assert len(ctx["both_ends"]) > 0 and len(ctx["tier_changes"]) > 0
+    assert not any("nan" in str(v) for row in ctx["both_ends"] for v in row.values())
     assert sum(len(g["items"]) for g in ctx["by_manager"]) == len(worklist)
 
 
@@ -161,3 +162,12 @@ def test_english_catalog(tmp_path: Path) -> None:
         "Verify and correct the value",
         "Contact the customer, update the file and log the contact report",
     }
+
+
+def test_pdf_worklist_is_capped_most_severe_first(tmp_path: Path) -> None:
+    settings = Settings(out_dir=tmp_path, reports={"pdf_worklist_max_items": 10})
+    ctx = build_archive_context(findings_frame(40), None, None, None, None, None, settings, QUARTER)
+    shown = [i for g in ctx["by_manager"] for i in g["items"]]
+    assert len(shown) == 10 and len(ctx["worklist"]) == 40
+    assert ctx["worklist_truncated"] and ctx["shown_items"] == "10"
+    assert {i["severity"] for i in shown} == {"error"}

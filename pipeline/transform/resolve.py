@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 SEED = 20261123
 # Random record pairs sampled to estimate u (probability of agreement among non-matches).
 U_SAMPLE_PAIRS = 3e5
+# Blocked pairs used per EM session: enough for stable m estimates, bounded for big inputs.
+EM_MAX_PAIRS = 3e5
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class MatchField:
 
     ``kind``: ``text`` (exact, then character-bigram Jaccard at ``thresholds``), ``exact``,
     ``email`` (exact, then same domain) or ``date`` (exact, then same year). ``block``: pairs
-    sharing the exact value are candidates. ``block_prefix``: pairs sharing the first (or
-    last) two characters are candidates, together with equal ``context`` when given.
+    sharing the exact value are candidates. ``block_prefix``: pairs sharing characters 1-2
+    (or 2-3) are candidates, together with equal ``context`` when given.
     ``decisive``: an exact match is a match (probability 1) whatever else differs.
     """
 
@@ -122,7 +124,7 @@ def blocking_rules(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str
         if field.block:
             rules.append(f"l.{field.column} = r.{field.column}")
         if field.block_prefix:
-            for part in ("head", "tail"):
+            for part in ("head", "mid"):
                 rule = f"l.{field.column}__{part} = r.{field.column}__{part}"
                 if field.context:
                     rule += f" AND l.{field.context} = r.{field.context}"
@@ -146,13 +148,14 @@ def prepare(
         if field.kind == "text":
             frame[field.column + "__grams"] = [bigrams(v) for v in values]
         if field.block_prefix:
-            # Block keys: first and last two characters.
+            # Block keys: characters 1-2 and 2-3. Both sit in the distinctive start of a name
+            # (the trailing characters are often the industry word: 科技, 贸易, 物流).
             frame[field.column + "__head"] = pd.Series(
                 [v[:2] if isinstance(v, str) and len(v) >= 2 else None for v in values],
                 dtype=object,
             )
-            frame[field.column + "__tail"] = pd.Series(
-                [v[-2:] if isinstance(v, str) and len(v) >= 3 else None for v in values],
+            frame[field.column + "__mid"] = pd.Series(
+                [v[1:3] if isinstance(v, str) and len(v) >= 3 else None for v in values],
                 dtype=object,
             )
     return frame
@@ -248,7 +251,9 @@ def _train_em(linker: Any, frame: pd.DataFrame, fields: tuple[MatchField, ...]) 
             continue
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(
-                f"l.{field.column} = r.{field.column}", estimate_without_term_frequencies=True
+                f"l.{field.column} = r.{field.column}",
+                estimate_without_term_frequencies=True,
+                max_pairs=EM_MAX_PAIRS,
             )
             sessions += 1
         except Exception as error:  # EM can fail to converge on tiny or degenerate inputs

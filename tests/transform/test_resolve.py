@@ -63,7 +63,7 @@ def test_prepare_builds_block_keys_and_grams() -> None:
     frame = prepare(records)
     row = frame.iloc[0]
     assert row["name_core__head"] == "华信"
-    assert row["name_core__tail"] == "科技"
+    assert row["name_core__mid"] == "信科"
     assert list(row["name_core__grams"]) == bigrams("华信科技")
     assert row["phone_number"] is None
 

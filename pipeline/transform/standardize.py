@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pandas as pd
 import phonenumbers
 from stdnum.cn import uscc as stdnum_uscc
+
+T = TypeVar("T")
 
 # Longest first so 股份有限公司 wins over 有限公司.
 LEGAL_FORMS = (
@@ -193,6 +197,7 @@ _CITY = re.compile(r"^([\u4e00-\u9fff]{1,7}?(市|自治州|地区|盟))")
 _BRACKETS = re.compile(r"[(\[{]([^)\]}]*)[)\]}]")
 _PUNCT = re.compile(r"[\s,.;:!?'\"`·、,。;:!?“”‘’《》<>\-_/\\|&*#@~^=+]+")
 _EXTENSION = re.compile(r"(转|分机|ext\.?|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
+_USCC_SHAPE = re.compile(r"^[0-9A-Z]{2}\d{6}[0-9A-Z]{10}$")
 _EMAIL = re.compile(r"^[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}$")
 
 
@@ -333,6 +338,8 @@ def standardize_uscc(value: object) -> str | None:
     if text is None:
         return None
     code = re.sub(r"[\s\-]", "", text).upper()
+    if not _USCC_SHAPE.match(code):
+        return None
     try:
         return stdnum_uscc.validate(code)
     except Exception:  # stdnum raises its own ValidationError subclasses
@@ -391,6 +398,18 @@ def bigrams(text: str | None) -> list[str]:
     return sorted({text[i : i + 2] for i in range(len(text) - 1)})
 
 
+def _map_unique(values: pd.Series, function: Callable[[object], T]) -> list[T]:
+    """``function`` applied to each distinct value once (exports repeat values a lot)."""
+    cache: dict[object, T] = {}
+    out = []
+    for value in values:
+        key = None if not isinstance(value, str) else value
+        if key not in cache:
+            cache[key] = function(key)
+        out.append(cache[key])
+    return out
+
+
 def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.DataFrame:
     """Add standardized matching columns to customer records; one row per source record.
 
@@ -403,23 +422,23 @@ def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.Data
     for column in ("customer_name", "uscc", "phone", "email", "address", "province", "city"):
         if column not in out.columns:
             out[column] = None
-    names = [split_company_name(v) for v in out["customer_name"]]
+    names = _map_unique(out["customer_name"], split_company_name)
     out["name_core"] = [n.core for n in names]
     out["name_legal_form"] = [n.legal_form for n in names]
     out["name_branch"] = [n.branch for n in names]
     out["name_region"] = [n.region for n in names]
-    out["uscc_valid"] = [standardize_uscc(v) for v in out["uscc"]]
-    phones = [standardize_phone(v, phone_region) for v in out["phone"]]
+    out["uscc_valid"] = _map_unique(out["uscc"], standardize_uscc)
+    phones = _map_unique(out["phone"], lambda v: standardize_phone(v, phone_region))
     out["phone_e164"] = phones
     out["phone_number"] = [p.split(";")[0] if isinstance(p, str) else None for p in phones]
-    out["email_std"] = [standardize_email(v) for v in out["email"]]
+    out["email_std"] = _map_unique(out["email"], standardize_email)
     out["email_domain"] = [
         e.split("@", 1)[1] if isinstance(e, str) else None for e in out["email_std"]
     ]
-    addresses = [split_address(v) for v in out["address"]]
+    addresses = _map_unique(out["address"], split_address)
     out["address_std"] = [a.rest for a in addresses]
-    province = [normalize_region(v) for v in out["province"]]
-    city = [normalize_region(v) for v in out["city"]]
+    province = _map_unique(out["province"], normalize_region)
+    city = _map_unique(out["city"], normalize_region)
     out["province_std"] = [p or a.province for p, a in zip(province, addresses, strict=True)]
     out["city_std"] = [c or a.city for c, a in zip(city, addresses, strict=True)]
     return out

@@ -189,28 +189,28 @@ def assign_customer_ids(
     )
     counts = counts.sort_values(["old_id", "n", "cluster_id"], ascending=[True, False, True])
     owner = counts.drop_duplicates("old_id").set_index("old_id")["cluster_id"]
-    assigned: dict[str, str] = {}
-    for cluster_id, group in frame.groupby("cluster_id", sort=True):
-        kept = sorted({o for o in group["old_id"].dropna() if owner.get(o) == cluster_id})
-        if kept:
-            assigned[cluster_id] = kept[0]
-            if len(kept) > 1:
-                events.append(
-                    _event(
-                        "merge", quarter, kept[0], kept[1:], group["unique_id"], pairs, cluster_id
-                    )
-                )
-    for cluster_id, group in frame.groupby("cluster_id", sort=True):
-        if cluster_id in assigned:
-            continue
+    members = frame.groupby("cluster_id")["unique_id"]
+    # Each cluster keeps the smallest old id it owns; owning several is a merge.
+    kept = owner.reset_index().sort_values("old_id").groupby("cluster_id")["old_id"].agg(list)
+    assigned: dict[str, str] = {cluster_id: ids[0] for cluster_id, ids in kept.items()}
+    for cluster_id, ids in kept[kept.str.len() > 1].items():
+        records = members.get_group(cluster_id)
+        events.append(_event("merge", quarter, ids[0], ids[1:], records, pairs, cluster_id))
+    unowned = sorted(set(frame["cluster_id"]) - set(assigned))
+    # A new cluster whose records had ids before was split off those customers.
+    had_ids = (
+        frame.dropna(subset=["old_id"])
+        .groupby("cluster_id")["old_id"]
+        .agg(lambda ids: sorted(set(ids)))
+    )
+    for cluster_id in unowned:
         new_id = f"CUST-{next_number:06d}"
         next_number += 1
         assigned[cluster_id] = new_id
-        split_from = sorted(group["old_id"].dropna().unique())
-        if split_from:
-            events.append(
-                _event("split", quarter, new_id, split_from, group["unique_id"], pairs, cluster_id)
-            )
+        if cluster_id in had_ids.index:
+            records = members.get_group(cluster_id)
+            split_from = had_ids[cluster_id]
+            events.append(_event("split", quarter, new_id, split_from, records, pairs, cluster_id))
     frame["customer_id"] = frame["cluster_id"].map(assigned)
     columns = [
         "event_type",

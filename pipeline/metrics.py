@@ -284,9 +284,8 @@ def run(ctx: StageContext) -> StageResult:
     written = compute_history(
         ctx.engine, ctx.settings, ctx.quarter, ctx.settings.metrics.trend_quarters
     )
-    rows_in = 0
     current = read_table(ctx.engine, "mart_customer_quarter", quarter=str(ctx.quarter))
-    rows_in = len(current)
+    rows_in = len(current)  # customers assessed this quarter
     return StageResult(
         stage="compute_metrics",
         rows_in=rows_in,

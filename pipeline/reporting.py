@@ -109,6 +109,7 @@ def render_archive(settings: Settings, engine: Engine, quarter: Quarter) -> Rend
         _read(engine, "core_resolution_events"),
         settings,
         quarter,
+        xref=_read(engine, "core_customer_xref"),
     )
     return write_archive(context, settings, quarter, started)
 

@@ -130,7 +130,9 @@ class ReportSettings(BaseModel):
     archive_pdf_password: str | None = None
     # The archive PDF lists at most this many worklist items (most severe first); the attached
     # CSV/XLSX always holds the full worklist.
-    pdf_worklist_max_items: int = Field(1000, ge=0)
+    pdf_worklist_max_items: int = Field(200, ge=0)
+    # Likewise for the both-ends and tier-change tables (their items are all in the worklist).
+    pdf_section_max_rows: int = Field(50, ge=0)
 
 
 class Settings(BaseSettings):

@@ -487,6 +487,12 @@ def _severity_rank(value: str) -> int:
     return SEVERITY_ORDER.get(str(value).lower(), 9)
 
 
+def _capped(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows by their ``_order`` key (the key itself dropped)."""
+    ordered = sorted(rows, key=lambda r: r["_order"])[:limit]
+    return [{k: v for k, v in r.items() if k != "_order"} for r in ordered]
+
+
 def _generic_table(df: pd.DataFrame | None, limit_columns: int = 7) -> dict[str, Any]:
     """Any evidence table as header + masked string cells (columns kept as the producer names them)."""
     if df is None or df.empty:
@@ -506,8 +512,11 @@ def build_archive_context(
     resolution_events: pd.DataFrame | None,
     settings: Settings,
     quarter: Quarter,
+    xref: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Context of the archive-review report (档案完善建议报告) for ``quarter``.
+
+    ``xref`` (core_customer_xref) maps a finding's source record to its golden customer_id.
 
     ``findings`` is dq_findings for the quarter (one row per finding on a source record);
     ``customer_quarter`` is mart_customer_quarter for this and the previous quarter (one row
@@ -537,6 +546,12 @@ def build_archive_context(
                 )
             )
     unassigned = t("owner.unassigned")
+
+    def _owner(value: Any, customer_id: str) -> str:
+        if _is_missing(value) or not str(value).strip():
+            return managers.get(customer_id, "")
+        return str(value)
+
     archive_owner = t("owner.archive_staff")
     items: list[dict[str, str]] = []
 
@@ -571,6 +586,19 @@ def build_archive_context(
         return out.assign(category=out["code"].map(finding_category))
 
     current = findings_frame(findings)
+    golden: dict[tuple[str, str], str] = {}
+    if xref is not None and not xref.empty:
+        golden = dict(
+            zip(
+                zip(
+                    xref["source_system"].astype(str),
+                    xref["source_record_id"].astype(str),
+                    strict=True,
+                ),
+                xref["customer_id"].astype(str),
+                strict=True,
+            )
+        )
     previous = findings_frame(previous_findings)
     id_col = _column(current, "customer_id", "customer_record_id")
     for record in current.sort_values(
@@ -578,6 +606,7 @@ def build_archive_context(
         key=lambda s: s.map(_severity_rank) if s.name == "severity" else s.astype(str),
     ).to_dict("records"):
         customer_id = "" if not id_col or _is_missing(record.get(id_col)) else str(record[id_col])
+        customer_id = golden.get((str(record.get("source_system")), customer_id), customer_id)
         owner = record.get("account_manager")
         owner = managers.get(customer_id, "") if _is_missing(owner) or not owner else str(owner)
         add(
@@ -613,12 +642,13 @@ def build_archive_context(
                 and not _is_missing(r.get(c))
                 and bool(r.get(c))
             ]
-            owner = str(r.get("account_manager") or managers.get(r["customer_id"], ""))
+            owner = _owner(r.get("account_manager"), r["customer_id"])
             kind = " / ".join(
                 x for x, on in ((t("both_ends.big"), big), (t("both_ends.risk"), risk)) if on
             )
             both_ends_rows.append(
                 {
+                    "_order": (not big, _text(r.get("value_tier")), r["customer_id"]),
                     "customer_id": r["customer_id"],
                     "name": names.get(r["customer_id"], ""),
                     "kind": kind,
@@ -655,10 +685,12 @@ def build_archive_context(
                         changes.append((col, a, b))
                 if not changes:
                     continue
-                owner = str(r.get("account_manager") or managers.get(r["customer_id"], ""))
+                owner = _owner(r.get("account_manager"), r["customer_id"])
                 text = "; ".join(f"{t('column.' + c)}: {a} → {b}" for c, a, b in changes)
                 tier_change_rows.append(
                     {
+                        # value-tier moves first: they change how the customer is served
+                        "_order": (changes[0][0] != "value_tier", r["customer_id"]),
                         "customer_id": r["customer_id"],
                         "name": names.get(r["customer_id"], ""),
                         "change": text,
@@ -775,8 +807,10 @@ def build_archive_context(
         "by_manager": by_manager,
         "merges": merges,
         "review": review,
-        "both_ends": both_ends_rows,
-        "tier_changes": tier_change_rows,
+        "both_ends": _capped(both_ends_rows, settings.reports.pdf_section_max_rows),
+        "both_ends_total": _int(len(both_ends_rows)),
+        "tier_changes": _capped(tier_change_rows, settings.reports.pdf_section_max_rows),
+        "tier_changes_total": _int(len(tier_change_rows)),
         "worklist": worklist,
         "headline": [
             {"label": t("archive.total_items"), "value": _int(len(worklist)), "change": ""},

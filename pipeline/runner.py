@@ -72,6 +72,7 @@ def run_stage(ctx: StageContext, name: str) -> StageResult:
     status, error = "success", None
     try:
         result = load_stage(name)(ctx)
+        result.stage = name  # the runner's name is the one users type and see
         return result
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"

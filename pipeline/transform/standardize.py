@@ -229,6 +229,11 @@ class CompanyName:
     region: str | None
 
 
+def _is_region(text: str) -> bool:
+    bare = re.sub(r"(省|市)$", "", text)
+    return bare in PROVINCES or bare in CITIES
+
+
 def split_company_name(value: object) -> CompanyName:
     """Split a company name into region prefix, core name, legal-form suffix and branch.
 
@@ -242,11 +247,15 @@ def split_company_name(value: object) -> CompanyName:
     branches: list[str] = []
     forms: list[str] = []
     suffixes: list[str] = []
+    regions: list[str] = []
 
     def _bracket(match: re.Match[str]) -> str:
         inner = match.group(1).strip()
         if inner in ("股份", "集团", "控股"):
             forms.append(inner)
+        elif _is_region(inner):
+            # 泰光(东莞)模具: a place in brackets is where the company is, not a branch.
+            regions.append(re.sub(r"(省|市)$", "", inner))
         elif inner:
             branches.append(inner)
         return ""
@@ -292,6 +301,8 @@ def split_company_name(value: object) -> CompanyName:
         elif city and len(city.group(0)) <= 4 and len(text) > len(city.group(0)) + 1:
             region = city.group(1)[:-1]
             text = text[len(city.group(0)) :]
+    if region is None and regions:
+        region = regions[0]
     return CompanyName(
         core=text or None,
         legal_form="".join(forms + suffixes) or None,
@@ -361,6 +372,8 @@ def split_address(value: object) -> Address:
     if text is None:
         return Address(None, None, None)
     text = text.replace("(", "").replace(")", "")
+    # Floors are written 8层, 8楼, 8f or 8F: one spelling.
+    text = re.sub(r"(\d+)(?:层|楼|f)", r"\1层", text)
     province = city = None
     match = _PROVINCE_SUFFIX.match(text)
     if match:
@@ -440,5 +453,11 @@ def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.Data
     province = _map_unique(out["province"], normalize_region)
     city = _map_unique(out["city"], normalize_region)
     out["province_std"] = [p or a.province for p, a in zip(province, addresses, strict=True)]
-    out["city_std"] = [c or a.city for c, a in zip(city, addresses, strict=True)]
+    # City from the city column, else the address, else the company name's region prefix.
+    out["city_std"] = [
+        c
+        or a.city
+        or (n.region if n.region not in PROVINCES or n.region in MUNICIPALITIES else None)
+        for c, a, n in zip(city, addresses, names, strict=True)
+    ]
     return out

@@ -99,7 +99,11 @@ def test_address_is_split_into_province_city_and_rest() -> None:
     address = split_address("广东省深圳市福田区世纪大道424号")
     assert (address.province, address.city, address.rest) == ("广东", "深圳", "福田区世纪大道424号")
     municipal = split_address("北京市朝阳区建国路1号")
-    assert (municipal.province, municipal.city, municipal.rest) == ("北京", "北京", "朝阳区建国路1号")
+    assert (municipal.province, municipal.city, municipal.rest) == (
+        "北京",
+        "北京",
+        "朝阳区建国路1号",
+    )
     bare = split_address("福田区世纪大道424号")
     assert (bare.province, bare.city) == (None, None)
 
@@ -130,3 +134,18 @@ def test_standardize_customers_adds_columns_and_leaves_input_untouched() -> None
     assert row["phone_number"] == "+861012345678"
     assert row["email_domain"] == "b.cn"
     assert (row["province_std"], row["city_std"]) == ("北京", "北京")
+
+
+def test_place_in_brackets_is_a_region_not_a_branch() -> None:
+    name = split_company_name("泰光（东莞）模具有限公司")
+    assert (name.core, name.region, name.branch) == ("泰光模具", "东莞", None)
+
+
+def test_floor_spellings_are_unified_in_addresses() -> None:
+    spellings = ["财富中心4层", "财富中心4楼", "财富中心4F", "财富中心４ｆ"]
+    assert {split_address(s).rest for s in spellings} == {"财富中心4层"}
+
+
+def test_city_falls_back_to_the_region_prefix_of_the_name() -> None:
+    out = standardize_customers(pd.DataFrame({"customer_name": ["东莞泰光模具有限公司"]}))
+    assert out.loc[0, "city_std"] == "东莞"

@@ -106,27 +106,34 @@ def invoice_status(
     end = _ts(quarter.end_date)
     inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
     inv = inv[["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny"]]
-    pay = payments[payments["paid_date"] <= end][["invoice_id", "paid_date", "amount_cny"]]
-    # Ids as objects on both sides: an empty payments frame must still merge.
-    inv = inv.astype({"invoice_id": object})
-    pay = pay.astype({"invoice_id": object})
-    pay = pay.sort_values(["invoice_id", "paid_date"], kind="mergesort")
-    pay = pay.assign(running=pay.groupby("invoice_id")["amount_cny"].cumsum())
-    totals = pay.groupby("invoice_id")["amount_cny"].sum().rename("paid_cny")
-    merged = inv.merge(totals, left_on="invoice_id", right_index=True, how="left")
-    merged["paid_cny"] = merged["paid_cny"].fillna(0.0)
-    billed = merged["amount_cny"].astype("float64")
-    collected = merged["paid_cny"].clip(upper=billed)
+    inv = inv.reset_index(drop=True)
+    duplicated = inv["invoice_id"].duplicated()
+    if duplicated.any():
+        sample = ", ".join(map(str, inv.loc[duplicated, "invoice_id"].head(5)))
+        raise ValueError(f"invoice ids must be unique; duplicated: {sample}")
+    pay = payments[payments["paid_date"] <= end]
+    # Positional codes instead of text ids: sorting and grouping stay fast at millions of rows.
+    code = pd.Index(inv["invoice_id"].astype(object)).get_indexer(pay["invoice_id"].astype(object))
+    keep = code >= 0
+    code = code[keep]
+    paid_on = pay["paid_date"].to_numpy()[keep]
+    paid_amount = pay["amount_cny"].to_numpy(dtype="float64")[keep]
+    order = np.lexsort((paid_on, code))
+    code, paid_on, paid_amount = code[order], paid_on[order], paid_amount[order]
+    running = pd.Series(paid_amount).groupby(code).cumsum().to_numpy()
+    billed = inv["amount_cny"].astype("float64")
+    totals = np.bincount(code, weights=paid_amount, minlength=len(inv))
+    collected = pd.Series(np.minimum(totals, billed.to_numpy()), index=inv.index)
     is_paid = collected >= billed - 0.005
-    # The payment that settled the invoice: the first whose running total reaches the amount.
-    settle = pay.merge(inv[["invoice_id", "amount_cny"]], on="invoice_id", suffixes=("", "_billed"))
-    settle = settle[settle["running"] >= settle["amount_cny_billed"] - 0.005]
-    settled_on = settle.groupby("invoice_id")["paid_date"].min()
-    settled = pd.Series(
-        settled_on.reindex(merged["invoice_id"]).to_numpy(),
-        index=merged.index,
-        dtype="datetime64[ns]",
+    # The payment that settled the invoice: the first (by date) whose running total reaches it.
+    reached = running >= billed.to_numpy()[code] - 0.005
+    first = pd.DataFrame({"code": code[reached], "paid_on": paid_on[reached]}).drop_duplicates(
+        "code"
     )
+    settled_values = np.full(len(inv), np.datetime64("NaT"), dtype="datetime64[ns]")
+    settled_values[first["code"].to_numpy()] = first["paid_on"].to_numpy(dtype="datetime64[ns]")
+    settled = pd.Series(settled_values, index=inv.index)
+    merged = inv
     paid_cycle = (settled - merged["invoice_date"]).dt.days
     open_from = merged["due_date"].fillna(merged["invoice_date"])
     overdue = (end - open_from).dt.days.clip(lower=0)

@@ -209,6 +209,12 @@ def test_payments_after_quarter_end_do_not_count() -> None:
     assert grade(inv, pay).loc["c", "collected_share"] == 0
 
 
+def test_duplicate_invoice_ids_are_refused() -> None:
+    inv = invoices([("i1", "c", "2026-09-01", None, 1), ("i1", "d", "2026-09-02", None, 2)])
+    with pytest.raises(ValueError, match="duplicated: i1"):
+        tiers.credit_grades(inv, payments([]), Q3, CFG)
+
+
 def test_credit_window_is_24_months() -> None:
     inv = invoices(
         [("old", "c", "2024-09-30", "2024-10-30", 100), ("in", "c", "2024-10-01", "2024-10-31", 50)]

@@ -52,7 +52,8 @@ SEVERITY_ORDER = {
     "low": 3,
 }
 
-_PHONE_RE = re.compile(r"(?<!\d)(\+?\d[\d\s\-()]{5,}\d)(?!\d)")
+# Not after a decimal point or letter, so scores and ids are left alone.
+_PHONE_RE = re.compile(r"(?<![\d.A-Za-z_-])(\+?\d[\d\s\-()]{5,}\d)(?![\d.A-Za-z])")
 _EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
 
 
@@ -487,6 +488,12 @@ def _severity_rank(value: str) -> int:
     return SEVERITY_ORDER.get(str(value).lower(), 9)
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.3f}"
+    return mask_contact(value)
+
+
 def _capped(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` rows by their ``_order`` key (the key itself dropped)."""
     ordered = sorted(rows, key=lambda r: r["_order"])[:limit]
@@ -499,7 +506,7 @@ def _generic_table(df: pd.DataFrame | None, limit_columns: int = 7) -> dict[str,
         return {"columns": [], "rows": []}
     columns = [c for c in df.columns if c not in _HIDDEN_COLUMNS][:limit_columns]
     frame = df[columns].sort_values(columns[: min(3, len(columns))], kind="stable")
-    rows = [[mask_contact(v) for v in record] for record in frame.itertuples(index=False)]
+    rows = [[_cell(v) for v in record] for record in frame.itertuples(index=False)]
     return {"columns": columns, "rows": rows}
 
 

@@ -39,7 +39,12 @@ def _setup_logging(verbose: bool) -> None:
     )
     if not verbose:
         # Splink logs model-training notes as warnings; they belong in verbose runs only.
-        logging.getLogger("splink").setLevel(logging.ERROR)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(
+                lambda record: (
+                    not (record.name.startswith("splink") and record.levelno < logging.ERROR)
+                )
+            )
 
 
 def _now() -> datetime:

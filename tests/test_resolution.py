@@ -23,7 +23,7 @@ def staged(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     source_dir = tmp_path_factory.mktemp("sources")
-    generate_demo_sources(source_dir, customers=60, seed=5, as_of=date(2026, 11, 23))
+    generate_demo_sources(source_dir, customers=40, seed=5, as_of=date(2026, 11, 23))
     truth = pd.read_csv(Path(source_dir) / "truth" / "entities.csv", dtype=str)
     return staging_from_sources(source_dir), truth
 

@@ -27,7 +27,7 @@ from pipeline.transform.standardize import bigrams, standardize_customers
 @pytest.fixture(scope="module")
 def demo_records(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
     source_dir = tmp_path_factory.mktemp("demo")
-    generate_demo_sources(source_dir, customers=80, seed=3, as_of=date(2026, 11, 23))
+    generate_demo_sources(source_dir, customers=60, seed=3, as_of=date(2026, 11, 23))
     records = combine_sources(staging_from_sources(source_dir))
     truth = pd.read_csv(Path(source_dir) / "truth" / "entities.csv", dtype=str)
     truth = pd.DataFrame(
@@ -68,9 +68,15 @@ def test_prepare_builds_block_keys_and_grams() -> None:
     assert row["phone_number"] is None
 
 
-def test_demo_matches_reach_precision_and_recall(demo_records) -> None:
+@pytest.fixture(scope="module")
+def demo_scored(demo_records):
+    records, _ = demo_records
+    return score_pairs(records, threshold=0.0)
+
+
+def test_demo_matches_reach_precision_and_recall(demo_records, demo_scored) -> None:
     records, truth = demo_records
-    scored = score_pairs(records, threshold=0.5)
+    scored = demo_scored
     pairs = apply_decisions(scored.pairs, None)
     clusters = cluster(records["unique_id"], pairs, 0.9)
     assert len(clusters) == len(records)
@@ -82,9 +88,8 @@ def test_demo_matches_reach_precision_and_recall(demo_records) -> None:
     assert evidence.str.contains("name=").all()
 
 
-def test_same_valid_uscc_is_a_deterministic_match(demo_records) -> None:
-    records, _ = demo_records
-    scored = score_pairs(records, threshold=0.0)
+def test_same_valid_uscc_is_a_deterministic_match(demo_scored) -> None:
+    scored = demo_scored
     same = scored.pairs[scored.pairs["gamma_uscc"] == 1]
     assert len(same) > 0
     assert (same["match_probability"] == 1.0).all()

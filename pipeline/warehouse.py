@@ -52,6 +52,21 @@ def create_engine(url: str) -> Engine:
     return engine
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the warehouse schema to ``revision`` with the versioned Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
 def table_exists(engine: Engine, table: str) -> bool:
     return sa.inspect(engine).has_table(table)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from pipeline import warehouse
@@ -12,10 +15,28 @@ from pipeline.settings import get_settings
 pytestmark = pytest.mark.slow
 
 
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+        return
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
 @pytest.fixture
-def cli_env(tmp_path, monkeypatch):
+def cli_env(tmp_path, monkeypatch, warehouse_url):
     sources = tmp_path / "sources"
-    monkeypatch.setenv("CRM_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.db'}")
+    monkeypatch.setenv("CRM_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("CRM_OUT_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("CRM_SOURCES__SALES_URL", f"sqlite:///{sources / 'sales.db'}")
     monkeypatch.setenv("CRM_SOURCES__SERVICE_URL", f"sqlite:///{sources / 'service.db'}")

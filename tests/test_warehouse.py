@@ -99,3 +99,13 @@ def test_failed_write_keeps_previous_state(engine):
 def test_missing_table_is_a_clear_error(engine):
     with pytest.raises(LookupError, match="warehouse table 'nope' does not exist yet"):
         warehouse.read_table(engine, "nope")
+
+
+def test_migrations_create_the_baseline_schema_and_rerun_cleanly(engine):
+    warehouse.migrate(engine)
+    warehouse.migrate(engine)  # already at head: nothing to do
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"raw_sales_customers", "stg_finance_payments", "run_log", "alembic_version"} <= tables
+    columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("stg_service_surveys")}
+    assert isinstance(columns["csat_score"], sa.BigInteger)
+    assert isinstance(columns["answered_at"], sa.DateTime)

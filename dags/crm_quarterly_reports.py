@@ -12,11 +12,19 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+
+def _alert(context) -> None:
+    from pipeline.airflow_tasks import alert_on_failure
+
+    alert_on_failure(context)
+
+
 DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 3,
     "retry_delay": timedelta(minutes=5),
     "retry_exponential_backoff": True,
+    "on_failure_callback": _alert,
     "execution_timeout": timedelta(hours=2),
 }
 

@@ -104,3 +104,28 @@ def run_stage_task(stage: str, context: dict[str, Any]) -> dict[str, Any]:
         "rows_in": result.rows_in,
         "rows_out": result.rows_out,
     }
+
+
+def alert_on_failure(context: dict[str, Any]) -> None:
+    """Airflow ``on_failure_callback``: email the data engineers the DAG, task, quarter and error."""
+    from pipeline.alerts import send_failure_alert
+
+    settings = airflow_settings()
+    try:
+        quarter = str(
+            quarter_for(
+                context.get("params") or {}, context.get("data_interval_start"), settings.timezone
+            )
+        )
+    except ValueError:
+        quarter = "unknown quarter"
+    ti = context.get("task_instance") or context.get("ti")
+    dag_run = context.get("dag_run")
+    send_failure_alert(
+        settings,
+        dag_id=getattr(ti, "dag_id", "?"),
+        task_id=getattr(ti, "task_id", "?"),
+        quarter=quarter,
+        run_id=getattr(dag_run, "run_id", "?"),
+        error=str(context.get("exception") or "see the task log"),
+    )

@@ -60,3 +60,25 @@ def test_dag_files_do_not_import_heavy_modules():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_failure_alert_names_dag_task_quarter_and_error(demo_settings):
+    from pipeline.alerts import failure_message
+
+    message = failure_message(
+        demo_settings,
+        "crm_ingest",
+        "extract_finance",
+        "2026Q3",
+        "manual__1",
+        "SourceError: finance source: no file matches /x/accounts.xlsx",
+    )
+    assert message["Subject"] == "[crm-pipeline] FAILED crm_ingest.extract_finance (2026Q3)"
+    body = message.get_content()
+    assert "no file matches /x/accounts.xlsx" in body and "Run:     manual__1" in body
+
+
+def test_every_task_alerts_on_failure(dagbag):
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.on_failure_callback, f"{dag.dag_id}.{task.task_id} sends no alert"

@@ -26,21 +26,19 @@ ADAPTERS: dict[str, Callable[[Settings, str, datetime], Iterator[tuple[str, pd.D
 def land_system(ctx: StageContext, system: str) -> StageResult:
     """Extract every dataset of one source system into ``raw_<dataset>`` (one row per source record).
 
-    All datasets of the system are read first and then written in one transaction, so
-    a failing source leaves the previous landing untouched.
+    Chunks are written as they are read, so memory stays flat however long the history;
+    all datasets of the system are replaced in one transaction, so a source that fails
+    half-way leaves the previous landing untouched.
     """
     adapter = ADAPTERS[system]
-    chunks: dict[str, list[pd.DataFrame]] = {d.name: [] for d in datasets_of(system)}
-    for dataset_name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
-        chunks[dataset_name].append(chunk)
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {d.name: 0 for d in datasets_of(system)}
     with ctx.engine.begin() as conn:
-        for dataset_name, parts in chunks.items():
+        for dataset_name in counts:
             table = f"raw_{dataset_name}"
             if warehouse.table_exists(ctx.engine, table):
                 conn.exec_driver_sql(f'DELETE FROM "{table}"')
-            frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-            counts[dataset_name] = warehouse.insert_frame(conn, table, frame)
+        for dataset_name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
+            counts[dataset_name] += warehouse.insert_frame(conn, f"raw_{dataset_name}", chunk)
     total = sum(counts.values())
     log.info("landed %s rows from %s: %s", total, system, counts)
     return StageResult(stage=f"extract_{system}", rows_in=total, rows_out=total, detail=counts)

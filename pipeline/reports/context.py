@@ -149,6 +149,10 @@ def _settings_rows(section: Any) -> list[dict[str, str]]:
     return rows
 
 
+def _shorten(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _coverage(
     quarantine: pd.DataFrame | None, rows_used: dict[str, int] | None
 ) -> list[dict[str, str]]:
@@ -165,7 +169,7 @@ def _coverage(
         if reason_col:
             for dataset, group in quarantine.groupby("dataset"):
                 top = group[reason_col].astype(str).value_counts().head(3)
-                reasons[dataset] = ", ".join(f"{k} ({v})" for k, v in top.items())
+                reasons[dataset] = "; ".join(f"{_shorten(k)} ({v:,})" for k, v in top.items())
     datasets = sorted(set(counts) | set(rows_used or {}))
     result = []
     for dataset in datasets:

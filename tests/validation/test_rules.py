@@ -11,6 +11,7 @@ from pipeline.datasets import DATASETS
 from pipeline.settings import ValidationSettings
 from pipeline.transform.staging import stage_frame
 from pipeline.validation import DatasetOutcome, validate_dataset
+from pipeline.validation.contracts import CONTRACT_TABLES
 from pipeline.validation.rules import SUITE_DIR, build_suite, load_rules
 
 TZ = "Asia/Shanghai"
@@ -62,7 +63,8 @@ def test_every_dataset_has_a_loadable_suite() -> None:
         suite = build_suite(name, rules)
         assert len(suite.expectations) == len(rules) >= 3
         assert {r.code for r in rules} >= {"missing_required", "duplicate_key"}
-    assert sorted(p.stem for p in SUITE_DIR.glob("*.yml")) == sorted(DATASETS)
+    # One suite per source dataset plus one per downstream table contract.
+    assert sorted(p.stem for p in SUITE_DIR.glob("*.yml")) == sorted([*DATASETS, *CONTRACT_TABLES])
 
 
 def test_good_order_passes_and_unknown_customer_is_quarantined() -> None:

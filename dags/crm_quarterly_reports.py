@@ -41,6 +41,11 @@ def compute_metrics() -> dict:
 
 
 @task
+def check_contracts() -> dict:
+    return _run("check_contracts")
+
+
+@task
 def render_reports() -> dict:
     return _run("render_reports")
 
@@ -67,7 +72,7 @@ def send_reports() -> dict:
     tags=["crm", "reporting"],
 )
 def crm_quarterly_reports():
-    compute_metrics() >> render_reports() >> send_reports()
+    compute_metrics() >> check_contracts() >> render_reports() >> send_reports()
 
 
 crm_quarterly_reports()

@@ -29,6 +29,7 @@ STAGES: dict[str, str] = {
     "validate": "pipeline.validation:run",
     "resolve_customers": "pipeline.resolution:run",
     "compute_metrics": "pipeline.metrics:run",
+    "check_contracts": "pipeline.validation.contracts:run_contracts",
     "render_reports": "pipeline.reporting:render_reports",
     "send_reports": "pipeline.reporting:send_reports",
 }
@@ -39,7 +40,7 @@ INGEST_STAGES = (
     "validate",
     "resolve_customers",
 )
-QUARTERLY_STAGES = ("compute_metrics", "render_reports")
+QUARTERLY_STAGES = ("compute_metrics", "check_contracts", "render_reports")
 
 
 class StageFailed(RuntimeError):

@@ -385,7 +385,10 @@ invoice_rows = st.lists(
 @given(invoice_rows, st.randoms())
 def test_credit_grades_bounded_and_unchanged_by_row_order(rows, rnd) -> None:
     base = pd.Timestamp("2024-01-01")
-    day = lambda n: str((base + pd.Timedelta(days=n)).date())  # noqa: E731
+
+    def day(n: int) -> str:
+        return str((base + pd.Timedelta(days=n)).date())
+
     inv = invoices([(f"i{i}", c, day(d), day(d + t), a) for i, (c, d, t, a, _) in enumerate(rows)])
     pay = payments(
         [(f"i{i}", day(d + p), amt) for i, (_, d, _, _, ps) in enumerate(rows) for p, amt in ps]

@@ -10,6 +10,7 @@ split). Archive decisions come from ``core_review_decisions`` and/or the CSV fil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import unicodedata
@@ -20,7 +21,13 @@ import pandas as pd
 
 from pipeline.settings import ResolutionSettings
 from pipeline.stages import StageContext, StageResult
-from pipeline.transform.resolve import apply_decisions, cluster, pair_evidence, score_pairs
+from pipeline.transform.resolve import (
+    agreed_fields,
+    apply_decisions,
+    cluster,
+    pair_evidence,
+    score_pairs,
+)
 from pipeline.transform.standardize import standardize_customers
 from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
 
@@ -70,6 +77,7 @@ RECORD_COLUMNS = (
     "updated_at",
 )
 ID_PATTERN = re.compile(r"^CUST-(\d+)$")
+EVENTS_TABLE = "core_resolution_events"
 
 
 def combine_sources(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -117,6 +125,7 @@ def resolve_customers(
     log.info("scored %s candidate pairs", len(scored.pairs))
     pairs = apply_decisions(scored.pairs, decisions)
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
+    pairs["fields_agreed"] = agreed_fields(pairs, scored.level_labels)
     clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold)
     log.info("clustered into %s clusters", clusters["cluster_id"].nunique())
     ids, events = assign_customer_ids(clusters, previous_xref, pairs, quarter)
@@ -151,20 +160,43 @@ def _membership_probability(records: pd.DataFrame, pairs: pd.DataFrame) -> pd.Da
     return out
 
 
+EVENT_COLUMNS = (
+    "event_type",
+    "customer_id",
+    "other_customer_ids",
+    "source_records",
+    "match_probability",
+    "fields_agreed",
+    "evidence",
+    "quarter",
+    "event_id",
+)
+# Strongest pairs quoted in an event's evidence.
+EVIDENCE_PAIRS = 5
+
+
 def assign_customer_ids(
     clusters: pd.DataFrame,
     previous_xref: pd.DataFrame | None,
     pairs: pd.DataFrame,
     quarter: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Give each cluster a stable ``CUST-NNNNNN`` id; record merges and splits.
+    """Give each cluster a stable ``CUST-NNNNNN`` id and record every merge and split.
 
-    A cluster keeps the id its records had before. A cluster holding records of several old
-    customers is a merge: the oldest id survives. An old customer whose records now sit in
-    several clusters is split: the cluster holding most of its records keeps the id.
-    Returns ``(unique_id, customer_id)`` and the events.
+    A cluster keeps the id its records had before. An old customer whose records now sit in
+    several clusters is split: the cluster holding most of its records keeps the id, the
+    others get new ids (or the id of the customer they joined). A cluster holding records
+    of several old customers keeps the smallest old id it owns.
+
+    Events (one row per event, columns :data:`EVENT_COLUMNS`): a ``merge`` for every cluster
+    formed from two or more *groups*, where a group is the records of one previous customer
+    or one record new to this run (so on a first run every multi-record golden record is a
+    merge); a ``split`` for every previous customer whose records now carry different ids.
+    Every record whose id changed is listed in an event naming its old and its new id.
+    ``pairs`` needs ``id_l, id_r, match_probability`` and may carry ``evidence``,
+    ``fields_agreed`` and ``decision``. Returns ``(unique_id, customer_id)`` and the events.
     """
-    frame = clusters.copy()
+    frame = clusters[["unique_id", "cluster_id"]].copy()
     if previous_xref is not None and not previous_xref.empty:
         old = previous_xref.assign(
             unique_id=previous_xref["source_system"]
@@ -175,10 +207,10 @@ def assign_customer_ids(
     else:
         old = pd.Series(dtype=object)
         frame["old_id"] = None
+    frame["old_id"] = frame["old_id"].astype(object).where(frame["old_id"].notna(), None)
     next_number = 1 + max(
         (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
     )
-    events: list[dict] = []
     # Which cluster keeps each old id: the one with most of its records, ties to the smallest.
     counts = (
         frame.dropna(subset=["old_id"])
@@ -189,67 +221,157 @@ def assign_customer_ids(
     )
     counts = counts.sort_values(["old_id", "n", "cluster_id"], ascending=[True, False, True])
     owner = counts.drop_duplicates("old_id").set_index("old_id")["cluster_id"]
-    members = frame.groupby("cluster_id")["unique_id"]
-    # Each cluster keeps the smallest old id it owns; owning several is a merge.
-    kept = owner.reset_index().sort_values("old_id").groupby("cluster_id")["old_id"].agg(list)
-    assigned: dict[str, str] = {cluster_id: ids[0] for cluster_id, ids in kept.items()}
-    for cluster_id, ids in kept[kept.str.len() > 1].items():
-        records = members.get_group(cluster_id)
-        events.append(_event("merge", quarter, ids[0], ids[1:], records, pairs, cluster_id))
-    unowned = sorted(set(frame["cluster_id"]) - set(assigned))
-    # A new cluster whose records had ids before was split off those customers.
-    had_ids = (
-        frame.dropna(subset=["old_id"])
-        .groupby("cluster_id")["old_id"]
-        .agg(lambda ids: sorted(set(ids)))
-    )
-    for cluster_id in unowned:
-        new_id = f"CUST-{next_number:06d}"
+    # Each cluster keeps the smallest old id it owns.
+    kept = owner.reset_index().sort_values("old_id").groupby("cluster_id")["old_id"].first()
+    assigned: dict[str, str] = kept.to_dict()
+    for cluster_id in sorted(set(frame["cluster_id"]) - set(assigned)):
+        assigned[cluster_id] = f"CUST-{next_number:06d}"
         next_number += 1
-        assigned[cluster_id] = new_id
-        if cluster_id in had_ids.index:
-            records = members.get_group(cluster_id)
-            split_from = had_ids[cluster_id]
-            events.append(_event("split", quarter, new_id, split_from, records, pairs, cluster_id))
     frame["customer_id"] = frame["cluster_id"].map(assigned)
-    columns = [
-        "event_type",
-        "quarter",
-        "customer_id",
-        "other_customer_ids",
-        "source_records",
-        "evidence",
-    ]
-    return frame[["unique_id", "customer_id"]], pd.DataFrame(events, columns=columns)
-
-
-def _event(
-    kind: str,
-    quarter: str,
-    customer_id: str,
-    others: list[str],
-    members: pd.Series,
-    pairs: pd.DataFrame,
-    cluster_id: str,
-) -> dict:
-    member_set = set(members)
-    inside = pairs[pairs["id_l"].isin(member_set) & pairs["id_r"].isin(member_set)]
-    inside = inside.sort_values("match_probability", ascending=False).head(5)
-    evidence = " | ".join(
-        f"{r.id_l}~{r.id_r} p={r.match_probability:.3f} {r.evidence}"
-        for r in inside.itertuples(index=False)
+    frame["group"] = frame["old_id"].fillna("new:" + frame["unique_id"])
+    events = pd.concat(
+        [_merge_events(frame, pairs, quarter), _split_events(frame, pairs, quarter)],
+        ignore_index=True,
     )
-    if kind == "split":
-        evidence = f"no longer matched with the other records of {', '.join(others)}. " + evidence
-    log.info("%s: %s <- %s", kind, customer_id, others)
-    return {
-        "event_type": kind,
-        "quarter": quarter,
-        "customer_id": customer_id,
-        "other_customer_ids": ",".join(others),
-        "source_records": ",".join(sorted(member_set)),
-        "evidence": evidence,
-    }
+    events["match_probability"] = events["match_probability"].astype(float)
+    return frame[["unique_id", "customer_id"]], events
+
+
+def _pair_view(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs with both ends' cluster, customer id, group and old id."""
+    by_id = frame.set_index("unique_id")
+    view = pairs[pairs["id_l"].isin(by_id.index) & pairs["id_r"].isin(by_id.index)].copy()
+    for side in ("l", "r"):
+        ids = view[f"id_{side}"]
+        for column in ("cluster_id", "customer_id", "group", "old_id"):
+            view[f"{column}_{side}"] = ids.map(by_id[column]).to_numpy()
+    for column in ("evidence", "fields_agreed", "decision"):
+        if column not in view.columns:
+            view[column] = None
+    return view
+
+
+def _quote(pairs: pd.DataFrame) -> pd.Series:
+    """``id_l~id_r p=0.998 <evidence>`` per pair (``decided <x>`` for archive decisions)."""
+    decided = pairs["decision"].map(lambda d: f" decided {d}" if isinstance(d, str) else "")
+    return (
+        pairs["id_l"]
+        + "~"
+        + pairs["id_r"]
+        + " p="
+        + pairs["match_probability"].map("{:.3f}".format)
+        + decided
+        + " "
+        + pairs["evidence"].fillna("")
+    ).str.strip()
+
+
+def _summaries(linked: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per ``key``: the strongest pair's agreed fields and the quoted strongest pairs."""
+    linked = linked.sort_values(
+        [key, "match_probability", "id_l", "id_r"], ascending=[True, False, True, True]
+    )
+    top = linked.groupby(key, sort=False).head(EVIDENCE_PAIRS)
+    top = top.assign(quote=_quote(top))
+    return pd.DataFrame(
+        {
+            "fields_agreed": top.groupby(key)["fields_agreed"].first(),
+            "evidence": top.groupby(key)["quote"].agg(" | ".join),
+        }
+    )
+
+
+def _event_frame(events: pd.DataFrame, quarter: str) -> pd.DataFrame:
+    events = events.assign(quarter=quarter)
+    key = (
+        events["event_type"]
+        + "|"
+        + events["customer_id"]
+        + "|"
+        + events["other_customer_ids"]
+        + "|"
+        + events["source_records"]
+    )
+    events["event_id"] = [hashlib.sha1(k.encode()).hexdigest()[:20] for k in key]
+    events["match_probability"] = events["match_probability"].astype(float)
+    return events[list(EVENT_COLUMNS)].reset_index(drop=True)
+
+
+def _merge_events(frame: pd.DataFrame, pairs: pd.DataFrame, quarter: str) -> pd.DataFrame:
+    """One ``merge`` per cluster formed from two or more groups (old customers, new records)."""
+    groups = frame.groupby("cluster_id")["group"].nunique()
+    merged = frame[frame["cluster_id"].isin(groups.index[groups >= 2])]
+    if merged.empty:
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+    view = _pair_view(merged, pairs)
+    # Links between groups of one cluster: what joined them.
+    links = view[
+        (view["cluster_id_l"] == view["cluster_id_r"]) & (view["group_l"] != view["group_r"])
+    ]
+    # The weakest of the links that joined the groups: each group's best link, then the minimum.
+    ends = pd.concat(
+        [
+            links[["cluster_id_l", "group_l", "match_probability"]].set_axis(
+                ["cluster_id", "group", "p"], axis=1
+            ),
+            links[["cluster_id_r", "group_r", "match_probability"]].set_axis(
+                ["cluster_id", "group", "p"], axis=1
+            ),
+        ]
+    )
+    weakest = ends.groupby(["cluster_id", "group"])["p"].max().groupby(level=0).min()
+    summary = _summaries(links, "cluster_id_l")
+    per_cluster = merged.sort_values("unique_id").groupby("cluster_id")
+    customer = per_cluster["customer_id"].first()
+    old_ids = per_cluster["old_id"].agg(lambda ids: sorted({i for i in ids if i is not None}))
+    events = pd.DataFrame({"customer_id": customer})
+    events["other_customer_ids"] = [
+        ",".join(i for i in ids if i != cid) for ids, cid in zip(old_ids, customer, strict=True)
+    ]
+    events["source_records"] = per_cluster["unique_id"].agg(",".join)
+    events["match_probability"] = weakest.reindex(events.index)
+    events["fields_agreed"] = summary["fields_agreed"].reindex(events.index)
+    events["evidence"] = summary["evidence"].reindex(events.index).fillna("")
+    events["event_type"] = "merge"
+    log.info("%s merges", len(events))
+    return _event_frame(events.reset_index(drop=True), quarter)
+
+
+def _split_events(frame: pd.DataFrame, pairs: pd.DataFrame, quarter: str) -> pd.DataFrame:
+    """One ``split`` per previous customer whose records now carry different ids."""
+    known = frame.dropna(subset=["old_id"])
+    moved = known[known["customer_id"] != known["old_id"]]
+    if moved.empty:
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+    # A retired id whose records all went to one other customer is a merge, not a split.
+    spread = known.groupby("old_id")["customer_id"].nunique()
+    split_ids = sorted(set(moved["old_id"]) & set(spread.index[spread >= 2]))
+    moved = moved[moved["old_id"].isin(split_ids)].sort_values("unique_id")
+    if moved.empty:
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+    view = _pair_view(known[known["old_id"].isin(split_ids)], pairs)
+    # Links inside one previous customer that no longer hold.
+    broken = view[
+        (view["old_id_l"] == view["old_id_r"]) & (view["customer_id_l"] != view["customer_id_r"])
+    ]
+    summary = _summaries(broken, "old_id_l")
+    per_old = moved.groupby("old_id")
+    events = pd.DataFrame({"customer_id": pd.Series(split_ids, index=split_ids)})
+    events["other_customer_ids"] = per_old["customer_id"].agg(
+        lambda ids: ",".join(sorted(set(ids)))
+    )
+    events["source_records"] = per_old["unique_id"].agg(",".join)
+    events["match_probability"] = broken.groupby("old_id_l")["match_probability"].max()
+    events["fields_agreed"] = summary["fields_agreed"].reindex(events.index)
+    events["evidence"] = (
+        "records moved to "
+        + events["other_customer_ids"]
+        + "; no longer matched: "
+        + summary["evidence"].reindex(events.index).fillna("no scored pair links them now")
+    )
+    events["event_type"] = "split"
+    log.info("%s splits", len(events))
+    return _event_frame(events.reset_index(drop=True), quarter)
 
 
 def _clean_name(value: object) -> str | None:
@@ -362,6 +484,27 @@ def load_decisions(engine: object, decisions_file: Path | None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def record_events(engine: object, events: pd.DataFrame, batch_id: str) -> int:
+    """Add the run's merge/split events to ``core_resolution_events``; returns how many were new.
+
+    Idempotent: an event already recorded (same ``event_id``, by any batch) is not added
+    again, and the batch's earlier events are kept, so rerunning a batch duplicates nothing.
+    """
+    existing = pd.DataFrame(columns=[*EVENT_COLUMNS, "batch_id"])
+    if table_exists(engine, EVENTS_TABLE):
+        existing = read_table(engine, EVENTS_TABLE, ["event_id", "batch_id"])
+    new = events[~events["event_id"].isin(existing["event_id"])]
+    new = new.drop_duplicates("event_id")
+    if new.empty:
+        return 0
+    mine = existing[existing["batch_id"] == batch_id]
+    if not mine.empty:
+        own = read_table(engine, EVENTS_TABLE, batch_id=batch_id)
+        new = pd.concat([own[list(EVENT_COLUMNS)], new], ignore_index=True)
+    replace_partition(engine, EVENTS_TABLE, new, batch_id=batch_id)
+    return len(new) - len(mine)
+
+
 def run(ctx: StageContext) -> StageResult:
     """Resolve the staged customer records into golden customers and write the core tables."""
     frames = {}
@@ -390,14 +533,11 @@ def run(ctx: StageContext) -> StageResult:
         quarter,
         ctx.settings.validation.phone_region,
     )
+    # Events first: if a later write fails, the rerun finds the same events and adds none.
+    recorded = record_events(ctx.engine, result.events, ctx.batch_id)
     replace_table(ctx.engine, "core_customers", result.customers)
     replace_table(ctx.engine, "core_customer_xref", result.xref)
     replace_table(ctx.engine, "core_match_review", result.review)
-    if not result.events.empty:
-        # Keyed by batch so a rerun of the batch replaces its own events and keeps history.
-        replace_partition(
-            ctx.engine, "core_resolution_events", result.events, batch_id=ctx.batch_id
-        )
     return StageResult(
         stage="resolution",
         rows_in=len(records),
@@ -407,5 +547,6 @@ def run(ctx: StageContext) -> StageResult:
             "review_pairs": len(result.review),
             "merges": int((result.events["event_type"] == "merge").sum()),
             "splits": int((result.events["event_type"] == "split").sum()),
+            "events_recorded": recorded,
         },
     )

@@ -28,7 +28,9 @@ def staged(
     return staging_from_sources(source_dir), truth
 
 
-def _context(tmp_path: Path, decisions_file: Path | None = None) -> StageContext:
+def _context(
+    tmp_path: Path, decisions_file: Path | None = None, batch_id: str = "b1"
+) -> StageContext:
     settings = Settings(
         warehouse_url=f"sqlite:///{tmp_path / 'wh.db'}",
         resolution=ResolutionSettings(decisions_file=decisions_file),
@@ -37,7 +39,7 @@ def _context(tmp_path: Path, decisions_file: Path | None = None) -> StageContext
         settings=settings,
         engine=create_engine(settings.warehouse_url),
         quarter=Quarter.parse("2026Q3"),
-        batch_id="b1",
+        batch_id=batch_id,
         extracted_at=datetime(2026, 10, 1),
     )
 
@@ -77,28 +79,81 @@ def test_known_merge_and_tables(tmp_path: Path, staged) -> None:
         assert {"id_l", "id_r", "match_probability", "evidence"} <= set(review.columns)
 
 
+def _events(ctx: StageContext) -> pd.DataFrame:
+    return read_table(ctx.engine, "core_resolution_events")
+
+
+def test_first_run_records_every_merge_with_evidence(tmp_path: Path, staged) -> None:
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    result = run(ctx)
+    xref = _xref(ctx)
+    events = _events(ctx)
+    # Every golden record formed from two or more source records is one merge event.
+    sizes = xref.groupby(xref).size()
+    multi = set(sizes.index[sizes >= 2])
+    assert len(multi) > 0
+    assert (events["event_type"] == "merge").all()
+    assert set(events["customer_id"]) == multi and events["customer_id"].is_unique
+    assert result.detail["merges"] == result.detail["events_recorded"] == len(multi)
+    for event in events.itertuples(index=False):
+        members = set(xref.index[xref == event.customer_id])
+        assert set(event.source_records.split(",")) == members
+        assert 0.9 <= event.match_probability <= 1.0
+        assert event.fields_agreed  # e.g. "name (exact), phone (exact)"
+        assert "p=" in event.evidence and "~" in event.evidence
+        assert event.other_customer_ids in ("", None)
+    assert events["batch_id"].eq("b1").all() and events["quarter"].eq("2026Q3").all()
+    # Rerunning the same batch, and running a new batch on the same data, add nothing.
+    run(ctx)
+    again = run(_context(tmp_path, batch_id="b2"))
+    assert again.detail["events_recorded"] == 0
+    pd.testing.assert_frame_equal(_events(ctx), events)
+
+
 def test_rerun_with_new_records_keeps_existing_ids(tmp_path: Path, staged) -> None:
     frames, _ = staged
     ctx = _context(tmp_path)
+    # Run 1 sees half the sales records and finance records with blanked phones/emails;
+    # run 2 adds the other sales records and restores the changed finance records.
     first_sales = frames["sales"].iloc[: len(frames["sales"]) // 2]
-    _load(ctx, {**frames, "sales": first_sales})
+    changed = frames["finance"].copy()
+    changed.loc[changed.index[::3], ["phone", "email"]] = None
+    _load(ctx, {**frames, "sales": first_sales, "finance": changed})
     run(ctx)
     before = _xref(ctx)
+    first_events = _events(ctx)
+    ctx = _context(tmp_path, batch_id="b2")
     _load(ctx, frames)
-    run(ctx)
+    result = run(ctx)
     after = _xref(ctx)
-    kept = before.index.intersection(after.index)
-    changed = kept[before.loc[kept] != after.loc[kept]]
-    events = (
-        read_table(ctx.engine, "core_resolution_events")
-        if changed.size
-        else pd.DataFrame(columns=["source_records"])
-    )
-    # An id changes only through a recorded merge or split of that record.
-    recorded = set(",".join(events["source_records"]).split(","))
-    assert set(changed) <= recorded
-    assert len(changed) <= len(kept) * 0.05
+    events = _events(ctx)
+    events = events[events["batch_id"] == "b2"]
     assert len(after) > len(before)
+    assert events["event_id"].isin(first_events["event_id"]).sum() == 0
+    kept = before.index.intersection(after.index)
+    assert len(kept) == len(before)
+    changed_ids = kept[before.loc[kept] != after.loc[kept]]
+    # Strict: every changed id is explained by a recorded merge or split naming the record,
+    # its old id and its new id; every other existing record keeps its id.
+    explained = set()
+    for event in events.itertuples(index=False):
+        ids = {event.customer_id, *filter(None, (event.other_customer_ids or "").split(","))}
+        for record in event.source_records.split(","):
+            if record in before.index and {before[record], after[record]} <= ids:
+                explained.add(record)
+    unexplained = [r for r in changed_ids if r not in explained]
+    assert unexplained == [], [(r, before[r], after[r]) for r in unexplained]
+    assert (before.drop(changed_ids) == after.loc[before.index.drop(changed_ids)]).all()
+    # New records that joined existing customers are recorded as merges into those ids.
+    new = after.index.difference(before.index)
+    joined = new[after.loc[new].isin(set(before))]
+    recorded = set(
+        ",".join(events.loc[events["event_type"] == "merge", "source_records"]).split(",")
+    )
+    assert set(joined) <= recorded
+    assert result.detail["events_recorded"] == len(events)
 
 
 def test_archive_different_decision_holds_against_the_model(tmp_path: Path, staged) -> None:

@@ -28,6 +28,8 @@ SEED = 20261123
 U_SAMPLE_PAIRS = 3e5
 # Blocked pairs used per EM session: enough for stable m estimates, bounded for big inputs.
 EM_MAX_PAIRS = 3e5
+# Floor of a term frequency: one rare domain cannot outweigh everything else.
+TF_MINIMUM_U = 1e-4
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class MatchField:
     """One compared attribute of a record.
 
     ``kind``: ``text`` (exact, then character-bigram Jaccard at ``thresholds``), ``exact``,
-    ``email`` (exact, then same domain) or ``date`` (exact, then same year). ``block``: pairs
+    ``email`` (exact, then same domain with a term-frequency adjustment) or ``date`` (exact, then same year). ``block``: pairs
     sharing the exact value are candidates. ``block_prefix``: pairs sharing characters 1-2
     (or 2-3) are candidates, together with equal ``context`` when given.
     ``decisive``: an exact match is a match (probability 1) whatever else differs.
@@ -101,11 +103,14 @@ def _comparison(field: MatchField) -> dict[str, Any]:
                 )
             )
     elif field.kind == "email":
-        levels.append(
-            _level(
-                f"split_part({column}_l, '@', 2) = split_part({column}_r, '@', 2)", "same domain"
-            )
-        )
+        # Same domain, weighted by how common the domain is (term-frequency adjustment):
+        # sharing 163.com or gmail.com says little, sharing a company's own domain a lot.
+        domain = f"{column}__domain"
+        same_domain = _level(f"{domain}_l = {domain}_r", "same domain")
+        same_domain["tf_adjustment_column"] = domain
+        same_domain["tf_adjustment_weight"] = 1.0
+        same_domain["tf_minimum_u_value"] = TF_MINIMUM_U
+        levels.append(same_domain)
     elif field.kind == "date":
         levels.append(_level(f"left({column}_l, 4) = left({column}_r, 4)", "same year"))
     levels.append({"sql_condition": "ELSE", "label_for_charts": "different"})
@@ -147,6 +152,11 @@ def prepare(
         values = frame[field.column]
         if field.kind == "text":
             frame[field.column + "__grams"] = [bigrams(v) for v in values]
+        if field.kind == "email":
+            frame[field.column + "__domain"] = pd.Series(
+                [v.rpartition("@")[2] or None if isinstance(v, str) else None for v in values],
+                dtype=object,
+            )
         if field.block_prefix:
             # Block keys: characters 1-2 and 2-3. Both sit in the distinctive start of a name
             # (the trailing characters are often the industry word: 科技, 贸易, 物流).
@@ -350,3 +360,19 @@ def pair_evidence(pairs: pd.DataFrame, level_labels: dict[str, dict[int, str]]) 
     for part in parts[1:]:
         evidence = evidence + "; " + part
     return evidence
+
+
+def agreed_fields(pairs: pd.DataFrame, level_labels: dict[str, dict[int, str]]) -> pd.Series:
+    """Per pair, the fields that agreed and how: ``name (exact), email (same domain)``.
+
+    A field agrees when its level is above "different" (and not missing). Empty when none did.
+    """
+    agreed = pd.Series([""] * len(pairs), index=pairs.index, dtype=object)
+    for name, labels in level_labels.items():
+        column = f"gamma_{name}"
+        if column not in pairs.columns:
+            continue
+        gamma = pairs[column].fillna(-1).astype(int)
+        text = ", " + name + " (" + gamma.map(labels).fillna("").astype(str) + ")"
+        agreed = agreed + text.where(gamma > 0, "")
+    return agreed.str.removeprefix(", ").astype(object)

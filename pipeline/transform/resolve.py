@@ -30,6 +30,59 @@ U_SAMPLE_PAIRS = 3e5
 EM_MAX_PAIRS = 3e5
 # Floor of a term frequency: one rare domain cannot outweigh everything else.
 TF_MINIMUM_U = 1e-4
+# Public mailbox providers: a shared domain says nothing about the company, however the
+# data set's own frequencies look (a small export may hold just two 163.com addresses).
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "163.com",
+        "126.com",
+        "yeah.net",
+        "qq.com",
+        "vip.qq.com",
+        "foxmail.com",
+        "sina.com",
+        "sina.cn",
+        "vip.sina.com",
+        "sohu.com",
+        "aliyun.com",
+        "139.com",
+        "189.cn",
+        "wo.cn",
+        "tom.com",
+        "21cn.com",
+        "gmail.com",
+        "googlemail.com",
+        "outlook.com",
+        "hotmail.com",
+        "hotmail.co.uk",
+        "live.com",
+        "live.co.uk",
+        "msn.com",
+        "yahoo.com",
+        "yahoo.co.uk",
+        "yahoo.com.cn",
+        "ymail.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "aol.com",
+        "protonmail.com",
+        "proton.me",
+        "gmx.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.com",
+        "yandex.ru",
+        "mail.ru",
+        "zoho.com",
+        "btinternet.com",
+        "comcast.net",
+        "verizon.net",
+        "att.net",
+        "sbcglobal.net",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +124,14 @@ CUSTOMER_FIELDS = (
 )
 
 
+def email_domain(email: str | None) -> str | None:
+    """The domain that can tell companies apart: None for public mailbox providers."""
+    if not isinstance(email, str) or "@" not in email:
+        return None
+    domain = email.rpartition("@")[2].strip().lower()
+    return None if not domain or domain in FREE_MAIL_DOMAINS else domain
+
+
 def _jaccard(column: str) -> str:
     left, right = f"{column}_l", f"{column}_r"
     return (
@@ -103,8 +164,9 @@ def _comparison(field: MatchField) -> dict[str, Any]:
                 )
             )
     elif field.kind == "email":
-        # Same domain, weighted by how common the domain is (term-frequency adjustment):
-        # sharing 163.com or gmail.com says little, sharing a company's own domain a lot.
+        # Same company domain, weighted by how common the domain is in the data (term-
+        # frequency adjustment): a domain many companies share says less than a company's
+        # own. Public mailbox domains (163.com, gmail.com) never count as the same domain.
         domain = f"{column}__domain"
         same_domain = _level(f"{domain}_l = {domain}_r", "same domain")
         same_domain["tf_adjustment_column"] = domain
@@ -154,8 +216,7 @@ def prepare(
             frame[field.column + "__grams"] = [bigrams(v) for v in values]
         if field.kind == "email":
             frame[field.column + "__domain"] = pd.Series(
-                [v.rpartition("@")[2] or None if isinstance(v, str) else None for v in values],
-                dtype=object,
+                [email_domain(v) for v in values], dtype=object
             )
         if field.block_prefix:
             # Block keys: characters 1-2 and 2-3. Both sit in the distinctive start of a name

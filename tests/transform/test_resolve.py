@@ -17,6 +17,7 @@ from pipeline.transform.resolve import (
     apply_decisions,
     blocking_rules,
     cluster,
+    email_domain,
     pair_evidence,
     prepare,
     score_pairs,
@@ -140,3 +141,55 @@ def test_pairs_below_threshold_do_not_cluster() -> None:
     pairs = pd.DataFrame({"id_l": ["a"], "id_r": ["b"], "match_probability": [0.89]})
     clusters = cluster(pd.Series(["a", "b"]), pairs, 0.9)
     assert clusters["cluster_id"].nunique() == 2
+
+
+def _probe(ids: list[str], names: list[str], emails: list[str], city: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "unique_id": ids,
+            "source_system": "probe",
+            "source_record_id": ids,
+            "customer_name": names,
+            "email": emails,
+            "city": city,
+        }
+    )
+
+
+def test_free_mail_and_common_domains_are_weak_evidence(demo_records) -> None:
+    records, _ = demo_records
+    names = ["深圳市华信电子科技有限公司", "深圳市华信电子贸易有限公司"]
+    # Two different companies with similar names in one city: once sharing only 163.com,
+    # once sharing their own rare domain, once a domain 40 other companies also use.
+    free = _probe(["p:a", "p:b"], names, ["huaxin_kj@163.com", "hx.trade@163.com"], "深圳")
+    own = _probe(["p:c", "p:d"], names, ["kj@huaxin-sz.com.cn", "trade@huaxin-sz.com.cn"], "深圳")
+    common = _probe(["p:e", "p:f"], names, ["kj@bigpark.cn", "trade@bigpark.cn"], "深圳")
+    words = "安宝昌达东丰福广国海恒宏佳嘉金锦康利隆美明南鹏强荣瑞盛顺泰通伟祥"
+    others = _probe(
+        [f"o:{i}" for i in range(40)],
+        [
+            words[i % 30] + words[(7 * i + 3) % 30] + words[(3 * i + 11) % 30] + "实业有限公司"
+            for i in range(40)
+        ],
+        [f"sales{i}@bigpark.cn" for i in range(40)],
+        "广州",
+    )
+    probes = standardize_customers(pd.concat([free, own, common, others], ignore_index=True))
+    scored = score_pairs(pd.concat([records, probes], ignore_index=True), threshold=0.0)
+    pairs = scored.pairs.set_index(["id_l", "id_r"])
+    # Sharing only the free-mail domain is no evidence: the pair stays apart, below review.
+    assert pairs.loc[("p:a", "p:b"), "match_probability"] < 0.5
+    clusters = cluster(pd.Series(["p:a", "p:b"]), scored.pairs, 0.9)
+    assert clusters["cluster_id"].nunique() == 2
+    # Term-frequency adjustment: a domain shared by many companies weighs far less than a
+    # company's own domain (match weights in bits; the pairs differ only in the domain).
+    own_weight = pairs.loc[("p:c", "p:d"), "match_weight"]
+    common_weight = pairs.loc[("p:e", "p:f"), "match_weight"]
+    assert own_weight - common_weight > 2
+    assert pairs.loc[("p:c", "p:d"), "gamma_email"] == pairs.loc[("p:e", "p:f"), "gamma_email"]
+
+
+def test_email_domain_ignores_public_mailbox_providers() -> None:
+    assert email_domain("li@huaxin.com.cn") == "huaxin.com.cn"
+    for address in ("a@163.com", "b@QQ.com", "c@gmail.com", "d@hotmail.co.uk", None, "nope"):
+        assert email_domain(address.lower() if address else address) is None

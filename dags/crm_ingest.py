@@ -9,57 +9,38 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, task
 
+from pipeline.airflow_tasks import default_args, run_in_task
 
-def _alert(context) -> None:
-    from pipeline.airflow_tasks import alert_on_failure
-
-    alert_on_failure(context)
-
-
-DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": _alert,
-    "execution_timeout": timedelta(hours=1),
-}
 RAW = {system: Asset(f"crm://warehouse/raw/{system}") for system in ("sales", "service", "finance")}
 STAGED = Asset("crm://warehouse/staging")
 CUSTOMERS = Asset("crm://warehouse/core/customers")
 
 
-def _run(stage: str) -> dict:
-    from pipeline.airflow_tasks import run_stage_task
-
-    return run_stage_task(stage, get_current_context())
-
-
 @task(outlets=[RAW["sales"]])
 def extract_sales() -> dict:
-    return _run("extract_sales")
+    return run_in_task("extract_sales")
 
 
 @task(outlets=[RAW["service"]])
 def extract_service() -> dict:
-    return _run("extract_service")
+    return run_in_task("extract_service")
 
 
 @task(outlets=[RAW["finance"]])
 def extract_finance() -> dict:
-    return _run("extract_finance")
+    return run_in_task("extract_finance")
 
 
 @task(outlets=[STAGED])
 def validate() -> dict:
-    return _run("validate")
+    return run_in_task("validate")
 
 
 @task(outlets=[CUSTOMERS])
 def resolve_customers() -> dict:
-    return _run("resolve_customers")
+    return run_in_task("resolve_customers")
 
 
 @dag(
@@ -68,7 +49,9 @@ def resolve_customers() -> dict:
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(
+        retries=2, retry_delay=timedelta(minutes=2), execution_timeout=timedelta(hours=1)
+    ),
     params={
         "quarter": Param(
             None,

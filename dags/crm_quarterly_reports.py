@@ -10,49 +10,29 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-
-def _alert(context) -> None:
-    from pipeline.airflow_tasks import alert_on_failure
-
-    alert_on_failure(context)
-
-
-DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=5),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": _alert,
-    "execution_timeout": timedelta(hours=2),
-}
-
-
-def _run(stage: str) -> dict:
-    from pipeline.airflow_tasks import run_stage_task
-
-    return run_stage_task(stage, get_current_context())
+from pipeline.airflow_tasks import default_args, run_in_task
 
 
 @task
 def compute_metrics() -> dict:
-    return _run("compute_metrics")
+    return run_in_task("compute_metrics")
 
 
 @task
 def check_contracts() -> dict:
-    return _run("check_contracts")
+    return run_in_task("check_contracts")
 
 
 @task
 def render_reports() -> dict:
-    return _run("render_reports")
+    return run_in_task("render_reports")
 
 
 @task
 def send_reports() -> dict:
-    return _run("send_reports")
+    return run_in_task("send_reports")
 
 
 @dag(
@@ -61,7 +41,9 @@ def send_reports() -> dict:
     start_date=pendulum.datetime(2025, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(
+        retries=3, retry_delay=timedelta(minutes=5), execution_timeout=timedelta(hours=2)
+    ),
     params={
         "quarter": Param(
             None,

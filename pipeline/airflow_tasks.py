@@ -1,22 +1,73 @@
-"""The bridge between Airflow tasks and pipeline stages (imported inside tasks, never at DAG parse).
+"""The bridge between Airflow and pipeline stages.
+
+DAG files import this module when they are parsed, so it imports nothing heavy at
+module level: pandas, SQLAlchemy and the stages are imported inside the task
+callables, when a task runs.
 
 Settings are overlaid with Airflow Connections when they exist:
 ``crm_warehouse`` (the warehouse URL), ``crm_sales`` and ``crm_service`` (source
 database URLs), ``crm_finance`` (``extra.path``: the finance export folder) and
 ``crm_smtp`` (SMTP host, port, login, password, ``extra.from_email``).
+
+Retries are read from the environment when a DAG file is parsed
+(``CRM_AIRFLOW_RETRIES``, ``CRM_AIRFLOW_RETRY_DELAY_SECONDS``), so a test or a
+staging deployment can fail fast without editing DAG files.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import Any
+import os
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from pipeline.quarters import Quarter
-from pipeline.runner import make_context, run_stage
-from pipeline.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from pipeline.quarters import Quarter
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RETRIES_ENV = "CRM_AIRFLOW_RETRIES"
+RETRY_DELAY_ENV = "CRM_AIRFLOW_RETRY_DELAY_SECONDS"
+
+
+def _env_number(name: str, default: float, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ValueError(f"environment variable {name}={raw!r} is below {minimum:g}")
+    return value
+
+
+def default_args(retries: int, retry_delay: timedelta, execution_timeout: timedelta) -> dict:
+    """A DAG's ``default_args``: retries with exponential backoff, a timeout, the failure alert.
+
+    ``retries`` and ``retry_delay`` are the production values; the environment variables
+    ``CRM_AIRFLOW_RETRIES`` and ``CRM_AIRFLOW_RETRY_DELAY_SECONDS`` override them.
+    """
+    return {
+        "owner": "data-engineering",
+        "retries": int(_env_number(RETRIES_ENV, retries, 0)),
+        "retry_delay": timedelta(
+            seconds=_env_number(RETRY_DELAY_ENV, retry_delay.total_seconds(), 0)
+        ),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": execution_timeout,
+        "on_failure_callback": alert_on_failure,
+    }
+
+
+def run_in_task(stage: str) -> dict[str, Any]:
+    """The body of every DAG task: run ``stage`` for the current Airflow run."""
+    from airflow.sdk import get_current_context
+
+    return run_stage_task(stage, get_current_context())
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -41,6 +92,8 @@ def _sqlalchemy_url(conn: Any) -> str:
 
 def airflow_settings() -> Settings:
     """Settings with Airflow Connections overlaid (secrets never logged)."""
+    from pipeline.settings import get_settings
+
     settings = get_settings()
     update: dict[str, Any] = {}
     sources: dict[str, Any] = {}
@@ -73,17 +126,21 @@ def quarter_for(
     params: dict[str, Any], data_interval_start: datetime | None, timezone: str
 ) -> Quarter:
     """The quarter a run computes: the ``quarter`` param if given, else the one its data interval starts in."""
+    from zoneinfo import ZoneInfo
+
+    from pipeline.quarters import Quarter
+
     if params.get("quarter"):
         return Quarter.parse(str(params["quarter"]))
     if data_interval_start is None:
         raise ValueError("a run without data interval must name a quarter in its params")
-    from zoneinfo import ZoneInfo
-
     return Quarter.of(data_interval_start.astimezone(ZoneInfo(timezone)).date())
 
 
 def run_stage_task(stage: str, context: dict[str, Any]) -> dict[str, Any]:
     """Run one stage for the Airflow run in ``context``; returns the stage's row counts (small XCom)."""
+    from pipeline.runner import make_context, run_stage
+
     settings = airflow_settings()
     interval_start = context.get("data_interval_start")
     interval_end = context.get("data_interval_end") or context.get("logical_date")

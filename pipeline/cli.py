@@ -81,12 +81,17 @@ def demo_data(
     as_of: Annotated[
         str | None, typer.Option(help="Last day with data (YYYY-MM-DD). Default: today.")
     ] = None,
+    history_quarters: Annotated[
+        int, typer.Option(min=1, help="Whole quarters of history before the as-of quarter.")
+    ] = 12,
 ) -> None:
     """Generate realistic demo sources: sales.db, service.db, finance/ (xlsx + GBK CSV) and truth/."""
     from pipeline.demo import generate_demo_sources
 
     last_day = date.fromisoformat(as_of) if as_of else date.today()
-    manifest = generate_demo_sources(out, customers=customers, seed=seed, as_of=last_day)
+    manifest = generate_demo_sources(
+        out, customers=customers, seed=seed, as_of=last_day, history_quarters=history_quarters
+    )
     table = Table(title=f"demo sources in {out}")
     table.add_column("dataset")
     table.add_column("rows", justify="right")
@@ -212,6 +217,66 @@ def bench_resolution(
     from pipeline.bench_resolution import benchmark
 
     sys.stdout.write(json.dumps(benchmark(sources, get_settings()), indent=2) + "\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}") from error
+
+
+@app.command()
+def bench(
+    sizes: Annotated[
+        str, typer.Option(help="Customer counts to run, comma-separated.")
+    ] = "1000,10000,100000",
+    history_sizes: Annotated[
+        str,
+        typer.Option(help="Customer counts also run with 4 and 8 quarters of history ('' = none)."),
+    ] = "10000",
+    warehouse: Annotated[
+        str, typer.Option(help="Warehouse for the runs: postgres or sqlite.")
+    ] = "postgres",
+    pg_url: Annotated[
+        str, typer.Option(help="PostgreSQL URL; each size gets its own schema bench_c<N>_h<Q>.")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    workdir: Annotated[Path, typer.Option(help="Scratch folder for sources and logs.")] = Path(
+        "out/bench"
+    ),
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results.")] = Path(
+        "out/bench/results.json"
+    ),
+    doc: Annotated[
+        Path | None, typer.Option(help="Markdown file whose bench table is refreshed.")
+    ] = Path("docs/benchmarks.md"),
+    as_of: Annotated[
+        str | None, typer.Option(help="Last day of demo data (YYYY-MM-DD). Default: today.")
+    ] = None,
+    comparisons: Annotated[
+        bool, typer.Option(help="Also measure the alternatives and the incremental ingest.")
+    ] = True,
+    keep: Annotated[bool, typer.Option(help="Keep the generated sources.")] = False,
+) -> None:
+    """Time every stage (wall, peak memory, rows/s) at several sizes, against the alternatives."""
+    from pipeline.bench import render_markdown, run_bench
+
+    if warehouse not in ("postgres", "sqlite"):
+        raise typer.BadParameter("postgres or sqlite", param_hint="--warehouse")
+    results = run_bench(
+        _int_list(sizes),
+        workdir,
+        json_out,
+        doc,
+        warehouse=warehouse,
+        pg_url=pg_url,
+        as_of=date.fromisoformat(as_of) if as_of else None,
+        history_sizes=_int_list(history_sizes),
+        comparisons=comparisons,
+        keep=keep,
+    )
+    sys.stdout.write(render_markdown(results) + "\n")
+    console.print(f"results: {json_out}" + (f", table refreshed in {doc}" if doc else ""))
 
 
 @app.command()

@@ -50,7 +50,7 @@ import pandas as pd
 
 from pipeline.demo import activity, companies, defects, text, vocab
 from pipeline.demo.defects import Injection
-from pipeline.demo.timeline import build_timeline
+from pipeline.demo.timeline import HISTORY_QUARTERS, build_timeline
 from pipeline.demo.writers import (
     Column,
     Key,
@@ -128,19 +128,26 @@ def _first_day(entity: np.ndarray, day: np.ndarray, n: int) -> np.ndarray:
 
 
 def generate_demo_sources(
-    out_dir: Path, customers: int = 2000, seed: int = 42, as_of: date | None = None
+    out_dir: Path,
+    customers: int = 2000,
+    seed: int = 42,
+    as_of: date | None = None,
+    history_quarters: int = HISTORY_QUARTERS,
 ) -> dict:
     """Write sales.db, service.db, finance/ and truth/ under out_dir; return the manifest dict.
 
-    Deterministic for (customers, seed, as_of); an existing out_dir is overwritten.
+    Deterministic for (customers, seed, as_of, history_quarters); an existing out_dir is
+    overwritten. ``history_quarters`` whole quarters of history precede as_of's quarter.
     ``as_of`` (the last day with data) is required: the caller passes today's date.
     """
     if as_of is None:
         raise ValueError("as_of is required: pass the last day with data (the CLI passes today)")
     if customers < 1:
         raise ValueError("customers must be at least 1")
+    if history_quarters < 1:
+        raise ValueError("history_quarters must be at least 1")
     out_dir = Path(out_dir)
-    tl = build_timeline(as_of)
+    tl = build_timeline(as_of, history_quarters)
     rng = {name: np.random.default_rng([seed, i]) for i, name in enumerate(_STREAMS)}
     logger.info("generating %d companies, seed %d, %s..%s", customers, seed, tl.start, tl.as_of)
 

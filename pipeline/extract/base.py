@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from pandas.api.types import infer_dtype
 
 from pipeline.datasets import Dataset
 
@@ -41,12 +43,33 @@ def _text_value(value: object) -> str | None:
     return text if text.strip() else None
 
 
+def _text_column(series: pd.Series) -> np.ndarray:
+    """``_text_value`` of every value of a column, vectorized for the common column types."""
+    kind = series.dtype.kind
+    if kind in "iub":  # no missing values in these numpy dtypes
+        return series.astype(str).to_numpy(dtype=object)
+    if kind == "f":
+        values = series.to_numpy(dtype="float64")
+        out = np.full(len(values), None, dtype=object)
+        present = ~np.isnan(values)
+        # integers stored as REAL must not grow a ".0" (int64's range; bigger ones one by one)
+        whole = present & (np.floor(values) == values) & (np.abs(values) < 2**62)
+        out[whole] = values[whole].astype(np.int64).astype(str)
+        rest = present & ~whole
+        out[rest] = [_text_value(float(v)) for v in values[rest]]
+        return out
+    values = series.to_numpy(dtype=object, na_value=None)
+    if infer_dtype(values, skipna=True) in ("string", "empty"):
+        out = values.copy()
+        blank = pd.Series(values, dtype=object).str.strip().eq("").to_numpy(dtype=bool)
+        out[blank] = None
+        return out
+    return np.array([_text_value(v) for v in values], dtype=object)
+
+
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
-        {
-            name: pd.Series([_text_value(v) for v in df[name].to_numpy(dtype=object)], dtype=object)
-            for name in df.columns
-        },
+        {name: pd.Series(_text_column(df[name]), dtype=object) for name in df.columns},
     )
 
 

@@ -1,0 +1,53 @@
+"""Raw values become text the same way whether a column takes the vectorized path or not."""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.extract.base import _as_text, _text_column, _text_value
+
+
+def _one_by_one(series: pd.Series) -> list:
+    return [_text_value(v) for v in series.to_numpy(dtype=object)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30))
+def test_floats_match_the_scalar_rule(values):
+    series = pd.Series(values, dtype="float64")
+    assert list(_text_column(series)) == _one_by_one(series)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=30))
+def test_text_matches_the_scalar_rule(values):
+    for dtype in (object, "str"):
+        series = pd.Series(values, dtype=dtype)
+        assert list(_text_column(series)) == _one_by_one(series)
+
+
+def test_each_column_type():
+    frame = pd.DataFrame(
+        {
+            "ints": pd.Series([1, -2, 3]),
+            "bools": pd.Series([True, False, True]),
+            "whole_reals": pd.Series([12.0, math.nan, 1e20]),
+            "mixed": pd.Series([1, " ", datetime.datetime(2024, 5, 6, 7, 8, 9)], dtype=object),
+            "stamps": pd.Series(pd.to_datetime(["2024-01-02 03:04:05", None, "2024-12-31 00:00:00"])),
+        }
+    )
+    text = _as_text(frame)
+    assert text.to_dict("list") == {
+        "ints": ["1", "-2", "3"],
+        "bools": ["True", "False", "True"],
+        "whole_reals": ["12", None, "100000000000000000000"],
+        "mixed": ["1", None, "2024-05-06 07:08:09"],
+        "stamps": ["2024-01-02 03:04:05", None, "2024-12-31 00:00:00"],
+    }
+    assert all(text[c].dtype == np.dtype(object) for c in text.columns)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from pandas.api.types import infer_dtype
 from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,21 @@ def _python_values(df: pd.DataFrame) -> list[tuple]:
             values = [
                 None if missing else v for v, missing in zip(text, series.isna(), strict=True)
             ]
+        elif isinstance(series.dtype, np.dtype) and series.dtype.kind in "iub":
+            values = series.tolist()  # Python ints/bools, no missing values possible
+        elif isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
+            floats = series.to_numpy()
+            missing = np.isnan(floats)
+            values = floats.tolist()
+            if missing.any():
+                values = [None if m else v for v, m in zip(values, missing.tolist(), strict=True)]
         else:
             raw = series.to_numpy(dtype=object, na_value=None)
-            # numpy scalars -> Python scalars, so every driver understands them
-            values = [v.item() if hasattr(v, "item") else v for v in raw]
+            if infer_dtype(raw, skipna=True) in ("string", "empty"):
+                values = raw.tolist()
+            else:
+                # numpy scalars -> Python scalars, so every driver understands them
+                values = [v.item() if hasattr(v, "item") else v for v in raw]
         columns.append(values)
     if not columns:
         return []

@@ -55,16 +55,45 @@ def _text_column(series: pd.Series) -> np.ndarray:
         # integers stored as REAL must not grow a ".0" (int64's range; bigger ones one by one)
         whole = present & (np.floor(values) == values) & (np.abs(values) < 2**62)
         out[whole] = values[whole].astype(np.int64).astype(str)
-        rest = present & ~whole
-        out[rest] = [_text_value(float(v)) for v in values[rest]]
+        big = present & ~whole & np.isfinite(values) & (np.floor(values) == values)
+        out[big] = [str(int(v)) for v in values[big]]
+        rest = present & ~whole & ~big
+        out[rest] = values[rest].astype(str)  # numpy's float64 text is Python's repr
         return out
     values = series.to_numpy(dtype=object, na_value=None)
-    if infer_dtype(values, skipna=True) in ("string", "empty"):
+    inferred = infer_dtype(values, skipna=True)
+    if inferred in ("string", "empty"):
         out = values.copy()
-        blank = pd.Series(values, dtype=object).str.strip().eq("").to_numpy(dtype=bool)
-        out[blank] = None
+        out[_blank(values)] = None
+        return out
+    if inferred == "integer":  # Python ints from a driver, maybe with None
+        out = values.copy()
+        present = _PRESENT(values).astype(bool)
+        out[present] = values[present].astype(str)
+        return out
+    if inferred == "floating":
+        return _text_column(pd.Series(values, dtype="float64"))
+    if inferred == "mixed-integer-float":  # e.g. SQLite NUMERIC: 100 stored as int, 100.5 as real
+        out = np.full(len(values), None, dtype=object)
+        ints = _IS_INT(values).astype(bool)
+        floats = _PRESENT(values).astype(bool) & ~ints
+        out[ints] = values[ints].astype(str)
+        out[floats] = _text_column(pd.Series(values[floats], dtype="float64"))
         return out
     return np.array([_text_value(v) for v in values], dtype=object)
+
+
+# ``v.isspace()`` is exactly "only whitespace" as ``str.strip()`` sees it; one C-level loop
+_BLANK = np.frompyfunc(lambda v: v is not None and (not v or v.isspace()), 1, 1)
+
+
+def _blank(values: np.ndarray) -> np.ndarray:
+    """True where a string is empty or only whitespace (None is not blank)."""
+    return _BLANK(values).astype(bool)
+
+
+_PRESENT = np.frompyfunc(lambda v: v is not None, 1, 1)
+_IS_INT = np.frompyfunc(lambda v: isinstance(v, int) and not isinstance(v, bool), 1, 1)
 
 
 def _as_text(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,12 +149,27 @@ def read_sql_table(
                 f"{dataset.system} source {_safe(url)}: table {dataset.raw} not found"
             )
         with engine.connect() as conn:
-            query = sa.text(f'SELECT * FROM "{dataset.raw}"')
-            for chunk in pd.read_sql(query, conn, chunksize=chunk_rows, coerce_float=False):
-                yield house_frame(
-                    chunk, dataset, f"{_safe(url)} table {dataset.raw}", batch_id, extracted_at
-                )
-    except sa.exc.OperationalError as error:
+            # The driver's own cursor: rows go straight into object columns, without the
+            # row objects of SQLAlchemy's result or pandas' string conversions.
+            table = engine.dialect.identifier_preparer.quote(dataset.raw)
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(f"SELECT * FROM {table}")
+                names = [d[0] for d in cursor.description]
+                while rows := cursor.fetchmany(chunk_rows):
+                    grid = np.empty((len(rows), len(names)), dtype=object)
+                    grid[:] = rows
+                    columns = {name: grid[:, i] for i, name in enumerate(names)}
+                    yield house_frame(
+                        pd.DataFrame(columns, dtype=object, copy=False),
+                        dataset,
+                        f"{_safe(url)} table {dataset.raw}",
+                        batch_id,
+                        extracted_at,
+                    )
+            finally:
+                cursor.close()
+    except (sa.exc.OperationalError, sa.exc.DBAPIError) as error:
         raise SourceError(
             f"{dataset.system} source {_safe(url)}: cannot read table {dataset.raw}: {error.orig}"
         ) from error

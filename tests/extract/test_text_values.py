@@ -39,7 +39,9 @@ def test_each_column_type():
             "bools": pd.Series([True, False, True]),
             "whole_reals": pd.Series([12.0, math.nan, 1e20]),
             "mixed": pd.Series([1, " ", datetime.datetime(2024, 5, 6, 7, 8, 9)], dtype=object),
-            "stamps": pd.Series(pd.to_datetime(["2024-01-02 03:04:05", None, "2024-12-31 00:00:00"])),
+            "stamps": pd.Series(
+                pd.to_datetime(["2024-01-02 03:04:05", None, "2024-12-31 00:00:00"])
+            ),
         }
     )
     text = _as_text(frame)
@@ -51,3 +53,16 @@ def test_each_column_type():
         "stamps": ["2024-01-02 03:04:05", None, "2024-12-31 00:00:00"],
     }
     assert all(text[c].dtype == np.dtype(object) for c in text.columns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(width=64)),
+        max_size=30,
+    )
+)
+def test_driver_values_match_the_scalar_rule(values):
+    """A database driver hands over Python ints, floats and None in an object column."""
+    series = pd.Series(np.array(values + [None], dtype=object)[:-1] if values else [], dtype=object)
+    assert list(_text_column(series)) == _one_by_one(series)

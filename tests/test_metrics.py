@@ -197,3 +197,25 @@ def test_records_missing_from_xref_are_left_out(demo, caplog) -> None:
     assert "invoices:" in caplog.text
     assert inputs.invoices.empty
     assert not inputs.sales.empty
+
+
+def test_warehouse_inputs_sum_lines_per_order_without_changing_results(demo, tmp_path) -> None:
+    """load_inputs reads order lines summed per order (memory follows orders, not lines);
+    the customer-quarter results equal those computed from every line in memory."""
+    ctx = _warehouse(demo, tmp_path, with_core=True)
+    from_warehouse = metrics.load_inputs(ctx.engine)
+    assert "contribution_cny" in from_warehouse.sales
+    assert from_warehouse.sales["order_id"].is_unique
+    _, stg, _ = demo
+    xref = read_table(ctx.engine, "core_customer_xref")
+    core = read_table(ctx.engine, "core_customers")
+    per_line = metrics.build_inputs(stg, xref, core)
+    assert len(per_line.sales) > len(from_warehouse.sales)
+    for quarter in (Q3, Q3.shift(-3)):
+        a = metrics.customer_quarter(from_warehouse, quarter, ctx.settings)
+        b = metrics.customer_quarter(per_line, quarter, ctx.settings)
+        a = a.sort_values("customer_id").reset_index(drop=True)
+        b = b.sort_values("customer_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(
+            a, b[a.columns], check_exact=False, rtol=1e-9, check_dtype=False
+        )

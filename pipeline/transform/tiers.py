@@ -47,7 +47,10 @@ def window_start(quarter: Quarter, months: int) -> date:
 
 
 def line_contribution(sales: pd.DataFrame) -> pd.Series:
-    """Per order line: gross margin where cost is known, else revenue (CNY)."""
+    """Per order line: gross margin where cost is known, else revenue (CNY). Rows that are
+    already sums of lines (one per order) carry that sum in ``contribution_cny``."""
+    if "contribution_cny" in sales:
+        return sales["contribution_cny"].astype("float64")
     amount = sales["amount_cny"].astype("float64")
     cost = sales["cost_cny"].astype("float64")
     return (amount - cost).where(cost.notna(), amount)

@@ -80,6 +80,8 @@ def _connection(conn_id: str) -> Any | None:
 
 
 def _sqlalchemy_url(conn: Any) -> str:
+    if conn.conn_type == "sqlite":  # Airflow's SQLite connections hold the file path in host
+        return f"sqlite:///{conn.host}"
     uri = conn.get_uri()
     for prefix, replacement in (
         ("postgres://", "postgresql+psycopg://"),
@@ -116,10 +118,15 @@ def airflow_settings() -> Settings:
         smtp["sender"] = extra.get("from_email", settings.smtp.sender)
         smtp["starttls"] = bool(extra.get("starttls", settings.smtp.starttls))
         smtp["use_ssl"] = bool(extra.get("ssl", settings.smtp.use_ssl))
-        update["smtp"] = settings.smtp.model_copy(update=smtp)
+        update["smtp"] = _validated(settings.smtp, smtp)
     if sources:
-        update["sources"] = settings.sources.model_copy(update=sources)
+        update["sources"] = _validated(settings.sources, sources)
     return settings.model_copy(update=update)
+
+
+def _validated(section: Any, values: dict[str, Any]) -> Any:
+    """``section`` with ``values`` applied and validated (a folder becomes a Path, a port an int)."""
+    return type(section).model_validate({**section.model_dump(), **values})
 
 
 def quarter_for(

@@ -110,3 +110,39 @@ def test_every_task_alerts_on_failure(dagbag):
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             assert task.on_failure_callback, f"{dag.dag_id}.{task.task_id} sends no alert"
+
+
+def test_connections_from_environment_override_settings(tmp_path, monkeypatch):
+    from pipeline.airflow_tasks import airflow_settings
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRM_WAREHOUSE",
+        '{"conn_type": "postgres", "host": "db.example", "port": 5432, "login": "etl",'
+        ' "password": "s3cret", "schema": "crm", "extra": {"options": "-csearch_path=dw"}}',
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRM_SALES", f'{{"conn_type": "sqlite", "host": "{tmp_path}/sales.db"}}'
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRM_FINANCE", '{"conn_type": "fs", "extra": {"path": "/mnt/fin"}}'
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRM_SMTP",
+        '{"conn_type": "smtp", "host": "mail.example", "port": 587, "login": "crm",'
+        ' "password": "pw", "extra": {"from_email": "crm@example.com", "starttls": true}}',
+    )
+    settings = airflow_settings()
+    assert (
+        settings.warehouse_url
+        == "postgresql+psycopg://etl:s3cret@db.example:5432/crm?options=-csearch_path%3Ddw"
+    )
+    assert settings.sources.sales_url == f"sqlite:///{tmp_path}/sales.db"
+    assert settings.sources.finance_dir == Path("/mnt/fin")
+    assert (settings.smtp.host, settings.smtp.port, settings.smtp.username) == (
+        "mail.example",
+        587,
+        "crm",
+    )
+    assert settings.smtp.sender == "crm@example.com" and settings.smtp.starttls
+    assert "s3cret" not in str(settings.redacted()) and "'pw'" not in str(settings.redacted())

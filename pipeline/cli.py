@@ -199,9 +199,14 @@ def dedupe(
     out: Annotated[Path, typer.Option(help="Folder for pairs.csv and clusters.csv.")],
 ) -> None:
     """Deduplicate any CSV export: writes OUT/pairs.csv and OUT/clusters.csv."""
+    from pipeline.dedupe import DedupeInputError
     from pipeline.dedupe import dedupe as run_dedupe
 
-    run_dedupe(input_csv, id_column, fields, out, get_settings().resolution)
+    try:
+        run_dedupe(input_csv, id_column, fields, out, get_settings().resolution)
+    except DedupeInputError as error:
+        console.print(f"dedupe failed: {error}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"wrote {out / 'pairs.csv'} and {out / 'clusters.csv'}")
 
 

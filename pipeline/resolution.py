@@ -126,7 +126,9 @@ def resolve_customers(
     pairs = apply_decisions(scored.pairs, decisions)
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
     pairs["fields_agreed"] = agreed_fields(pairs, scored.level_labels)
-    clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold)
+    # Two different valid USCCs are two legal entities: no chain of pairs joins them.
+    uscc = standardized.set_index("unique_id")["uscc_valid"]
+    clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold, uscc)
     log.info("clustered into %s clusters", clusters["cluster_id"].nunique())
     ids, events = assign_customer_ids(clusters, previous_xref, pairs, quarter)
     log.info("assigned ids: %s events", len(events))

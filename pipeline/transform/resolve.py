@@ -28,6 +28,10 @@ SEED = 20261123
 U_SAMPLE_PAIRS = 3e5
 # Blocked pairs used per EM session: enough for stable m estimates, bounded for big inputs.
 EM_MAX_PAIRS = 3e5
+# A blocking key shared by more records than this is no key (placeholder values, a
+# switchboard number): those records are compared through their other keys only, so the
+# number of candidate pairs stays close to linear in the number of records.
+MAX_BLOCK_SIZE = 300
 # Floor of a term frequency: one rare domain cannot outweigh everything else.
 TF_MINIMUM_U = 1e-4
 # Public mailbox providers: a shared domain says nothing about the company, however the
@@ -174,6 +178,8 @@ def _comparison(field: MatchField) -> dict[str, Any]:
         same_domain["tf_minimum_u_value"] = TF_MINIMUM_U
         levels.append(same_domain)
     elif field.kind == "date":
+        # ISO dates (ASCII, so byte distance = character distance): one typed digit off.
+        levels.append(_level(f"levenshtein({column}_l, {column}_r) <= 1", "one digit differs"))
         levels.append(_level(f"left({column}_l, 4) = left({column}_r, 4)", "same year"))
     levels.append({"sql_condition": "ELSE", "label_for_charts": "different"})
     return {"output_column_name": field.name, "comparison_levels": levels}
@@ -185,11 +191,15 @@ def comparisons(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[dict[s
 
 
 def blocking_rules(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str]:
-    """Candidate-pair rules: each is an equality on a selective key, so cost is ~linear."""
+    """Candidate-pair rules: each is an equality on a selective key, so cost is ~linear.
+
+    Keys are the ``__key`` / ``__head`` / ``__mid`` columns of :func:`prepare`, blank where
+    more than :data:`MAX_BLOCK_SIZE` records share them.
+    """
     rules = []
     for field in fields:
         if field.block:
-            rules.append(f"l.{field.column} = r.{field.column}")
+            rules.append(f"l.{field.column}__key = r.{field.column}__key")
         if field.block_prefix:
             for part in ("head", "mid"):
                 rule = f"l.{field.column}__{part} = r.{field.column}__{part}"
@@ -218,18 +228,39 @@ def prepare(
             frame[field.column + "__domain"] = pd.Series(
                 [email_domain(v) for v in values], dtype=object
             )
+        if field.block:
+            frame[field.column + "__key"] = _capped(frame, [field.column])
         if field.block_prefix:
-            # Block keys: characters 1-2 and 2-3. Both sit in the distinctive start of a name
-            # (the trailing characters are often the industry word: 科技, 贸易, 物流).
-            frame[field.column + "__head"] = pd.Series(
-                [v[:2] if isinstance(v, str) and len(v) >= 2 else None for v in values],
-                dtype=object,
-            )
-            frame[field.column + "__mid"] = pd.Series(
-                [v[1:3] if isinstance(v, str) and len(v) >= 3 else None for v in values],
-                dtype=object,
-            )
+            # Block keys from the distinctive start of a name (the end is often the industry
+            # word: 科技, 贸易, Trading): CJK characters 1-2 and 2-3; Latin letters 1-4 and 5-8
+            # (two Latin letters are far less selective than two Chinese characters).
+            keys = [_prefix_keys(v) for v in values]
+            frame[field.column + "__head"] = pd.Series([k[0] for k in keys], dtype=object)
+            frame[field.column + "__mid"] = pd.Series([k[1] for k in keys], dtype=object)
+            context = [field.context] if field.context else []
+            for part in ("head", "mid"):
+                column = f"{field.column}__{part}"
+                frame[column] = _capped(frame, [column, *context])
     return frame
+
+
+def _prefix_keys(value: object) -> tuple[str | None, str | None]:
+    if not isinstance(value, str) or not value:
+        return None, None
+    if value[0].isascii():
+        return (value[:4] if len(value) >= 4 else None), (value[4:8] if len(value) >= 8 else None)
+    return (value[:2] if len(value) >= 2 else None), (value[1:3] if len(value) >= 3 else None)
+
+
+def _capped(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """``columns[0]``, blank where more than MAX_BLOCK_SIZE records share the key."""
+    sizes = frame.groupby(columns, dropna=False)[columns[0]].transform("size")
+    keep = frame[columns[0]].notna() & (sizes <= MAX_BLOCK_SIZE)
+    key = frame[columns[0]].where(keep, None)
+    dropped = frame[columns[0]].notna() & ~keep
+    if dropped.any():
+        log.info("blocking: %s records share over-common %s values", int(dropped.sum()), columns)
+    return key.astype(object)
 
 
 @dataclass(frozen=True)
@@ -317,12 +348,13 @@ def _train_em(linker: Any, frame: pd.DataFrame, fields: tuple[MatchField, ...]) 
     for field in blocked:
         if sessions == 2:
             break
-        if frame[field.column].dropna().duplicated().sum() < 2:
+        key = f"{field.column}__key"
+        if frame[key].dropna().duplicated().sum() < 2:
             log.info("skipping EM on %s: too few shared values", field.column)
             continue
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(
-                f"l.{field.column} = r.{field.column}",
+                f"l.{key} = r.{key}",
                 estimate_without_term_frequencies=True,
                 max_pairs=EM_MAX_PAIRS,
             )
@@ -355,17 +387,29 @@ def apply_decisions(pairs: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.D
     return out.reset_index(drop=True)
 
 
-def cluster(ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def cluster(
+    ids: pd.Series,
+    pairs: pd.DataFrame,
+    threshold: float,
+    exclusive: pd.Series | None = None,
+) -> pd.DataFrame:
     """Cluster records: union pairs at or above ``threshold``, strongest first.
 
     A union is refused when it would put two records decided ``different`` into one cluster,
-    so archive decisions always hold. Returns ``unique_id, cluster_id`` (the smallest member
-    id), one row per record in ``ids``.
+    so archive decisions always hold. With ``exclusive`` (unique_id -> key, e.g. the valid
+    USCC), a union is also refused when both sides already hold keys and share none, so a
+    chain of likely pairs cannot join two legal entities; pairs decided ``same`` are exempt.
+    Returns ``unique_id, cluster_id`` (the smallest member id), one row per record in ``ids``.
     """
     members = pd.Index(ids.astype(str).unique())
     position = {uid: i for i, uid in enumerate(members)}
     parent = np.arange(len(members))
     cannot: dict[int, set[int]] = {}
+    keys: dict[int, frozenset[str]] = {}
+    if exclusive is not None:
+        for uid, key in exclusive.dropna().items():
+            if str(uid) in position and isinstance(key, str) and key:
+                keys[position[str(uid)]] = frozenset([key])
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -373,7 +417,8 @@ def cluster(ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> pd.DataFra
             i = parent[i]
         return int(i)
 
-    if "decision" in pairs.columns:
+    has_decisions = "decision" in pairs.columns
+    if has_decisions:
         for left, right in pairs.loc[pairs["decision"] == "different", ["id_l", "id_r"]].itertuples(
             index=False
         ):
@@ -382,10 +427,15 @@ def cluster(ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> pd.DataFra
                 cannot.setdefault(a, set()).add(b)
                 cannot.setdefault(b, set()).add(a)
     strong = pairs[pairs["match_probability"] >= threshold]
-    strong = strong.sort_values(
-        ["match_probability", "id_l", "id_r"], ascending=[False, True, True]
+    decided_same = (
+        (strong["decision"] == "same").to_numpy()
+        if has_decisions
+        else np.zeros(len(strong), dtype=bool)
     )
-    for left, right in strong[["id_l", "id_r"]].itertuples(index=False):
+    strong = strong.assign(_same=decided_same).sort_values(
+        ["_same", "match_probability", "id_l", "id_r"], ascending=[False, False, True, True]
+    )
+    for left, right, same in strong[["id_l", "id_r", "_same"]].itertuples(index=False):
         if left not in position or right not in position:
             continue
         a, b = find(position[left]), find(position[right])
@@ -394,12 +444,18 @@ def cluster(ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> pd.DataFra
         forbidden_a, forbidden_b = cannot.get(a, set()), cannot.get(b, set())
         if any(find(c) == b for c in forbidden_a) or any(find(c) == a for c in forbidden_b):
             continue
+        keys_a, keys_b = keys.get(a), keys.get(b)
+        if not same and keys_a and keys_b and not keys_a & keys_b:
+            continue
         small, big = (a, b) if a < b else (b, a)
         parent[big] = small
         merged = forbidden_a | forbidden_b
         if merged:
             cannot[small] = merged
             cannot.pop(big, None)
+        if keys_a or keys_b:
+            keys[small] = (keys_a or frozenset()) | (keys_b or frozenset())
+            keys.pop(big, None)
     roots = np.array([find(i) for i in range(len(members))])
     frame = pd.DataFrame({"unique_id": members, "root": roots})
     frame["cluster_id"] = frame.groupby("root")["unique_id"].transform("min")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,16 +32,149 @@ LEGAL_FORMS = (
     "集团公司",
     "集团",
     "公司",
-    "co ltd",
-    "company limited",
-    "limited",
-    "ltd",
-    "inc",
-    "corp",
-    "llc",
-    "gmbh",
 )
 LEGAL_FORMS = tuple(sorted(set(LEGAL_FORMS), key=len, reverse=True))
+# Latin-script legal forms, as word sequences stripped from the end of a name word by word
+# (never inside a word: "Texaco" keeps its "co"). Longest first.
+LATIN_LEGAL_FORMS = tuple(
+    sorted(
+        {
+            tuple(form.split())
+            for form in (
+                "co ltd",
+                "co limited",
+                "company limited",
+                "company ltd",
+                "pty ltd",
+                "pty limited",
+                "pte ltd",
+                "pvt ltd",
+                "private limited",
+                "public limited company",
+                "limited liability company",
+                "limited",
+                "ltd",
+                "inc",
+                "incorporated",
+                "corp",
+                "corporation",
+                "company",
+                "co",
+                "cos",
+                "llc",
+                "l l c",
+                "plc",
+                "llp",
+                "lp",
+                "gmbh",
+                "ag",
+                "sa",
+                "s a",
+                "sas",
+                "sarl",
+                "srl",
+                "spa",
+                "s p a",
+                "bv",
+                "b v",
+                "nv",
+                "n v",
+                "oy",
+                "ab",
+                "kk",
+                "pte",
+                "pty",
+                "pvt",
+            )
+        },
+        key=len,
+        reverse=True,
+    )
+)
+# Common abbreviations in Latin-script names and addresses, to one spelling.
+LATIN_WORDS = {
+    "&": "and",
+    "intl": "international",
+    "int'l": "international",
+    "mfg": "manufacturing",
+    "mfrs": "manufacturers",
+    "svc": "service",
+    "svcs": "services",
+    "bros": "brothers",
+    "mgmt": "management",
+    "grp": "group",
+    "hldgs": "holdings",
+    "assoc": "associates",
+    "assocs": "associates",
+    "natl": "national",
+    "dept": "department",
+    "ctr": "center",
+    "centre": "center",
+    "univ": "university",
+    "labs": "laboratories",
+    "lab": "laboratory",
+    "sys": "systems",
+    "tech": "technology",
+    "techs": "technologies",
+    "st": "street",
+    "str": "street",
+    "ave": "avenue",
+    "av": "avenue",
+    "rd": "road",
+    "blvd": "boulevard",
+    "dr": "drive",
+    "ln": "lane",
+    "ct": "court",
+    "pl": "place",
+    "sq": "square",
+    "hwy": "highway",
+    "pkwy": "parkway",
+    "ste": "suite",
+    "apt": "apartment",
+    "fl": "floor",
+    "bldg": "building",
+    "n": "north",
+    "s": "south",
+    "e": "east",
+    "w": "west",
+    "ne": "northeast",
+    "nw": "northwest",
+    "se": "southeast",
+    "sw": "southwest",
+}
+# Honorifics and generational suffixes: not part of a person's name for matching.
+PERSON_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "jr", "sr", "ii", "iii", "iv"}
+)
+# Values that mean "no value" in exports.
+NULLISH = frozenset(
+    {
+        "null",
+        "(null)",
+        "<null>",
+        "none",
+        "nil",
+        "nan",
+        "n/a",
+        "na",
+        "n.a.",
+        "#n/a",
+        "-",
+        "--",
+        "---",
+        "?",
+        "unknown",
+        "not available",
+        "tbd",
+        "无",
+        "空",
+        "未知",
+        "暂无",
+        "不详",
+    }
+)
+# Longest value used for matching: a 1 MB free-text cell must not slow every comparison.
+MAX_MATCH_CHARS = 300
 
 PROVINCES = (
     "北京",
@@ -219,6 +353,51 @@ def strip_punctuation(text: str | None) -> str | None:
     return out or None
 
 
+_TOKEN = re.compile(r"[a-z0-9']+|&|[^\sa-z0-9'&]+")
+_LATIN = re.compile(r"[a-z]")
+# Word boundaries: anything but letters/digits/CJK, and a switch from CJK to Latin.
+_WORD_SPLIT = re.compile(r"[^a-z0-9\u4e00-\u9fff]+|(?<=[\u4e00-\u9fff])(?=[a-z0-9])")
+
+
+def is_nullish(value: object) -> bool:
+    """True for blanks and the placeholders exports use for "no value" (NULL, N/A, -, 未知)."""
+    text = normalize_text(value)
+    return text is None or text in NULLISH
+
+
+def latin_words(text: str) -> list[str]:
+    """Words of already-normalized text, abbreviations spelled out (``intl`` -> ``international``).
+
+    Punctuation between words is dropped; runs of other characters (CJK) are kept as words.
+    """
+    words = []
+    for token in _TOKEN.findall(text):
+        token = token.strip("'")
+        if not token or (not token[0].isalnum() and token != "&"):
+            continue
+        words.append(LATIN_WORDS.get(token, token))
+    return words
+
+
+def _strip_latin_legal_forms(text: str) -> tuple[str, list[str]]:
+    """Drop trailing Latin legal-form words (``co ltd``, ``inc``) and a leading ``the``;
+    spell out abbreviations (``intl`` -> ``international``). Returns (words, forms)."""
+    words = [w for w in _WORD_SPLIT.split(text.replace("&", " and ")) if w]
+    forms: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for form in LATIN_LEGAL_FORMS:
+            if len(words) > len(form) and tuple(words[-len(form) :]) == form:
+                forms.insert(0, " ".join(form))
+                words = words[: -len(form)]
+                changed = True
+                break
+    if len(words) > 1 and words[0] == "the":
+        words = words[1:]
+    return " ".join(LATIN_WORDS.get(w, w) for w in words), forms
+
+
 @dataclass(frozen=True)
 class CompanyName:
     """A company name split into its parts; ``core`` is what matching compares."""
@@ -268,6 +447,9 @@ def split_company_name(value: object) -> CompanyName:
     if branch_tail:
         branches.append(branch_tail.group(2))
         text = text[: branch_tail.start(2)]
+    if _LATIN.search(text):
+        text, latin_forms = _strip_latin_legal_forms(text)
+        suffixes.extend(latin_forms)
     text = strip_punctuation(text) or ""
     compact_forms = {form.replace(" ", "") for form in LEGAL_FORMS}
     changed = True
@@ -461,3 +643,112 @@ def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.Data
         for c, a, n in zip(city, addresses, names, strict=True)
     ]
     return out
+
+
+def _match_text(value: object) -> str | None:
+    """Normalized text for matching: None for blanks and NULL-ish placeholders, length capped."""
+    text = normalize_text(value)
+    if text is None or text in NULLISH:
+        return None
+    return text[:MAX_MATCH_CHARS]
+
+
+def standardize_person_name(value: object) -> str | None:
+    """A person's name as one compact key: titles dropped, Latin words sorted.
+
+    ``Dr. John Smith``, ``SMITH, John`` and ``john smith jr`` -> ``johnsmith``; CJK names
+    keep their order (``张伟``).
+    """
+    text = _match_text(value)
+    if text is None:
+        return None
+    if _LATIN.search(text):
+        words = [w for w in _WORD_SPLIT.split(text) if w and w not in PERSON_TITLES]
+        return "".join(sorted(words)) or None
+    return strip_punctuation(text)
+
+
+def phone_key(value: object) -> str | None:
+    """A phone number for matching in any country: its national number, extension dropped.
+
+    Region-free: with a country code (``+44 20 7946 0958``, ``0049 30 1234567``) the
+    national significant number; without, the digits less one trunk ``0`` (``020 7946
+    0958``) or the NANP ``1`` (``1-415-555-0100``); at most the last 10 digits, so
+    ``+1 (415) 555-0100`` = ``415.555.0100``. Fewer than 6 digits is not a phone number.
+    """
+    text = _match_text(value)
+    if text is None:
+        return None
+    match = _EXTENSION.search(text)
+    if match:
+        text = text[: match.start()]
+    text = re.sub(r"\(0\)", "", text)  # +44 (0)20: the trunk 0 is not dialled from abroad
+    digits = re.sub(r"[^\d+]", "", text)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    national = None
+    if digits.startswith("+"):
+        try:
+            national = str(phonenumbers.parse(digits, None).national_number)
+        except phonenumbers.NumberParseException:
+            national = None
+    if national is None:
+        national = digits.lstrip("+")
+        if national.startswith("0") or (len(national) == 11 and national.startswith("1")):
+            national = national[1:]
+    return national[-10:] if len(national) >= 6 else None
+
+
+def standardize_any_address(value: object) -> str | None:
+    """An address of any country as one compact string for matching.
+
+    Latin-script addresses spell out or unify abbreviations word by word (``St.`` =
+    ``Street``, ``N`` = ``North``); Chinese ones are tidied by :func:`split_address`.
+    """
+    text = _match_text(value)
+    if text is None:
+        return None
+    if _LATIN.search(text) and not re.search(r"[\u4e00-\u9fff]", text):
+        words = [LATIN_WORDS.get(w, w) for w in _WORD_SPLIT.split(text.replace("&", " and ")) if w]
+        return "".join(words) or None
+    parts = split_address(text)
+    return "".join(p for p in (parts.province, parts.city, parts.rest) if p) or None
+
+
+def standardize_date(value: object) -> str | None:
+    """A date as ``YYYY-MM-DD`` (ISO, ``2024/1/2``, ``Jan 2 2024``, ``02.01.2024``…); else None.
+
+    Slash dates with the day first (``31/12/2024``) are read day-first when the first number
+    cannot be a month; otherwise month-first, as in US exports.
+    """
+    text = _match_text(value)
+    if text is None:
+        return None
+    dayfirst = bool(re.match(r"^(1[3-9]|2\d|3[01])[/.\-]\d{1,2}[/.\-]\d{2,4}", text)) or bool(
+        re.match(r"^\d{1,2}\.\d{1,2}\.\d{2,4}", text)
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas warns when it guesses a format
+            parsed = pd.to_datetime(text, errors="coerce", dayfirst=dayfirst)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    if pd.isna(parsed) or not 1800 <= parsed.year <= 2200:
+        return None
+    return parsed.strftime("%Y-%m-%d")
+
+
+def standardize_identifier(value: object) -> str | None:
+    """An identifier (tax number, registration code) upper-cased without spaces and dashes."""
+    text = strip_punctuation(_match_text(value))
+    return text.upper() if text else None
+
+
+def standardize_free_text(value: object) -> str | None:
+    """Free text as compact lower-case characters (punctuation and spaces dropped)."""
+    return strip_punctuation(_match_text(value))
+
+
+def map_unique(values: pd.Series, function: Callable[[object], T]) -> list[T]:
+    """``function`` applied to each distinct value once (exports repeat values a lot)."""
+    return _map_unique(values, function)

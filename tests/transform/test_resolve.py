@@ -193,3 +193,25 @@ def test_email_domain_ignores_public_mailbox_providers() -> None:
     assert email_domain("li@huaxin.com.cn") == "huaxin.com.cn"
     for address in ("a@163.com", "b@QQ.com", "c@gmail.com", "d@hotmail.co.uk", None, "nope"):
         assert email_domain(address.lower() if address else address) is None
+
+
+def test_a_chain_cannot_join_two_different_valid_usccs_unless_decided_same() -> None:
+    # a (USCC X) ~ b (no USCC) ~ c (USCC Y): b may join one side, never both.
+    pairs = pd.DataFrame(
+        {
+            "id_l": ["a", "b"],
+            "id_r": ["b", "c"],
+            "match_probability": [0.99, 0.97],
+            "decision": [None, None],
+        }
+    )
+    uscc = pd.Series({"a": "X", "b": None, "c": "Y"})
+    clusters = cluster(pd.Series(["a", "b", "c"]), pairs, 0.9, uscc).set_index("unique_id")
+    assert clusters.loc["a", "cluster_id"] == clusters.loc["b", "cluster_id"]
+    assert clusters.loc["c", "cluster_id"] == "c"
+    # Archive staff saying "same" wins over the rule.
+    decided = pd.DataFrame(
+        {"id_l": ["a"], "id_r": ["c"], "match_probability": [1.0], "decision": ["same"]}
+    )
+    together = cluster(pd.Series(["a", "c"]), decided, 0.9, uscc)
+    assert together["cluster_id"].nunique() == 1

@@ -7,11 +7,16 @@ import pytest
 
 from pipeline.transform.standardize import (
     bigrams,
+    is_nullish,
     normalize_text,
+    phone_key,
     split_address,
     split_company_name,
+    standardize_any_address,
     standardize_customers,
+    standardize_date,
     standardize_email,
+    standardize_person_name,
     standardize_phone,
     standardize_uscc,
 )
@@ -33,7 +38,10 @@ def test_nfkc_turns_full_width_into_half_width_and_collapses_space() -> None:
         ("华信科技(股份)有限公司", "华信科技", "股份有限公司"),
         ("华信科技集团有限公司", "华信科技", "集团有限公司"),
         ("华信科技集团", "华信科技", "集团"),
-        ("ＨＸ Tech Co., Ltd.", "hxtech", "co ltd"),
+        ("ＨＸ Tech Co., Ltd.", "hxtechnology", "co ltd"),
+        ("The Acme Intl. Corp.", "acmeinternational", "corp"),
+        ("Texaco Limited", "texaco", "limited"),
+        ("Smith & Sons L.L.C.", "smithandsons", "l l c"),
     ],
 )
 def test_legal_form_suffix_is_split_from_core_name(raw: str, core: str, legal_form: str) -> None:
@@ -149,3 +157,59 @@ def test_floor_spellings_are_unified_in_addresses() -> None:
 def test_city_falls_back_to_the_region_prefix_of_the_name() -> None:
     out = standardize_customers(pd.DataFrame({"customer_name": ["东莞泰光模具有限公司"]}))
     assert out.loc[0, "city_std"] == "东莞"
+
+
+@pytest.mark.parametrize(
+    "same",
+    [
+        ("+1 (415) 555-0100", "415.555.0100", "1-415-555-0100"),
+        ("+44 20 7946 0958", "020 7946 0958", "+44 (0)20 7946 0958"),
+        ("+49 30 1234567", "030 1234567", "0049 30 1234567"),
+        ("13812345678", "+86 138 1234 5678", "0086-138-1234-5678"),
+        ("010-12345678 转 123", "+86 10 12345678", "(010)12345678"),
+    ],
+)
+def test_phone_key_is_region_free(same: tuple[str, ...]) -> None:
+    keys = {phone_key(v) for v in same}
+    assert len(keys) == 1 and None not in keys
+    assert phone_key("12345") is None and phone_key("N/A") is None
+
+
+def test_person_name_ignores_order_titles_and_case() -> None:
+    for raw in ("Dr. John Smith", "SMITH, John", "john smith jr"):
+        assert standardize_person_name(raw) == "johnsmith"
+    assert standardize_person_name("张伟") == "张伟"
+    assert standardize_person_name("NULL") is None
+
+
+def test_any_address_unifies_latin_abbreviations() -> None:
+    assert standardize_any_address("123 N. Main St., Ste 4") == standardize_any_address(
+        "123 North Main Street Suite 4"
+    )
+    assert (
+        standardize_any_address("广东省深圳市福田区世纪大道424号") == "广东深圳福田区世纪大道424号"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("2024-01-02", "2024-01-02"),
+        ("2024/1/2", "2024-01-02"),
+        ("01/02/2024", "2024-01-02"),
+        ("31/12/2024", "2024-12-31"),
+        ("02.01.2024", "2024-01-02"),
+        ("Jan 2, 2024", "2024-01-02"),
+        ("0000-00-00", None),
+        ("not a date", None),
+        ("N/A", None),
+    ],
+)
+def test_dates_of_many_spellings_become_iso(raw: str, iso: str | None) -> None:
+    assert standardize_date(raw) == iso
+
+
+def test_nullish_placeholders_are_missing() -> None:
+    for value in ("NULL", " n/a ", "-", "None", "未知", "", None):
+        assert is_nullish(value)
+    assert not is_nullish("Acme")

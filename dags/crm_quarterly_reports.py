@@ -1,4 +1,4 @@
-"""Quarterly reporting: tiers and metrics for the quarter that just closed, both PDFs, email.
+"""Quarterly reporting: findings, tiers and metrics for the quarter that just closed, PDFs, email.
 
 The data interval is the quarter (boundaries in Asia/Shanghai), so the run after a
 quarter closes reports that quarter and ``airflow backfill create`` reports past
@@ -13,6 +13,11 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from pipeline.airflow_tasks import default_args, run_in_task
+
+
+@task
+def quality_findings() -> dict:
+    return run_in_task("quality_findings")
 
 
 @task
@@ -54,7 +59,11 @@ def send_reports() -> dict:
     tags=["crm", "reporting"],
 )
 def crm_quarterly_reports():
-    compute_metrics() >> check_contracts() >> render_reports() >> send_reports()
+    (
+        [quality_findings(), compute_metrics() >> check_contracts()]
+        >> render_reports()
+        >> send_reports()
+    )
 
 
 crm_quarterly_reports()

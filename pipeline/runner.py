@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "extract_finance": "pipeline.extract:land_system:finance",
     "validate": "pipeline.validation:run",
     "resolve_customers": "pipeline.resolution:run",
+    "quality_findings": "pipeline.validation.findings:run_quality_findings",
     "compute_metrics": "pipeline.metrics:run",
     "check_contracts": "pipeline.validation.contracts:run_contracts",
     "render_reports": "pipeline.reporting:render_reports",
@@ -40,7 +41,8 @@ INGEST_STAGES = (
     "validate",
     "resolve_customers",
 )
-QUARTERLY_STAGES = ("compute_metrics", "check_contracts", "render_reports")
+# quality_findings: the archive review of the reported quarter (a backfilled quarter too).
+QUARTERLY_STAGES = ("quality_findings", "compute_metrics", "check_contracts", "render_reports")
 
 
 class StageFailed(RuntimeError):

@@ -43,7 +43,10 @@ def test_ingest_dag_shape(dagbag):
 def test_quarterly_dag_shape(dagbag):
     dag = dagbag.dags["crm_quarterly_reports"]
     assert dag.get_task("send_reports").upstream_task_ids == {"render_reports"}
-    assert dag.get_task("render_reports").upstream_task_ids == {"check_contracts"}
+    assert dag.get_task("render_reports").upstream_task_ids == {
+        "check_contracts",
+        "quality_findings",
+    }
     assert dag.get_task("check_contracts").upstream_task_ids == {"compute_metrics"}
     assert "quarter" in dag.params
     for task in dag.tasks:

@@ -14,6 +14,9 @@ import pandas as pd
 import phonenumbers
 from stdnum.cn import uscc as stdnum_uscc
 
+from pipeline.quarters import Quarter
+from pipeline.stages import StageContext, StageResult
+
 FINDING_COLUMNS = (
     "quarter",
     "customer_record_id",
@@ -301,3 +304,77 @@ def customer_findings(
     findings["account_manager"] = findings["customer_record_id"].map(managers).where(is_sales, None)
     findings["quarter"] = quarter
     return findings[list(FINDING_COLUMNS)].reset_index(drop=True)
+
+
+FINDING_SOURCES = ("sales_customers", "sales_contacts", "service_contact_log")
+
+
+def findings_for_quarter(
+    customers: pd.DataFrame,
+    contacts: pd.DataFrame,
+    contact_log: pd.DataFrame,
+    quarter: Quarter,
+    timezone: str,
+    as_of: datetime,
+    stale_after_days: int = 92,
+    phone_region: str = "CN",
+) -> pd.DataFrame:
+    """The archive review of ``quarter``: findings on the files as known at the quarter's end.
+
+    Grain: one row per (record, field, finding), like :func:`customer_findings`. The review
+    day is the quarter's end, or ``as_of`` when the quarter has not ended yet, so a backfill
+    of a past quarter judges staleness at that quarter's end. Customers created after the
+    quarter are left out, and only the quarter's own contacts must have left a report.
+    The staged rows are today's snapshot: a field fixed after the quarter counts as fixed.
+    """
+    start, end = quarter.start_utc(timezone), quarter.end_utc(timezone)
+    review_at = min(pd.Timestamp(as_of), pd.Timestamp(end))
+    known = customers["created_at"].isna() | (customers["created_at"] < end)
+    in_quarter = (contact_log["contacted_at"] >= start) & (contact_log["contacted_at"] < end)
+    return customer_findings(
+        customers[known],
+        contacts,
+        contact_log[in_quarter],
+        quarter=str(quarter),
+        as_of=review_at.to_pydatetime(),
+        stale_after_days=stale_after_days,
+        phone_region=phone_region,
+    )
+
+
+def run_quality_findings(ctx: StageContext) -> StageResult:
+    """Stage: replace ``dq_findings`` for ``ctx.quarter`` from the staged customer files.
+
+    The quarterly path runs it, so every reported (or backfilled) quarter has the findings
+    of its own review, whichever quarter the last ingest ran for.
+    """
+    from pipeline import warehouse
+
+    staged = {}
+    for name in FINDING_SOURCES:
+        table = f"stg_{name}"
+        if not warehouse.table_exists(ctx.engine, table):
+            raise LookupError(
+                f"quality_findings for {ctx.quarter} needs {table}: run the ingest (validate) first"
+            )
+        staged[name] = warehouse.read_table(ctx.engine, table)
+    findings = findings_for_quarter(
+        staged["sales_customers"],
+        staged["sales_contacts"],
+        staged["service_contact_log"],
+        ctx.quarter,
+        ctx.settings.timezone,
+        ctx.extracted_at,
+        stale_after_days=ctx.settings.validation.stale_after_days,
+        phone_region=ctx.settings.validation.phone_region,
+    )
+    warehouse.replace_partition(
+        ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
+    )
+    rows_in = sum(len(frame) for frame in staged.values())
+    return StageResult(
+        "quality_findings",
+        rows_in=rows_in,
+        rows_out=len(findings),
+        detail=findings["finding"].value_counts().to_dict(),
+    )

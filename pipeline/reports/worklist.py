@@ -21,19 +21,36 @@ def worklist_csv(worklist: pd.DataFrame, language: str) -> bytes:
 
 
 def worklist_xlsx(worklist: pd.DataFrame, language: str) -> bytes:
-    """XLSX bytes with a frozen, filterable header row."""
-    buffer = io.BytesIO()
+    """XLSX bytes with a frozen, filterable header row (streamed: memory and time follow rows)."""
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
     frame = localised_headers(worklist, language)
-    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
-        frame.to_excel(writer, index=False, sheet_name="worklist")
-        sheet = writer.sheets["worklist"]
-        sheet.freeze_panes = "A2"
-        sheet.auto_filter.ref = sheet.dimensions
-        for column in sheet.columns:
-            width = max(len(str(c.value or "")) for c in column[:200])
-            sheet.column_dimensions[column[0].column_letter].width = min(max(10, width + 2), 60)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("worklist")
+    sheet.freeze_panes = "A2"
+    for i, name in enumerate(frame.columns, start=1):
+        sample = [len(str(v)) for v in frame[name].head(200) if v is not None and v == v]
+        width = max([len(str(name)), *sample])
+        sheet.column_dimensions[get_column_letter(i)].width = min(max(10, width + 2), 60)
+    last = f"{get_column_letter(max(len(frame.columns), 1))}{len(frame) + 1}"
+    sheet.auto_filter.ref = f"A1:{last}"
+    sheet.append(list(frame.columns))
+    for row in frame.astype(object).where(frame.notna(), None).itertuples(index=False):
+        sheet.append([_cell(v) for v in row])
+    buffer = io.BytesIO()
+    book.save(buffer)
     # Fixed timestamps so the same worklist gives the same bytes.
     return _normalise_xlsx(buffer.getvalue())
+
+
+def _cell(value: object) -> object:
+    """A value openpyxl writes as it is (numpy scalars to Python, timestamps to datetime)."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value
 
 
 def _normalise_xlsx(data: bytes) -> bytes:

@@ -7,7 +7,7 @@ APT_PACKAGES := fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-0 li
 DEMO_DIR := data/sources
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: demo test setup lint airflow clean
+.PHONY: demo test setup lint airflow clean bench
 
 setup: $(STAMPS)/apt $(STAMPS)/venv
 
@@ -37,6 +37,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Stage timings and memory at 1k, 10k and 100k customers (PostgreSQL warehouse on 127.0.0.1),
+# the alternatives beside them, 4 vs 8 quarters of history; refreshes docs/benchmarks.md.
+BENCH_SIZES ?= 1000,10000,100000
+bench: setup
+	$(BIN)/crm-pipeline -v bench --sizes $(BENCH_SIZES)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

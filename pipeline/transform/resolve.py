@@ -314,7 +314,8 @@ def score_pairs(
     table = db_api.register(frame, dataset_display_name="records")
     linker = Linker(table, settings, log_level=logging.WARNING)
     max_pairs = min(U_SAMPLE_PAIRS, max(1e4, len(frame) * (len(frame) - 1) / 2))
-    linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=SEED)
+    # One pass over the sample: the chunked probe costs more than it saves at this size.
+    linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=SEED, num_chunks=1)
     log.info("estimated u from %s sampled pairs", int(max_pairs))
     _train_em(linker, frame, fields)
     log.info("trained m by EM")

@@ -133,6 +133,54 @@ def _python_values(df: pd.DataFrame) -> list[tuple]:
     return list(zip(*columns, strict=True))
 
 
+def _copy_text(df: pd.DataFrame) -> memoryview | None:
+    """``df`` in PostgreSQL's COPY text format (tabs, ``\\N`` for NULL), built column by column
+    in Arrow's C++ kernels; None when a column holds values it cannot take as they are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for name in df.columns:
+        series = df[name]
+        if series.dtype.kind == "M":
+            if getattr(series.dt, "tz", None) is not None:
+                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
+            series = series.dt.strftime(fmt).astype(object)
+        try:
+            array = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None
+        kind = array.type
+        if pa.types.is_null(kind):
+            array = pa.nulls(len(series), pa.string())
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            array = array.cast(pa.string())
+            for plain, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+                array = pc.replace_substring(array, plain, escaped)
+        elif (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_date32(kind)
+        ):
+            array = pc.cast(array, pa.string())
+        else:
+            return None
+        columns.append(array)
+    if not columns:
+        return None
+    rows = pc.binary_join_element_wise(
+        *columns, "\t", null_handling="replace", null_replacement="\\N"
+    )
+    rows = pc.binary_join_element_wise(rows, "", "\n")  # every row ends with a newline
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
+    start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
+    return memoryview(rows.buffers()[2])[start:end]
+
+
 def insert_frame(conn: Connection, table: str, df: pd.DataFrame, chunk_rows: int = 50_000) -> int:
     """Append ``df`` to ``table`` on an open transaction (creating the table if needed)."""
     if df.empty and sa.inspect(conn).has_table(table):
@@ -145,8 +193,13 @@ def insert_frame(conn: Connection, table: str, df: pd.DataFrame, chunk_rows: int
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({quoted}) FROM STDIN') as copy:
             for start in range(0, len(df), chunk_rows):
-                for row in _python_values(df.iloc[start : start + chunk_rows]):
-                    copy.write_row(row)
+                chunk = df.iloc[start : start + chunk_rows]
+                text = _copy_text(chunk)
+                if text is not None:
+                    copy.write(text)
+                else:  # unusual Python objects in a column: the driver renders them
+                    for row in _python_values(chunk):
+                        copy.write_row(row)
         return len(df)
     placeholders = ", ".join(
         "?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in df.columns

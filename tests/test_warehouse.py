@@ -109,3 +109,39 @@ def test_migrations_create_the_baseline_schema_and_rerun_cleanly(engine):
     columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("stg_service_surveys")}
     assert isinstance(columns["csat_score"], sa.BigInteger)
     assert isinstance(columns["answered_at"], sa.DateTime)
+
+
+def test_awkward_text_survives_the_load(engine) -> None:
+    """Tabs, newlines, backslashes, a literal \\N, empty strings, NULLs and CJK come back as
+    they went in (on PostgreSQL the rows go as COPY text built in bulk)."""
+    awkward = ["a\tb", "line1\nline2\r\n", "back\\slash", "\\N", "", None, "客户 名称", "\\."]
+    frame = pd.DataFrame(
+        {
+            "source_record_id": [f"R{i}" for i in range(len(awkward))],
+            "text": pd.Series(awkward, dtype=object),
+            "amount": [1.5, float("nan"), 1e20, -0.0, 2.0, 3.25, float("inf"), 0.1],
+            "count": np.arange(len(awkward), dtype="int64"),
+            "flag": pd.array([True, None, False, True, None, False, True, True], dtype="boolean"),
+            "empty": pd.Series([None] * len(awkward), dtype=object),
+        }
+    )
+    warehouse.replace_table(engine, "awkward", frame)
+    back = warehouse.read_table(engine, "awkward").sort_values("source_record_id")
+    back = back.reset_index(drop=True)
+    expected = frame.sort_values("source_record_id").reset_index(drop=True)
+    assert [None if pd.isna(v) else v for v in back["text"]] == expected["text"].tolist()
+    assert back["amount"].tolist()[2:] == expected["amount"].tolist()[2:]
+    assert pd.isna(back.loc[1, "amount"]) and back.loc[0, "amount"] == 1.5
+    assert back["count"].tolist() == expected["count"].tolist()
+    assert [None if pd.isna(v) else bool(v) for v in back["flag"]] == [
+        None if pd.isna(v) else bool(v) for v in expected["flag"]
+    ]
+    assert back["empty"].isna().all()
+
+
+def test_copy_text_falls_back_for_python_objects() -> None:
+    from decimal import Decimal
+
+    assert warehouse._copy_text(pd.DataFrame({"x": [Decimal("1.1"), "a"]})) is None
+    text = warehouse._copy_text(pd.DataFrame({"x": ["a\tb", None], "n": [1, 2]}))
+    assert bytes(text) == b"a\\tb\t1\n\\N\t2\n"

@@ -70,8 +70,8 @@ class SizeResult:
     history_quarters: int
     quarter: str
     source_rows: dict[str, int]
-    generate_seconds: float
-    generate_peak_rss_mb: float
+    generate_seconds: float | None
+    generate_peak_rss_mb: float | None
     stages: list[StageRun] = field(default_factory=list)
     comparisons: dict[str, Any] = field(default_factory=dict)
 
@@ -201,8 +201,28 @@ class Bench:
         return run
 
     # -- one size ------------------------------------------------------------------------
-    def generate(self, customers: int, history: int) -> SizeResult:
+    def generate(self, customers: int, history: int, reuse: bool = False) -> SizeResult:
         root = self._dir(customers, history)
+        manifest_path = root / "src" / "truth" / "manifest.json"
+        if reuse and manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            same = (
+                manifest.get("customers") == customers
+                and manifest.get("as_of") == self.as_of.isoformat()
+                and manifest.get("seed") == self.seed
+                and manifest.get("history_start") == _history_start(self.as_of, history)
+                and not (root / "src" / "mutated").exists()
+            )
+            if same:
+                log.info("bench: reusing the sources in %s", root / "src")
+                return SizeResult(
+                    customers=customers,
+                    history_quarters=history,
+                    quarter=str(self.quarter),
+                    source_rows=dict(manifest.get("row_counts", {})),
+                    generate_seconds=None,
+                    generate_peak_rss_mb=None,
+                )
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         argv = [
@@ -249,6 +269,7 @@ class Bench:
         from pipeline.runner import INGEST_STAGES
 
         src = self._dir(result.customers, result.history_quarters) / "src"
+        (src / "mutated").touch()  # these sources are no longer the generator's
         changed = mutate_sources(src, share, seed=self.seed)
         runs = [
             self.stage(result.customers, result.history_quarters, name, "bench-incremental")
@@ -329,6 +350,12 @@ def _bare_copy(engine: sa.Engine, frame: pd.DataFrame) -> float:
         return time.perf_counter() - started
     finally:
         raw.close()
+
+
+def _history_start(as_of: date, history: int) -> str:
+    from pipeline.demo.timeline import build_timeline
+
+    return build_timeline(as_of, history).start.isoformat()
 
 
 # -- resolution: naive pairwise vs ours ----------------------------------------------------
@@ -689,6 +716,7 @@ def run_bench(
     history_quarters: tuple[int, ...] = (4, 8),
     comparisons: bool = True,
     keep: bool = False,
+    reuse_sources: bool = False,
 ) -> dict[str, Any]:
     bench = Bench(workdir, warehouse, pg_url, as_of)
     results: dict[str, Any] = {
@@ -702,7 +730,7 @@ def run_bench(
     plan += [(n, h) for n in (history_sizes or []) for h in history_quarters]
     for customers, quarters in plan:
         log.info("bench: %s customers, %s quarters of history", customers, quarters)
-        result = bench.generate(customers, quarters)
+        result = bench.generate(customers, quarters, reuse=reuse_sources)
         bench.full_run(result)
         if comparisons and quarters == history:
             bench.compare_load(result)
@@ -711,7 +739,7 @@ def run_bench(
             bench.incremental(result)
         entry = asdict(result)
         results["sizes"].append(entry)
-        if not keep:
+        if not keep and not reuse_sources:
             shutil.rmtree(bench._dir(customers, quarters) / "src", ignore_errors=True)
         _write(results, json_path, doc)
     return results

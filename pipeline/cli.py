@@ -262,6 +262,10 @@ def bench(
         bool, typer.Option(help="Also measure the alternatives and the incremental ingest.")
     ] = True,
     keep: Annotated[bool, typer.Option(help="Keep the generated sources.")] = False,
+    reuse_sources: Annotated[
+        bool,
+        typer.Option(help="Reuse sources kept by an earlier run with the same parameters."),
+    ] = False,
 ) -> None:
     """Time every stage (wall, peak memory, rows/s) at several sizes, against the alternatives."""
     from pipeline.bench import render_markdown, run_bench
@@ -279,6 +283,7 @@ def bench(
         history_sizes=_int_list(history_sizes),
         comparisons=comparisons,
         keep=keep,
+        reuse_sources=reuse_sources,
     )
     sys.stdout.write(render_markdown(results) + "\n")
     console.print(f"results: {json_out}" + (f", table refreshed in {doc}" if doc else ""))

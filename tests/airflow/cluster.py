@@ -272,6 +272,19 @@ class AirflowCluster:
             {"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
         )
 
+    def wait_for_runs(
+        self, dag_id: str, run_type: str, count: int, timeout: float = 300
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` runs of ``run_type`` exist and all have finished; the runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            runs = self.runs(dag_id, run_types={run_type})
+            if len(runs) >= count and all(r["state"] in TERMINAL_RUN_STATES for r in runs):
+                return runs
+            time.sleep(2)
+        raise TimeoutError(f"{dag_id}: {run_type} runs not finished after {timeout}s: {runs}")
+
     def runs(self, dag_id: str, run_types: Iterable[str] | None = None) -> list[dict[str, Any]]:
         runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="logical_date").json()
         wanted = set(run_types) if run_types else None

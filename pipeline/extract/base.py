@@ -213,9 +213,11 @@ def read_file(
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm", ".xls"):
         try:
-            sheets = pd.ExcelFile(path).sheet_names
-            sheet_name = sheet if sheet in sheets else sheets[0]
-            raw = pd.read_excel(path, sheet_name=sheet_name, dtype=object)
+            # calamine (Rust) reads a sheet ~10x faster than openpyxl, the same values
+            with pd.ExcelFile(path, engine="calamine") as book:
+                sheets = book.sheet_names
+                sheet_name = sheet if sheet in sheets else sheets[0]
+                raw = book.parse(sheet_name=sheet_name, dtype=object)
         except (ValueError, OSError, KeyError) as error:
             raise SourceError(
                 f"{dataset.system} source: cannot read Excel file {path}: {error}"

@@ -289,7 +289,7 @@ def _match_field(name: str, key: str, role: str) -> MatchField:
     if role == "company_name":
         return MatchField(name, key, "text", (0.7, 0.5, 0.3), block=True, block_prefix=True)
     if role == "person_name":
-        return MatchField(name, key, "text", (0.7, 0.4), block=True, block_prefix=True)
+        return MatchField(name, key, "text", (0.7, 0.4), block=True)
     if role == "address":
         return MatchField(name, key, "text", (0.6, 0.3), block=True)
     if role == "email":

@@ -31,7 +31,7 @@ EM_MAX_PAIRS = 3e5
 # A blocking key shared by more records than this is no key (placeholder values, a
 # switchboard number): those records are compared through their other keys only, so the
 # number of candidate pairs stays close to linear in the number of records.
-MAX_BLOCK_SIZE = 300
+MAX_BLOCK_SIZE = 100
 # Floor of a term frequency: one rare domain cannot outweigh everything else.
 TF_MINIMUM_U = 1e-4
 # Public mailbox providers: a shared domain says nothing about the company, however the
@@ -152,6 +152,20 @@ def _null(column: str) -> dict[str, Any]:
     }
 
 
+def _jaccard_at_least(column: str, threshold: float) -> str:
+    """``_jaccard(column) >= threshold`` with one list intersection and no union list.
+
+    The gram lists hold distinct grams, so |union| = |l| + |r| - |shared| and
+    |shared| / |union| >= t  <=>  |shared| >= t * (|l| + |r|) / (1 + t): several times
+    cheaper in DuckDB than building the union.
+    """
+    left, right = f"{column}_l", f"{column}_r"
+    return (
+        f"len(list_intersect({left}, {right}))"
+        f" >= {threshold!r} * (len({left}) + len({right})) / {1 + threshold!r}"
+    )
+
+
 def _level(sql: str, label: str) -> dict[str, Any]:
     return {"sql_condition": sql, "label_for_charts": label}
 
@@ -163,7 +177,7 @@ def _comparison(field: MatchField) -> dict[str, Any]:
         for threshold in field.thresholds:
             levels.append(
                 _level(
-                    f"{_jaccard(column + '__grams')} >= {threshold}",
+                    _jaccard_at_least(column + "__grams", threshold),
                     f"bigram jaccard >= {threshold}",
                 )
             )
@@ -232,7 +246,7 @@ def prepare(
             frame[field.column + "__key"] = _capped(frame, [field.column])
         if field.block_prefix:
             # Block keys from the distinctive start of a name (the end is often the industry
-            # word: 科技, 贸易, Trading): CJK characters 1-2 and 2-3; Latin letters 1-4 and 5-8
+            # word: 科技, 贸易, Trading): CJK characters 1-2 and 2-3; Latin letters 1-5 and 6-10
             # (two Latin letters are far less selective than two Chinese characters).
             keys = [_prefix_keys(v) for v in values]
             frame[field.column + "__head"] = pd.Series([k[0] for k in keys], dtype=object)
@@ -248,7 +262,7 @@ def _prefix_keys(value: object) -> tuple[str | None, str | None]:
     if not isinstance(value, str) or not value:
         return None, None
     if value[0].isascii():
-        return (value[:4] if len(value) >= 4 else None), (value[4:8] if len(value) >= 8 else None)
+        return (value[:5] if len(value) >= 5 else None), (value[5:10] if len(value) >= 10 else None)
     return (value[:2] if len(value) >= 2 else None), (value[1:3] if len(value) >= 3 else None)
 
 

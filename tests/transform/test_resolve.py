@@ -14,6 +14,7 @@ from pipeline.demo import generate_demo_sources
 from pipeline.resolution import combine_sources
 from pipeline.transform.resolve import (
     _jaccard,
+    _jaccard_at_least,
     apply_decisions,
     blocking_rules,
     cluster,
@@ -215,3 +216,16 @@ def test_a_chain_cannot_join_two_different_valid_usccs_unless_decided_same() -> 
     )
     together = cluster(pd.Series(["a", "c"]), decided, 0.9, uscc)
     assert together["cluster_id"].nunique() == 1
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.6, 0.7])
+def test_jaccard_threshold_form_agrees_with_the_ratio(threshold: float) -> None:
+    names = ["华信科技", "华信科学", "华信电子科技", "acmetrading", "acmetradings", "华", "ab"]
+    rows = [(bigrams(a), bigrams(b)) for a in names for b in names]
+    frame = pd.DataFrame(rows, columns=["g_l", "g_r"])
+    connection = duckdb.connect()
+    connection.register("frame", frame)
+    sql = f"SELECT {_jaccard('g')} >= {threshold}, {_jaccard_at_least('g', threshold)} FROM frame"
+    results = connection.execute(sql).fetchall()
+    assert all(ratio == fast for ratio, fast in results)
+    assert any(ratio for ratio, _ in results) and not all(ratio for ratio, _ in results)

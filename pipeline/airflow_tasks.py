@@ -144,13 +144,24 @@ def quarter_for(
     return Quarter.of(data_interval_start.astimezone(ZoneInfo(timezone)).date())
 
 
+def run_interval(context: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The run's data interval; a manual run without one (Airflow 3) has the instant it was queued.
+
+    ``run_after`` is stored with the run, so a retry or a cleared run sees the same
+    instant: no task reads the clock.
+    """
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    start = context.get("data_interval_start") or run_after
+    end = context.get("data_interval_end") or context.get("logical_date") or run_after
+    return start, end
+
+
 def run_stage_task(stage: str, context: dict[str, Any]) -> dict[str, Any]:
     """Run one stage for the Airflow run in ``context``; returns the stage's row counts (small XCom)."""
     from pipeline.runner import make_context, run_stage
 
     settings = airflow_settings()
-    interval_start = context.get("data_interval_start")
-    interval_end = context.get("data_interval_end") or context.get("logical_date")
+    interval_start, interval_end = run_interval(context)
     quarter = quarter_for(context.get("params") or {}, interval_start, settings.timezone)
     # The batch is stamped with the end of the run's data interval, never the wall clock,
     # so a rerun of the same Airflow run writes the same rows.
@@ -177,9 +188,7 @@ def alert_on_failure(context: dict[str, Any]) -> None:
     settings = airflow_settings()
     try:
         quarter = str(
-            quarter_for(
-                context.get("params") or {}, context.get("data_interval_start"), settings.timezone
-            )
+            quarter_for(context.get("params") or {}, run_interval(context)[0], settings.timezone)
         )
     except ValueError:
         quarter = "unknown quarter"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -149,3 +149,24 @@ def test_connections_from_environment_override_settings(tmp_path, monkeypatch):
     )
     assert settings.smtp.sender == "crm@example.com" and settings.smtp.starttls
     assert "s3cret" not in str(settings.redacted()) and "'pw'" not in str(settings.redacted())
+
+
+def test_manual_run_without_data_interval_uses_its_queued_instant():
+    from types import SimpleNamespace
+
+    from pipeline.airflow_tasks import quarter_for, run_interval
+
+    queued = datetime(2026, 9, 30, 17, 0, tzinfo=UTC)  # 2026-10-01 01:00 in Shanghai
+    context = {"dag_run": SimpleNamespace(run_after=queued), "params": {}}
+    assert run_interval(context) == (queued, queued)
+    assert str(quarter_for({}, run_interval(context)[0], "Asia/Shanghai")) == "2026Q4"
+    assert str(quarter_for({"quarter": "2026Q2"}, queued, "Asia/Shanghai")) == "2026Q2"
+    scheduled = {
+        "dag_run": SimpleNamespace(run_after=queued),
+        "data_interval_start": datetime(2026, 6, 30, 16, tzinfo=UTC),
+        "data_interval_end": datetime(2026, 9, 30, 16, tzinfo=UTC),
+    }
+    assert run_interval(scheduled) == (
+        datetime(2026, 6, 30, 16, tzinfo=UTC),
+        datetime(2026, 9, 30, 16, tzinfo=UTC),
+    )

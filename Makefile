@@ -7,7 +7,7 @@ APT_PACKAGES := fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-0 li
 DEMO_DIR := data/sources
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: demo test setup lint airflow clean bench
+.PHONY: demo test setup lint airflow airflow-test clean bench
 
 setup: $(STAMPS)/apt $(STAMPS)/venv
 
@@ -58,6 +58,11 @@ airflow: setup
 	CRM_SOURCES__SERVICE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/service.db \
 	CRM_SOURCES__FINANCE_DIR=$(CURDIR)/$(DEMO_DIR)/finance \
 	$(BIN)/airflow standalone
+
+# Only the Airflow integration tests: a real Airflow 3 (LocalExecutor, then CeleryExecutor with the
+# local Redis) on the local PostgreSQL runs both DAGs, a rerun, a failing source and a backfill.
+airflow-test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m airflow
 
 clean:
 	rm -rf $(VENV) $(STAMPS) out data

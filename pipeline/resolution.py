@@ -241,12 +241,13 @@ def assign_customer_ids(
 
 def _pair_view(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Pairs with both ends' cluster, customer id, group and old id."""
-    by_id = frame.set_index("unique_id")
-    view = pairs[pairs["id_l"].isin(by_id.index) & pairs["id_r"].isin(by_id.index)].copy()
-    for side in ("l", "r"):
-        ids = view[f"id_{side}"]
+    index = pd.Index(frame["unique_id"])
+    left, right = index.get_indexer(pairs["id_l"]), index.get_indexer(pairs["id_r"])
+    inside = (left >= 0) & (right >= 0)
+    view = pairs[inside].copy()
+    for side, positions in (("l", left[inside]), ("r", right[inside])):
         for column in ("cluster_id", "customer_id", "group", "old_id"):
-            view[f"{column}_{side}"] = ids.map(by_id[column]).to_numpy()
+            view[f"{column}_{side}"] = frame[column].to_numpy(dtype=object)[positions]
     for column in ("evidence", "fields_agreed", "decision"):
         if column not in view.columns:
             view[column] = None
@@ -324,12 +325,12 @@ def _merge_events(frame: pd.DataFrame, pairs: pd.DataFrame, quarter: str) -> pd.
     weakest = ends.groupby(["cluster_id", "group"])["p"].max().groupby(level=0).min()
     summary = _summaries(links, "cluster_id_l")
     per_cluster = merged.sort_values("unique_id").groupby("cluster_id")
-    customer = per_cluster["customer_id"].first()
-    old_ids = per_cluster["old_id"].agg(lambda ids: sorted({i for i in ids if i is not None}))
-    events = pd.DataFrame({"customer_id": customer})
-    events["other_customer_ids"] = [
-        ",".join(i for i in ids if i != cid) for ids, cid in zip(old_ids, customer, strict=True)
-    ]
+    events = pd.DataFrame({"customer_id": per_cluster["customer_id"].first()})
+    others = merged[merged["old_id"].notna() & (merged["old_id"] != merged["customer_id"])]
+    others = others.drop_duplicates(["cluster_id", "old_id"]).sort_values("old_id")
+    events["other_customer_ids"] = (
+        others.groupby("cluster_id")["old_id"].agg(",".join).reindex(events.index).fillna("")
+    )
     events["source_records"] = per_cluster["unique_id"].agg(",".join)
     events["match_probability"] = weakest.reindex(events.index)
     events["fields_agreed"] = summary["fields_agreed"].reindex(events.index)

@@ -156,13 +156,34 @@ def run_interval(context: dict[str, Any]) -> tuple[datetime | None, datetime | N
     return start, end
 
 
+def run_quarter(stage: str, context: dict[str, Any], timezone: str) -> Quarter:
+    """The quarter ``stage`` computes in the Airflow run ``context``.
+
+    The ``quarter`` param wins, else the quarter the data interval starts in. A manual
+    run without data interval (Airflow 3) ingests for the quarter it was queued in, but
+    reports (quarterly stages) the last quarter that had ended by then.
+    """
+    from zoneinfo import ZoneInfo
+
+    from pipeline.quarters import Quarter
+    from pipeline.runner import QUARTERLY_STAGES
+
+    params = context.get("params") or {}
+    start, _ = run_interval(context)
+    reporting = stage in (*QUARTERLY_STAGES, "send_reports")
+    manual = context.get("data_interval_start") is None and start is not None
+    if reporting and manual and not params.get("quarter"):
+        return Quarter.last_complete(start.astimezone(ZoneInfo(timezone)).date())
+    return quarter_for(params, start, timezone)
+
+
 def run_stage_task(stage: str, context: dict[str, Any]) -> dict[str, Any]:
     """Run one stage for the Airflow run in ``context``; returns the stage's row counts (small XCom)."""
     from pipeline.runner import make_context, run_stage
 
     settings = airflow_settings()
-    interval_start, interval_end = run_interval(context)
-    quarter = quarter_for(context.get("params") or {}, interval_start, settings.timezone)
+    _, interval_end = run_interval(context)
+    quarter = run_quarter(stage, context, settings.timezone)
     # The batch is stamped with the end of the run's data interval, never the wall clock,
     # so a rerun of the same Airflow run writes the same rows.
     if interval_end is not None:
@@ -186,13 +207,11 @@ def alert_on_failure(context: dict[str, Any]) -> None:
     from pipeline.alerts import send_failure_alert
 
     settings = airflow_settings()
+    ti = context.get("task_instance") or context.get("ti")
     try:
-        quarter = str(
-            quarter_for(context.get("params") or {}, run_interval(context)[0], settings.timezone)
-        )
+        quarter = str(run_quarter(getattr(ti, "task_id", ""), context, settings.timezone))
     except ValueError:
         quarter = "unknown quarter"
-    ti = context.get("task_instance") or context.get("ti")
     dag_run = context.get("dag_run")
     send_failure_alert(
         settings,

@@ -154,18 +154,24 @@ def test_connections_from_environment_override_settings(tmp_path, monkeypatch):
 def test_manual_run_without_data_interval_uses_its_queued_instant():
     from types import SimpleNamespace
 
-    from pipeline.airflow_tasks import quarter_for, run_interval
+    from pipeline.airflow_tasks import quarter_for, run_interval, run_quarter
 
     queued = datetime(2026, 9, 30, 17, 0, tzinfo=UTC)  # 2026-10-01 01:00 in Shanghai
     context = {"dag_run": SimpleNamespace(run_after=queued), "params": {}}
     assert run_interval(context) == (queued, queued)
     assert str(quarter_for({}, run_interval(context)[0], "Asia/Shanghai")) == "2026Q4"
     assert str(quarter_for({"quarter": "2026Q2"}, queued, "Asia/Shanghai")) == "2026Q2"
+    # Ingest stages work for the quarter the run was queued in, reports for the last one ended.
+    assert str(run_quarter("validate", context, "Asia/Shanghai")) == "2026Q4"
+    assert str(run_quarter("render_reports", context, "Asia/Shanghai")) == "2026Q3"
+    named = {**context, "params": {"quarter": "2025Q4"}}
+    assert str(run_quarter("send_reports", named, "Asia/Shanghai")) == "2025Q4"
     scheduled = {
         "dag_run": SimpleNamespace(run_after=queued),
         "data_interval_start": datetime(2026, 6, 30, 16, tzinfo=UTC),
         "data_interval_end": datetime(2026, 9, 30, 16, tzinfo=UTC),
     }
+    assert str(run_quarter("render_reports", scheduled, "Asia/Shanghai")) == "2026Q3"
     assert run_interval(scheduled) == (
         datetime(2026, 6, 30, 16, tzinfo=UTC),
         datetime(2026, 9, 30, 16, tzinfo=UTC),

@@ -8,7 +8,10 @@ as a cast error, so validation can quarantine the row with a readable reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.datasets import LINEAGE_COLUMNS, Dataset
@@ -22,11 +25,22 @@ _FALSE = {"0", "false", "f", "no", "n", "否"}
 
 def _text(series: pd.Series) -> pd.Series:
     """Raw values as stripped text (object dtype), blanks as None."""
-    values = series.astype(object)
-    present = values.notna()
-    text = pd.Series(None, index=series.index, dtype=object)
-    text[present] = values[present].astype(str).str.strip().astype(object)
-    return text.where(text.fillna("") != "", None)
+    # A plain loop over the values: several times faster than a round trip through pandas'
+    # string dtype, and typing spends most of its time here.
+    missing = series.isna().to_numpy()
+    values = series.to_numpy(dtype=object)
+    text = [
+        None if gone else (s if (s := (v if type(v) is str else str(v)).strip()) else None)
+        for v, gone in zip(values, missing, strict=True)
+    ]
+    return pd.Series(np.array(text, dtype=object), index=series.index, dtype=object)
+
+
+def _map_unique(text: pd.Series, func: Callable[[str], Any]) -> pd.Series:
+    """``func`` applied to each distinct present value once (None stays None), object dtype."""
+    codes, uniques = pd.factorize(text.to_numpy(dtype=object), use_na_sentinel=True)
+    mapped = np.array([func(v) for v in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=text.index, dtype=object)
 
 
 def _numbers(text: pd.Series) -> pd.Series:
@@ -64,15 +78,15 @@ def cast_column(
         typed = utc.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
         return typed, present & typed.isna()
     if kind == "bool":
-        lowered = text.map(lambda v: v if v is None else v.lower())
-        typed = pd.Series(pd.NA, index=text.index, dtype="boolean")
-        typed[lowered.isin(_TRUE)] = True
-        typed[lowered.isin(_FALSE)] = False
+        flags = _map_unique(
+            text, lambda v: True if v.lower() in _TRUE else False if v.lower() in _FALSE else None
+        )
+        typed = flags.astype("boolean")
         return typed, present & typed.isna()
     if kind == "vocab":
         mapping = dict(vocab or {})
         mapping.update({code: code for code in mapping.values()})  # already-translated codes pass
-        typed = text.map(lambda v: mapping.get(v) if v is not None else None).astype(object)
+        typed = _map_unique(text, mapping.get)
         return typed, present & typed.isna()
     raise ValueError(f"unknown column kind {kind!r}")
 
@@ -121,9 +135,11 @@ def stage_frame(
         if name != "source_record_id" and name in raw.columns:
             typed[name] = raw[name]
     frame = pd.DataFrame(typed, index=raw.index)
-    if "extracted_at" in frame.columns:
-        frame["extracted_at"] = pd.to_datetime(
-            frame["extracted_at"], errors="coerce", format="mixed"
+    if "extracted_at" in frame.columns:  # one value per batch: parse each distinct value once
+        codes, uniques = pd.factorize(frame["extracted_at"].to_numpy(dtype=object))
+        parsed = pd.to_datetime(pd.Series(uniques, dtype=object), errors="coerce", format="mixed")
+        frame["extracted_at"] = pd.Series(
+            parsed.array.take(codes, allow_fill=True), index=frame.index
         )
     cast_errors = (
         pd.concat(errors, ignore_index=True)

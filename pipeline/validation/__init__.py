@@ -3,9 +3,13 @@
 For every dataset of pipeline.datasets.DATASETS: ``raw_<dataset>`` is typed
 (pipeline.transform.staging), checked against ``expectations/<dataset>.yml``, and split
 into ``stg_<dataset>`` (valid rows, whole table replaced) and ``quarantine`` (partition
-dataset replaced). Rows in = valid + quarantined is asserted for every dataset. When a
-dataset's quarantined share passes its threshold the run stops with
-:class:`QuarantineThresholdError` and nothing is written for that dataset. Customer-file
+dataset replaced). A dataset is read, checked and written in chunks of
+``sources.chunk_rows`` rows inside one transaction, so memory does not grow with the length
+of history; only what the cross-row rules need is kept between chunks (keys seen, the
+parents' keys, invoice dates). Rows in = valid + quarantined is asserted for every chunk.
+When a dataset's quarantined share passes its threshold the run stops with
+:class:`QuarantineThresholdError` and the dataset's transaction is rolled back: nothing is
+written for it. Customer-file
 findings go to ``dq_findings`` (partition quarter) and an HTML summary of the run, with
 no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 """
@@ -14,8 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -24,15 +31,39 @@ from pipeline.datasets import DATASETS, Dataset
 from pipeline.settings import ValidationSettings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform.staging import stage_frame
-from pipeline.validation.checks import run_suite
+from pipeline.validation.checks import SuiteRunner
 from pipeline.validation.docs import write_docs
 from pipeline.validation.findings import customer_findings
 from pipeline.validation.quarantine import split_rows
-from pipeline.validation.rules import build_suite, check_frame, load_rules, suite_parameters
+from pipeline.validation.rules import (
+    CARRIED_VALUES,
+    KeyIndex,
+    build_suite,
+    check_frame,
+    load_rules,
+    suite_parameters,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DatasetOutcome", "QuarantineThresholdError", "run", "validate_dataset"]
+__all__ = [
+    "DatasetOutcome",
+    "DatasetValidator",
+    "QuarantineThresholdError",
+    "read_raw",
+    "read_raw_chunks",
+    "run",
+    "validate_dataset",
+]
+
+# Datasets whose valid rows the customer-file findings read, and which of their rows can
+# carry a finding: the contact log only flags contacts without a report, so only those are
+# kept (the log grows with history; customers and contacts do not).
+FINDINGS_INPUTS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "sales_customers": lambda valid: valid,
+    "sales_contacts": lambda valid: valid,
+    "service_contact_log": lambda valid: valid[valid["summary"].isna()],
+}
 
 
 class QuarantineThresholdError(RuntimeError):
@@ -45,33 +76,168 @@ class QuarantineThresholdError(RuntimeError):
 
 @dataclass
 class DatasetOutcome:
-    """The result of validating one dataset (nothing written yet)."""
+    """The result of validating one dataset: counts, per-expectation summary, example keys.
+
+    ``valid`` and ``quarantine`` hold the rows only when one frame was validated in memory
+    (:func:`validate_dataset`); the stage writes its chunks as it goes and keeps counts.
+    ``expectations`` has one entry per rule with ``examples``: up to five quarantined keys
+    whose defects include the rule's code.
+    """
 
     dataset: str
     rows_in: int
-    valid: pd.DataFrame
-    quarantine: pd.DataFrame
-    typed: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # all rows, typed
+    rows_valid: int
+    rows_quarantined: int
     expectations: list[dict] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # first quarantined source_record_ids
     seconds: float = 0.0
+    valid: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    quarantine: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
     @property
     def quarantined_share(self) -> float:
-        return len(self.quarantine) / self.rows_in if self.rows_in else 0.0
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
 
 
-def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
-    """``raw_<dataset>`` exactly as landed (text values, not parsed), with a RangeIndex."""
+EXAMPLES = 5
+
+
+class DatasetValidator:
+    """Types, checks and splits one dataset chunk by chunk, keeping only cross-row state.
+
+    Kept between chunks: the keys seen so far (duplicate rule, and later this dataset's
+    key index as a parent), the parents' key indexes (references), counts, the summed
+    per-expectation summary and a few example keys. GX's suite runner is built once.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        parents: dict[str, KeyIndex],
+        settings: ValidationSettings,
+        source_timezone: str,
+        extracted_at: datetime,
+    ) -> None:
+        self.dataset = dataset
+        self.parents = parents
+        self.source_timezone = source_timezone
+        self.keys = KeyIndex(with_values=dataset.name in CARRIED_VALUES)
+        self.runner = SuiteRunner(
+            build_suite(dataset.name, load_rules(dataset.name)),
+            suite_parameters(settings, extracted_at),
+        )
+        self.rows_in = self.rows_valid = self.rows_quarantined = 0
+        self.summary: list[dict] = []
+        self.examples: list[str] = []
+        self.examples_by_code: dict[str, list[str]] = {}
+        self.seconds = 0.0
+
+    def validate(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(valid typed rows, quarantine rows) of one raw chunk; chunks come in table order.
+
+        The chunk's index numbers its rows in the dataset (unique across chunks).
+        """
+        started = time.perf_counter()
+        typed, cast_errors = stage_frame(raw, self.dataset, self.source_timezone)
+        frame = check_frame(typed, cast_errors, self.dataset, self.parents, self.keys)
+        violations, summary = self.runner.run(frame)
+        valid, quarantine = split_rows(self.dataset.name, raw, typed, violations, cast_errors)
+        if len(valid) + len(quarantine) != len(raw):
+            raise AssertionError(
+                f"{self.dataset.name}: rows in {len(raw)} != valid {len(valid)} "
+                f"+ quarantined {len(quarantine)}"
+            )
+        self.rows_in += len(raw)
+        self.rows_valid += len(valid)
+        self.rows_quarantined += len(quarantine)
+        if not self.summary:
+            self.summary = [dict(e) for e in summary]
+        else:
+            for total, part in zip(self.summary, summary, strict=True):
+                total["unexpected_count"] += part["unexpected_count"]
+                total["success"] = total["success"] and part["success"]
+        if len(quarantine):
+            self._keep_examples(quarantine)
+        self.seconds += time.perf_counter() - started
+        return valid, quarantine
+
+    def _keep_examples(self, quarantine: pd.DataFrame) -> None:
+        keys = quarantine["source_record_id"].tolist()
+        self.examples.extend(keys[: EXAMPLES - len(self.examples)])
+        for code in {e["code"] for e in self.summary}:
+            kept = self.examples_by_code.setdefault(code, [])
+            if len(kept) < EXAMPLES:
+                for key, defects in zip(keys, quarantine["defects"], strict=True):
+                    if code in defects.split(","):
+                        kept.append(key)
+                        if len(kept) == EXAMPLES:
+                            break
+
+    def outcome(self) -> DatasetOutcome:
+        expectations = [
+            {
+                **e,
+                "examples": ", ".join(str(k) for k in self.examples_by_code.get(e["code"], []))
+                if e["unexpected_count"]
+                else "",
+            }
+            for e in self.summary
+        ]
+        return DatasetOutcome(
+            dataset=self.dataset.name,
+            rows_in=self.rows_in,
+            rows_valid=self.rows_valid,
+            rows_quarantined=self.rows_quarantined,
+            expectations=expectations,
+            examples=list(self.examples),
+            seconds=self.seconds,
+        )
+
+
+def _raw_select(engine: sa.engine.Engine, dataset: str) -> sa.TextClause:
     table = f"raw_{dataset}"
     if not warehouse.table_exists(engine, table):
         raise LookupError(
             f"warehouse table {table!r} does not exist yet: run the extract stage first"
         )
+    return sa.text(f'SELECT * FROM "{table}"')
+
+
+def read_raw_chunks(
+    engine: sa.engine.Engine, dataset: str, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (a streamed cursor).
+
+    Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
+    its rows in the table. An empty table gives one empty chunk with the table's columns.
+    """
+    select = _raw_select(engine, dataset)
     with engine.connect() as conn:
-        frame = pd.read_sql(
-            sa.text(f'SELECT * FROM "{table}"'), conn, coerce_float=False, dtype=object
-        )
-    return frame.reset_index(drop=True)
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(select)
+        columns = list(result.keys())
+        start = 0
+        for rows in result.partitions(chunk_rows):
+            values = list(zip(*rows, strict=True))
+            index = pd.RangeIndex(start, start + len(rows))
+            yield pd.DataFrame(
+                {c: np.array(v, dtype=object) for c, v in zip(columns, values, strict=True)},
+                index=index,
+                dtype=object,
+            )
+            start += len(rows)
+        if not start:
+            yield pd.DataFrame({c: [] for c in columns}, dtype=object)
+
+
+def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
+    """``raw_<dataset>`` exactly as landed (text values, not parsed), with a RangeIndex."""
+    return pd.concat(list(read_raw_chunks(engine, dataset, 200_000)))
+
+
+def parent_keys(dataset: str, typed: pd.DataFrame) -> KeyIndex:
+    """The key index of a parent dataset's typed rows (with its carried values, if any)."""
+    carried = CARRIED_VALUES.get(dataset)
+    return KeyIndex.of(typed["source_record_id"], typed[carried] if carried else None)
 
 
 def validate_dataset(
@@ -80,34 +246,24 @@ def validate_dataset(
     parents: dict[str, pd.DataFrame],
     settings: ValidationSettings,
     source_timezone: str,
-    extracted_at,
+    extracted_at: datetime,
 ) -> DatasetOutcome:
-    """Type, check and split one raw dataset (pure apart from GX's in-memory context).
+    """Type, check and split one raw frame in memory (pure apart from GX's in-memory context).
 
     ``parents`` maps each parent dataset of ``dataset`` to its typed frame (all raw rows);
     references are checked against the parents' raw keys.
     """
-    started = time.perf_counter()
-    typed, cast_errors = stage_frame(raw, dataset, source_timezone)
-    frame = check_frame(typed, cast_errors, dataset, parents)
-    params = suite_parameters(settings, extracted_at)
-    violations, summary = run_suite(
-        frame.reset_index(drop=True), build_suite(dataset.name, load_rules(dataset.name)), params
+    validator = DatasetValidator(
+        dataset,
+        {name: parent_keys(name, frame) for name, frame in parents.items()},
+        settings,
+        source_timezone,
+        extracted_at,
     )
-    valid, quarantine = split_rows(dataset.name, raw, typed, violations, cast_errors)
-    if len(valid) + len(quarantine) != len(raw):
-        raise AssertionError(
-            f"{dataset.name}: rows in {len(raw)} != valid {len(valid)} + quarantined {len(quarantine)}"
-        )
-    return DatasetOutcome(
-        dataset=dataset.name,
-        rows_in=len(raw),
-        valid=valid,
-        quarantine=quarantine,
-        typed=typed,
-        expectations=summary,
-        seconds=time.perf_counter() - started,
-    )
+    valid, quarantine = validator.validate(raw.reset_index(drop=True))
+    outcome = validator.outcome()
+    outcome.valid, outcome.quarantine = valid, quarantine
+    return outcome
 
 
 def threshold_error(outcome: DatasetOutcome, max_share: float) -> QuarantineThresholdError:
@@ -115,9 +271,9 @@ def threshold_error(outcome: DatasetOutcome, max_share: float) -> QuarantineThre
     rules = ", ".join(
         f"{e['rule_id']} ({e['expectation']}): {e['unexpected_count']} rows" for e in failing
     )
-    examples = ", ".join(str(v) for v in outcome.quarantine["source_record_id"].head(5))
+    examples = ", ".join(str(v) for v in outcome.examples)
     return QuarantineThresholdError(
-        f"dataset {outcome.dataset}: {len(outcome.quarantine)} of {outcome.rows_in} rows "
+        f"dataset {outcome.dataset}: {outcome.rows_quarantined} of {outcome.rows_in} rows "
         f"({outcome.quarantined_share:.1%}) failed validation, above the threshold {max_share:.1%}; "
         f"failing expectations: {rules}; example source_record_id: {examples}. "
         f"Nothing was written for {outcome.dataset}.",
@@ -141,71 +297,123 @@ def previous_row_count(engine: sa.engine.Engine, dataset: Dataset) -> int | None
     return int(count)
 
 
-def run(ctx: StageContext) -> StageResult:
-    """Validate every dataset; write stg_*, quarantine, dq_findings and the HTML summary."""
+def _check_counts(
+    outcome: DatasetOutcome, settings: ValidationSettings, previous: int | None
+) -> QuarantineThresholdError | None:
+    max_share = settings.max_quarantine_share.get(
+        outcome.dataset, settings.default_max_quarantine_share
+    )
+    if outcome.quarantined_share > max_share:
+        return threshold_error(outcome, max_share)
+    if previous and outcome.rows_in < settings.min_row_count_ratio * previous:
+        return QuarantineThresholdError(
+            f"dataset {outcome.dataset}: row count collapsed from {previous} in the previous batch "
+            f"to {outcome.rows_in} (below {settings.min_row_count_ratio:.0%}); nothing was written "
+            f"for {outcome.dataset}.",
+            (outcome.dataset,),
+        )
+    return None
+
+
+def _clear(conn: sa.Connection, dataset: Dataset) -> None:
+    """Empty stg_<dataset> and the dataset's quarantine partition (inside the caller's transaction)."""
+    inspector = sa.inspect(conn)
+    if inspector.has_table(dataset.staging_table):
+        conn.exec_driver_sql(f'DELETE FROM "{dataset.staging_table}"')
+    if inspector.has_table("quarantine"):
+        conn.execute(sa.text('DELETE FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name})
+
+
+def validate_and_write(
+    ctx: StageContext,
+    dataset: Dataset,
+    parents: dict[str, KeyIndex],
+    keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, list[pd.DataFrame]]:
+    """Validate ``raw_<dataset>`` chunk by chunk, writing each chunk's rows as it goes.
+
+    stg_<dataset> and the dataset's quarantine partition are replaced in one transaction,
+    rolled back when the dataset fails its quarantine threshold or row-count check, so
+    nothing is written for it then. Returns (outcome, the dataset's key index, the error
+    if any, the valid rows ``keep`` selected from each chunk).
+    """
     settings = ctx.settings.validation
-    typed_cache: dict[str, pd.DataFrame] = {}
+    previous = previous_row_count(ctx.engine, dataset)
+    validator = DatasetValidator(
+        dataset, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
+    )
+    kept: list[pd.DataFrame] = []
+    with ctx.engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            _clear(conn, dataset)
+            for raw in read_raw_chunks(ctx.engine, dataset.name, ctx.settings.sources.chunk_rows):
+                valid, quarantine = validator.validate(raw)
+                warehouse.insert_frame(conn, dataset.staging_table, valid)
+                partition = quarantine.drop(columns=["dataset"]).assign(dataset=dataset.name)
+                warehouse.insert_frame(conn, "quarantine", partition)
+                if keep is not None:
+                    kept.append(keep(valid))
+            outcome = validator.outcome()
+            error = _check_counts(outcome, settings, previous)
+        except BaseException:
+            transaction.rollback()
+            raise
+        if error is None:
+            transaction.commit()
+        else:
+            transaction.rollback()
+    return outcome, validator.keys, error, kept
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Validate every dataset; write stg_*, quarantine, dq_findings and the HTML summary.
+
+    Each dataset is read, checked and written in chunks of ``sources.chunk_rows`` rows, so
+    memory holds one chunk plus the key indexes of the datasets still needed as parents.
+    """
+    settings = ctx.settings.validation
+    still_parent = {
+        name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
+        for name in {p for d in DATASETS.values() for p in d.parents.values()}
+    }
+    key_indexes: dict[str, KeyIndex] = {}
+    findings_inputs: dict[str, pd.DataFrame] = {}
     outcomes: dict[str, DatasetOutcome] = {}
     errors: list[QuarantineThresholdError] = []
-    for dataset in DATASETS.values():
-        raw = read_raw(ctx.engine, dataset.name)
-        parents = {}
-        for parent in set(dataset.parents.values()):
-            if parent not in typed_cache:
-                typed_cache[parent] = stage_frame(
-                    read_raw(ctx.engine, parent),
-                    DATASETS[parent],
-                    ctx.settings.sources.source_timezone,
-                )[0]
-            parents[parent] = typed_cache[parent]
-        outcome = validate_dataset(
-            dataset, raw, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
+    for position, dataset in enumerate(DATASETS.values()):
+        # parents come before children in DATASETS
+        parents = {p: key_indexes[p] for p in set(dataset.parents.values())}
+        outcome, keys, error, kept = validate_and_write(
+            ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name)
         )
-        typed_cache[dataset.name] = outcome.typed  # parents come before children in DATASETS
-        max_share = settings.max_quarantine_share.get(
-            dataset.name, settings.default_max_quarantine_share
-        )
+        if dataset.name in still_parent:
+            key_indexes[dataset.name] = keys
+        for name in [n for n in key_indexes if still_parent[n] <= position]:
+            del key_indexes[name]  # no later dataset refers to it
+        if kept:
+            findings_inputs[dataset.name] = pd.concat(kept, ignore_index=True)
         log.info(
             "validated %s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
             dataset.name,
             outcome.rows_in,
-            len(outcome.valid),
-            len(outcome.quarantine),
+            outcome.rows_valid,
+            outcome.rows_quarantined,
             100 * outcome.quarantined_share,
             outcome.seconds,
         )
-        previous = previous_row_count(ctx.engine, dataset)
-        error = None
-        if outcome.quarantined_share > max_share:
-            error = threshold_error(outcome, max_share)
-        elif previous and outcome.rows_in < settings.min_row_count_ratio * previous:
-            error = QuarantineThresholdError(
-                f"dataset {dataset.name}: row count collapsed from {previous} in the previous batch "
-                f"to {outcome.rows_in} (below {settings.min_row_count_ratio:.0%}); nothing was written "
-                f"for {dataset.name}.",
-                (dataset.name,),
-            )
         if error is not None:
             log.error("%s", error)
             errors.append(error)
-            outcomes[dataset.name] = outcome
-            continue
-        warehouse.replace_table(ctx.engine, dataset.staging_table, outcome.valid)
-        warehouse.replace_partition(
-            ctx.engine,
-            "quarantine",
-            outcome.quarantine.drop(columns=["dataset"]),
-            dataset=dataset.name,
-        )
         outcomes[dataset.name] = outcome
 
     findings = pd.DataFrame()
     blocked = {name for e in errors for name in e.datasets}
-    if not blocked & {"sales_customers", "sales_contacts", "service_contact_log"}:
+    if not blocked & set(FINDINGS_INPUTS):
         findings = customer_findings(
-            outcomes["sales_customers"].valid,
-            outcomes["sales_contacts"].valid,
-            outcomes["service_contact_log"].valid,
+            findings_inputs["sales_customers"],
+            findings_inputs["sales_contacts"],
+            findings_inputs["service_contact_log"],
             quarter=str(ctx.quarter),
             as_of=ctx.extracted_at,
             stale_after_days=settings.stale_after_days,
@@ -225,12 +433,12 @@ def run(ctx: StageContext) -> StageResult:
     if errors:
         raise QuarantineThresholdError("\n".join(str(e) for e in errors), tuple(sorted(blocked)))
     rows_in = sum(o.rows_in for o in outcomes.values())
-    rows_valid = sum(len(o.valid) for o in outcomes.values())
+    rows_valid = sum(o.rows_valid for o in outcomes.values())
     detail = {
         name: {
             "rows_in": o.rows_in,
-            "valid": len(o.valid),
-            "quarantined": len(o.quarantine),
+            "valid": o.rows_valid,
+            "quarantined": o.rows_quarantined,
             "seconds": round(o.seconds, 2),
         }
         for name, o in outcomes.items()

@@ -32,56 +32,77 @@ def _context() -> Any:
     return context
 
 
+class SuiteRunner:
+    """One dataset's suite, ready to validate frame after frame (e.g. the chunks of a dataset).
+
+    The GX context, data source, asset and batch definition are made once; each frame is then
+    validated as one batch, so GX's set-up cost is paid once per dataset, not once per chunk.
+    """
+
+    def __init__(self, suite: ExpectationSuite, parameters: dict[str, Any]) -> None:
+        self.suite = suite
+        self.parameters = parameters
+        context = _context()
+        asset = context.data_sources.add_pandas(f"crm_{suite.name}").add_dataframe_asset(suite.name)
+        self._batches = asset.add_batch_definition_whole_dataframe("batch")
+
+    def run(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+        """Validate ``frame``: (violations, per-expectation summary).
+
+        ``violations.row`` holds ``frame``'s index labels (any unique index), so a chunk's
+        rows keep their numbers in the dataset. Raises RuntimeError when an expectation
+        cannot be evaluated (a broken suite must not pass silently).
+        """
+        batch = self._batches.get_batch(
+            batch_parameters={"dataframe": frame.reset_index(drop=True)}
+        )
+        result = batch.validate(
+            self.suite,
+            result_format={"result_format": "COMPLETE"},
+            expectation_parameters=self.parameters,
+        )
+        labels = frame.index.to_numpy()
+        parts: list[pd.DataFrame] = []
+        summary: list[dict] = []
+        for outcome in result.results:
+            meta = outcome.expectation_config.meta or {}
+            if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+                raise RuntimeError(
+                    f"suite {self.suite.name}: expectation {meta.get('rule_id')} could not run: "
+                    f"{outcome.exception_info.get('exception_message')}"
+                )
+            rows = list(outcome.result.get("unexpected_index_list") or [])
+            summary.append(
+                {
+                    "rule_id": meta.get("rule_id"),
+                    "code": meta.get("code"),
+                    "expectation": outcome.expectation_config.type,
+                    "success": bool(outcome.success),
+                    "unexpected_count": len(rows),
+                    "reason": meta.get("reason"),
+                }
+            )
+            if rows:
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "row": labels[rows],
+                            "code": meta["code"],
+                            "rule_id": meta["rule_id"],
+                            "reason": meta["reason"],
+                        }
+                    )
+                )
+        violations = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=list(VIOLATION_COLUMNS))
+        )
+        return violations, summary
+
+
 def run_suite(
     frame: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str, Any]
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """Validate ``frame`` (RangeIndex) against ``suite``: (violations, per-expectation summary).
-
-    Raises RuntimeError when an expectation cannot be evaluated (a broken suite must not
-    pass silently).
-    """
-    context = _context()
-    asset = context.data_sources.add_pandas(f"crm_{suite.name}").add_dataframe_asset(suite.name)
-    batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(
-        batch_parameters={"dataframe": frame}
-    )
-    result = batch.validate(
-        suite, result_format={"result_format": "COMPLETE"}, expectation_parameters=parameters
-    )
-    parts: list[pd.DataFrame] = []
-    summary: list[dict] = []
-    for outcome in result.results:
-        meta = outcome.expectation_config.meta or {}
-        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            raise RuntimeError(
-                f"suite {suite.name}: expectation {meta.get('rule_id')} could not run: "
-                f"{outcome.exception_info.get('exception_message')}"
-            )
-        rows = list(outcome.result.get("unexpected_index_list") or [])
-        summary.append(
-            {
-                "rule_id": meta.get("rule_id"),
-                "code": meta.get("code"),
-                "expectation": outcome.expectation_config.type,
-                "success": bool(outcome.success),
-                "unexpected_count": len(rows),
-                "reason": meta.get("reason"),
-            }
-        )
-        if rows:
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "row": rows,
-                        "code": meta["code"],
-                        "rule_id": meta["rule_id"],
-                        "reason": meta["reason"],
-                    }
-                )
-            )
-    violations = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=list(VIOLATION_COLUMNS))
-    )
-    return violations, summary
+    """Validate ``frame`` against ``suite`` once: (violations, per-expectation summary)."""
+    return SuiteRunner(suite, parameters).run(frame)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -88,33 +89,121 @@ def suite_parameters(settings: ValidationSettings, extracted_at: datetime) -> di
     }
 
 
+class KeyIndex:
+    """The distinct record keys of a dataset seen so far, kept compact for chunked validation.
+
+    Exact (no hashing), about 10-20 bytes per key: keys are UTF-8 bytes in one sorted
+    fixed-width numpy array and are looked up by binary search. With ``values`` it also keeps,
+    per key, the value of the key's first row (e.g. an invoice's date). Blank keys are not
+    kept: a blank never matches.
+    """
+
+    def __init__(self, with_values: bool = False) -> None:
+        self.keys = np.array([], dtype="S1")
+        self.values: np.ndarray | None = (
+            np.array([], dtype="datetime64[ns]") if with_values else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @staticmethod
+    def _encode(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of present keys, their UTF-8 bytes); NUL never occurs in warehouse text."""
+        present = keys.notna().to_numpy()
+        encoded = [k.encode("utf-8") for k in keys.to_numpy(dtype=object)[present]]
+        return present, np.array(encoded, dtype=bytes) if encoded else np.array([], dtype="S1")
+
+    def _positions(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, position of each encoded key in ``self.keys``)."""
+        common = np.promote_types(self.keys.dtype, encoded.dtype)
+        keys = self.keys.astype(common, copy=False)
+        encoded = encoded.astype(common, copy=False)
+        positions = np.searchsorted(keys, encoded)
+        clipped = np.minimum(positions, max(len(keys) - 1, 0))
+        found = (positions < len(keys)) & (keys[clipped] == encoded) if len(keys) else positions < 0
+        return found, clipped
+
+    def contains(self, keys: pd.Series) -> np.ndarray:
+        """Per value of ``keys``: is it a kept key (False for blanks)."""
+        present, encoded = self._encode(keys)
+        result = np.zeros(len(keys), dtype=bool)
+        result[present] = self._positions(encoded)[0]
+        return result
+
+    def lookup(self, keys: pd.Series) -> pd.Series:
+        """The value kept for each key (NaT for blanks and unknown keys), index of ``keys``."""
+        if self.values is None:
+            raise TypeError("this KeyIndex keeps no values")
+        present, encoded = self._encode(keys)
+        found, positions = self._positions(encoded)
+        out = np.full(len(keys), np.datetime64("NaT"), dtype="datetime64[ns]")
+        hits = np.flatnonzero(present)[found]
+        out[hits] = self.values[positions[found]]
+        return pd.Series(out, index=keys.index)
+
+    def add(self, keys: pd.Series, values: pd.Series | None = None) -> None:
+        """Keep the keys not kept yet; a repeated key keeps the value of its first row."""
+        present, encoded = self._encode(keys)
+        new = ~self._positions(encoded)[0]
+        encoded = encoded[new]
+        first = ~pd.Series(encoded).duplicated(keep="first").to_numpy()
+        encoded = encoded[first]
+        if not len(encoded):
+            return
+        order = np.argsort(encoded, kind="stable")
+        encoded = encoded[order]
+        common = np.promote_types(self.keys.dtype, encoded.dtype)
+        self.keys = self.keys.astype(common, copy=False)
+        at = np.searchsorted(self.keys, encoded.astype(common, copy=False))
+        self.keys = np.insert(self.keys, at, encoded)
+        if self.values is not None:
+            if values is None:
+                raise TypeError("this KeyIndex needs a value per key")
+            kept = values.to_numpy(dtype="datetime64[ns]")[present][new][first][order]
+            self.values = np.insert(self.values, at, kept)
+
+    @classmethod
+    def of(cls, keys: pd.Series, values: pd.Series | None = None) -> KeyIndex:
+        index = cls(with_values=values is not None)
+        index.add(keys, values)
+        return index
+
+
+# Values of a parent dataset that a child's rules compare with: parent -> column kept per key.
+CARRIED_VALUES = {"finance_invoices": "invoice_date"}
+
+
 def check_frame(
     typed: pd.DataFrame,
     cast_errors: pd.DataFrame,
     dataset: Dataset,
-    parent_frames: dict[str, pd.DataFrame],
+    parents: dict[str, KeyIndex],
+    seen: KeyIndex | None = None,
 ) -> pd.DataFrame:
     """The typed frame plus the derived columns the suites check (same index, input untouched).
 
-    ``_first_copy``: False on the second and later rows with a key already seen (the
-    earlier copy stays valid). ``_readable``: no cast error in the row.
-    ``_known_<column>`` for each reference column: blank (``missing_required`` covers that)
-    or a key of the parent dataset's raw rows. A key set is not handed to GX as a
-    ``value_set`` because GX copies its configuration many times per expectation, which
+    Works on one chunk of a dataset at a time: ``seen`` holds the keys of the earlier chunks
+    (updated here), ``parents`` the keys of every raw row of each parent dataset.
+    ``_first_copy``: False on the second and later rows with a key already seen, in this
+    chunk or an earlier one (the earlier copy stays valid). ``_readable``: no cast error in
+    the row. ``_known_<column>`` for each reference column: blank (``missing_required``
+    covers that) or a key of the parent dataset's raw rows. A key set is not handed to GX as
+    a ``value_set`` because GX copies its configuration many times per expectation, which
     with tens of thousands of keys costs seconds.
-    ``_invoice_date`` (payments): the invoice date of the referenced invoice.
+    ``_invoice_date`` (payments): the invoice date of the referenced invoice (its first row).
     """
     frame = typed.copy()
     key = frame["source_record_id"]
-    frame["_first_copy"] = ~(key.notna() & key.duplicated(keep="first"))
+    seen = seen if seen is not None else KeyIndex()
+    repeated = key.duplicated(keep="first").to_numpy() | seen.contains(key)
+    frame["_first_copy"] = ~(key.notna().to_numpy() & repeated)
+    seen.add(key, typed[CARRIED_VALUES[dataset.name]] if seen.values is not None else None)
     frame["_readable"] = ~frame.index.isin(cast_errors["row"]) if len(cast_errors) else True
     for column, parent in dataset.parents.items():
-        keys = parent_frames[parent]["source_record_id"]
-        frame[f"_known_{column}"] = frame[column].isna() | frame[column].isin(keys)
-    if dataset.name == "finance_payments" and "finance_invoices" in parent_frames:
-        invoices = parent_frames["finance_invoices"]
-        dates = invoices.drop_duplicates("source_record_id").set_index("source_record_id")[
-            "invoice_date"
-        ]
-        frame["_invoice_date"] = frame["invoice_record_id"].map(dates).astype("datetime64[ns]")
+        frame[f"_known_{column}"] = frame[column].isna().to_numpy() | parents[parent].contains(
+            frame[column]
+        )
+    if dataset.name == "finance_payments" and "finance_invoices" in parents:
+        frame["_invoice_date"] = parents["finance_invoices"].lookup(frame["invoice_record_id"])
     return frame

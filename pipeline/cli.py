@@ -146,10 +146,22 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline: extract, validate, resolve, tiers and metrics, reports (and email)."""
+    from pipeline import warehouse
     from pipeline.runner import INGEST_STAGES, QUARTERLY_STAGES
 
+    warehouse.migrate(warehouse.create_engine(get_settings().warehouse_url))
     names = [*INGEST_STAGES, *QUARTERLY_STAGES] + (["send_reports"] if send else [])
     _run(names, _quarter(quarter), batch_id)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the warehouse schema to the newest version (run after installing or upgrading)."""
+    from pipeline import warehouse
+
+    settings = get_settings()
+    warehouse.migrate(warehouse.create_engine(settings.warehouse_url))
+    console.print(f"warehouse {settings.redacted()['warehouse_url']} is at the newest schema")
 
 
 @app.command()

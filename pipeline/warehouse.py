@@ -11,6 +11,7 @@ loaded with ``COPY`` (psycopg 3), elsewhere with batched ``executemany``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -56,6 +57,23 @@ def create_engine(url: str) -> Engine:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+@contextlib.contextmanager
+def _sqlite_migration_lock(engine: Engine):
+    """SQLite has no advisory locks: processes migrating one file take turns on a lock file."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the warehouse schema to ``revision`` with the versioned Alembic migrations."""
     from alembic import command
@@ -63,7 +81,10 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _sqlite_migration_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # parallel tasks may migrate at once: one at a time, the others then find head
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201)")
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 

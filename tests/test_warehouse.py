@@ -111,6 +111,28 @@ def test_migrations_create_the_baseline_schema_and_rerun_cleanly(engine):
     assert isinstance(columns["answered_at"], sa.DateTime)
 
 
+def test_migrations_adopt_tables_the_stages_created(engine):
+    """A warehouse filled before migrations ran keeps its rows and gains what it lacked."""
+    frame = pd.DataFrame({"source_record_id": ["C1"], "customer_name": ["甲公司"]})
+    warehouse.replace_table(engine, "raw_sales_customers", frame)
+    warehouse.migrate(engine)
+    back = warehouse.read_table(engine, "raw_sales_customers")
+    assert back["customer_name"].tolist() == ["甲公司"]
+    assert {"uscc", "extracted_at"} <= set(back.columns)
+    indexes = {i["name"] for i in sa.inspect(engine).get_indexes("stg_sales_customers")}
+    assert "ix_stg_sales_customers_source_record_id" in indexes
+
+
+def test_parallel_migrations_do_not_collide(engine):
+    """Parallel Airflow tasks each migrate at start; they take turns and all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = engine.url.render_as_string(hide_password=False)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: warehouse.migrate(warehouse.create_engine(url)), range(3)))
+    assert "run_log" in sa.inspect(engine).get_table_names()
+
+
 def test_awkward_text_survives_the_load(engine) -> None:
     """Tabs, newlines, backslashes, a literal \\N, empty strings, NULLs and CJK come back as
     they went in (on PostgreSQL the rows go as COPY text built in bulk)."""

@@ -294,21 +294,38 @@ TYPES = {
 }
 
 
+def _create_or_extend(inspector, table: str, *columns: sa.Column) -> None:
+    """Create ``table``; on a warehouse where a stage already created it, add what it lacks."""
+    if not inspector.has_table(table):
+        op.create_table(table, *columns)
+        return
+    present = {column["name"] for column in inspector.get_columns(table)}
+    for column in columns:
+        if column.name not in present:
+            op.add_column(table, column)
+
+
 def upgrade() -> None:
+    inspector = sa.inspect(op.get_bind())
     for table, columns in RAW_TABLES.items():
-        op.create_table(
+        _create_or_extend(
+            inspector,
             table,
             *[sa.Column(name, sa.Text()) for name in columns],
             sa.Column("extracted_at", sa.DateTime()),
         )
     for table, typed in STAGING_TABLES.items():
-        op.create_table(
+        _create_or_extend(
+            inspector,
             table,
             *[sa.Column(name, TYPES[kind]()) for name, kind in typed],
             sa.Column("extracted_at", sa.DateTime()),
         )
-        op.create_index(f"ix_{table}_source_record_id", table, ["source_record_id"])
-    op.create_table(
+        op.create_index(
+            f"ix_{table}_source_record_id", table, ["source_record_id"], if_not_exists=True
+        )
+    _create_or_extend(
+        inspector,
         "run_log",
         sa.Column("batch_id", sa.Text(), nullable=False),
         sa.Column("stage", sa.Text(), nullable=False),

@@ -42,8 +42,8 @@ def upgrade() -> None:
         for name, kind in COLUMNS:
             if name not in present:
                 op.add_column(TABLE, sa.Column(name, kind()))
-    op.create_index(f"ix_{TABLE}_event_id", TABLE, ["event_id"])
-    op.create_index(f"ix_{TABLE}_batch_id", TABLE, ["batch_id"])
+    op.create_index(f"ix_{TABLE}_event_id", TABLE, ["event_id"], if_not_exists=True)
+    op.create_index(f"ix_{TABLE}_batch_id", TABLE, ["batch_id"], if_not_exists=True)
 
 
 def downgrade() -> None:

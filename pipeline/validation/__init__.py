@@ -213,18 +213,26 @@ def read_raw_chunks(
     """
     select = _raw_select(engine, dataset)
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(select)
-        columns = list(result.keys())
-        start = 0
-        for rows in result.partitions(chunk_rows):
-            values = list(zip(*rows, strict=True))
-            index = pd.RangeIndex(start, start + len(rows))
-            yield pd.DataFrame(
-                {c: np.array(v, dtype=object) for c, v in zip(columns, values, strict=True)},
-                index=index,
-                dtype=object,
-            )
-            start += len(rows)
+        # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
+        # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.
+        dbapi = conn.connection.dbapi_connection
+        server_side = conn.dialect.name == "postgresql"
+        cursor = dbapi.cursor(name=f"raw_{dataset}") if server_side else dbapi.cursor()
+        try:
+            cursor.execute(select.text)
+            columns = [d[0] for d in cursor.description]
+            start = 0
+            while rows := cursor.fetchmany(chunk_rows):
+                block = np.empty((len(rows), len(columns)), dtype=object)
+                block[:] = rows
+                yield pd.DataFrame(
+                    {c: block[:, i] for i, c in enumerate(columns)},
+                    index=pd.RangeIndex(start, start + len(rows)),
+                    dtype=object,
+                )
+                start += len(rows)
+        finally:
+            cursor.close()
         if not start:
             yield pd.DataFrame({c: [] for c in columns}, dtype=object)
 

@@ -56,6 +56,8 @@ class StageRun:
     rows_in: int | None = None
     rows_out: int | None = None
     returncode: int = 0
+    cpu_seconds: float | None = None  # of the stage's process (the database server's not included)
+    load_average: float | None = None  # 1-minute load when the stage ended
 
     @property
     def rows_per_second(self) -> float | None:
@@ -82,8 +84,10 @@ class SizeResult:
 
 
 def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float, float, int]:
-    """Run ``argv``; return (wall seconds, peak RSS in MiB of that process tree's largest
-    process, return code). Output goes to ``log_path``."""
+    """Run ``argv``; return (wall seconds, peak RSS in MiB of the process, return code).
+    Output goes to ``log_path``; the process's CPU seconds (user + system, all its threads)
+    are kept in ``measure.cpu_seconds``: unlike wall time they do not grow when other work
+    shares the machine."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         started = time.perf_counter()
@@ -94,7 +98,11 @@ def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
+    measure.cpu_seconds = usage.ru_utime + usage.ru_stime
     return seconds, usage.ru_maxrss / 1024, process.returncode
+
+
+measure.cpu_seconds = 0.0
 
 
 def machine() -> dict[str, Any]:
@@ -177,6 +185,8 @@ class Bench:
         root = self._dir(customers, history)
         seconds, rss, code = measure(argv, self.env(customers, history), root / "stages.log")
         run = StageRun(name, round(seconds, 2), round(rss, 1), returncode=code)
+        run.cpu_seconds = round(measure.cpu_seconds, 2)
+        run.load_average = round(os.getloadavg()[0], 2)
         if code != 0:
             raise RuntimeError(
                 f"bench: stage {name} failed at {customers} customers (exit {code}); "
@@ -260,7 +270,7 @@ class Bench:
         )
 
     def full_run(self, result: SizeResult) -> None:
-        from pipeline.runner import INGEST_STAGES, QUARTERLY_STAGES
+        from pipeline.runner import QUARTERLY_STAGES
 
         self._reset_warehouse(result.customers, result.history_quarters)
         started = time.perf_counter()
@@ -296,7 +306,6 @@ class Bench:
         return runs + [self.stage(c, h, n, batch) for n in rest]
 
     def incremental(self, result: SizeResult, share: float = 0.01) -> None:
-        from pipeline.runner import INGEST_STAGES
 
         src = self._dir(result.customers, result.history_quarters) / "src"
         (src / "mutated").touch()  # these sources are no longer the generator's
@@ -658,16 +667,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append(
-        "| customers | history (quarters) | stage | rows in | seconds | rows/s | peak MiB |"
+        "| customers | history (quarters) | stage | rows in | seconds | CPU s | rows/s | peak MiB |"
     )
-    lines.append("|---:|---:|---|---:|---:|---:|---:|")
+    lines.append("|---:|---:|---|---:|---:|---:|---:|---:|")
     for size in results["sizes"]:
         for s in size["stages"]:
             rps = f"{s['rows_in'] / s['seconds']:,.0f}" if s["rows_in"] and s["seconds"] else ""
             rows_in = f"{s['rows_in']:,}" if s["rows_in"] is not None else ""
+            cpu = f"{s['cpu_seconds']:.1f}" if s.get("cpu_seconds") is not None else ""
             lines.append(
                 f"| {size['customers']:,} | {size['history_quarters']} | {s['stage']} | {rows_in} | "
-                f"{s['seconds']:.1f} | {rps} | {s['peak_rss_mb']:,.0f} |"
+                f"{s['seconds']:.1f} | {cpu} | {rps} | {s['peak_rss_mb']:,.0f} |"
             )
         wall = size.get("wall_seconds") or {}
         total = wall.get("whole_run", sum(s["seconds"] for s in size["stages"]))
@@ -676,7 +686,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {size['customers']:,} | {size['history_quarters']} | **whole run** "
             f"(ingest {wall.get('ingest', 0):.0f} s + quarterly {wall.get('quarterly', 0):.0f} s) | "
-            f"{rows:,} | **{total:.1f}** | {rows / total if total else 0:,.0f} | **{peak:,.0f}** |"
+            f"{rows:,} | **{total:.1f}** | {sum(s.get('cpu_seconds') or 0 for s in size['stages']):.0f} | "
+            f"{rows / total if total else 0:,.0f} | **{peak:,.0f}** |"
         )
     lines.append("")
     lines.append("Comparisons (same data, same run):")
@@ -684,7 +695,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     for size in results["sizes"]:
         c = size["comparisons"]
         label = f"{size['customers']:,} customers, {size['history_quarters']} quarters"
-        if "load" in c:
+        for name, value in c.items():
+            if "error" in value:
+                lines.append(f"- {label} — {name}: failed ({value['error']}).")
+        if "error" not in c.get("load", {"error": 1}):
             lo = c["load"]
             copy = (
                 f", bare COPY {lo['copy_rows_per_second']:,} rows/s" if "copy_seconds" in lo else ""
@@ -694,7 +708,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{lo['to_sql_rows_per_second']:,} rows/s, ours {lo['ours_rows_per_second']:,} rows/s "
                 f"({lo['ours_vs_to_sql']}× faster){copy}."
             )
-        if "resolution" in c:
+        if "error" not in c.get("resolution", {"error": 1}):
             r = c["resolution"]
             lines.append(
                 f"- {label} — resolution on {r['records']:,} sampled records: ours "
@@ -703,7 +717,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"R {r['naive']['recall']:.3f} in {r['naive']['seconds']} s "
                 f"({r['naive']['pairs_compared']:,} pairs)."
             )
-        if "aggregation" in c:
+        if "error" not in c.get("aggregation", {"error": 1}):
             a = c["aggregation"]
             lines.append(
                 f"- {label} — CSAT/NPS by tier × region × industry ({a['groups']} groups, "
@@ -712,7 +726,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"warehouse SQL {a['warehouse_sql_seconds']} s; equal: "
                 f"DuckDB {a['duckdb_equal_to_pandas']}, SQL {a['warehouse_sql_equal_to_pandas']}."
             )
-        if "incremental_ingest" in c:
+        if "error" not in c.get("incremental_ingest", {"error": 1}):
             i = c["incremental_ingest"]
             lines.append(
                 f"- {label} — incremental ingest ({i['rows_added_or_changed']:,} rows added or "
@@ -764,10 +778,18 @@ def run_bench(
         result = bench.generate(customers, quarters, reuse=reuse_sources)
         bench.full_run(result)
         if comparisons and quarters == history:
-            bench.compare_load(result)
-            bench.compare_resolution(result)
-            bench.compare_aggregation(result)
-            bench.incremental(result)
+            _write(results | {"sizes": [*results["sizes"], asdict(result)]}, json_path, doc)
+            for name, compare in (
+                ("load", bench.compare_load),
+                ("resolution", bench.compare_resolution),
+                ("aggregation", bench.compare_aggregation),
+                ("incremental_ingest", bench.incremental),
+            ):
+                try:
+                    compare(result)
+                except Exception as error:  # one failed comparison must not lose the rest
+                    log.exception("bench: comparison %s failed", name)
+                    result.comparisons[name] = {"error": f"{type(error).__name__}: {error}"}
         entry = asdict(result)
         results["sizes"].append(entry)
         if not keep and not reuse_sources:

@@ -174,7 +174,7 @@ EVENT_COLUMNS = (
     "event_id",
 )
 # Strongest pairs quoted in an event's evidence.
-EVIDENCE_PAIRS = 5
+EVIDENCE_PAIRS = 3
 
 
 def assign_customer_ids(
@@ -255,8 +255,13 @@ def _pair_view(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _quote(pairs: pd.DataFrame) -> pd.Series:
-    """``id_l~id_r p=0.998 <evidence>`` per pair (``decided <x>`` for archive decisions)."""
+    """``id_l~id_r p=0.998 agreed: name (exact), phone (exact)`` per pair.
+
+    Archive decisions read ``decided same`` / ``decided different``.
+    """
     decided = pairs["decision"].map(lambda d: f" decided {d}" if isinstance(d, str) else "")
+    agreed = pairs["fields_agreed"].fillna("").astype(str)
+    agreed = agreed.where(agreed == "", " agreed: " + agreed)
     return (
         pairs["id_l"]
         + "~"
@@ -264,9 +269,8 @@ def _quote(pairs: pd.DataFrame) -> pd.Series:
         + " p="
         + pairs["match_probability"].map("{:.3f}".format)
         + decided
-        + " "
-        + pairs["evidence"].fillna("")
-    ).str.strip()
+        + agreed
+    )
 
 
 def _summaries(linked: pd.DataFrame, key: str) -> pd.DataFrame:

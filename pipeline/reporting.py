@@ -106,7 +106,7 @@ def render_archive(settings: Settings, engine: Engine, quarter: Quarter) -> Rend
         _read(engine, "core_customers"),
         _read_quarters(engine, "mart_customer_quarter", [quarter.previous(), quarter]),
         _read(engine, "core_match_review"),
-        _read(engine, "core_resolution_events"),
+        _read(engine, "core_resolution_events", quarter=str(quarter)),
         settings,
         quarter,
         xref=_read(engine, "core_customer_xref"),
@@ -127,15 +127,19 @@ def write_archive(
     csv_path, xlsx_path = folder / f"{stem}.csv", folder / f"{stem}.xlsx"
     csv_path.write_bytes(worklist_csv(context["worklist"], language))
     xlsx_path.write_bytes(worklist_xlsx(context["worklist"], language))
+    attachments = [
+        PdfAttachment(csv_path.name, csv_path.read_bytes(), t("arc.worklist")),
+        PdfAttachment(xlsx_path.name, xlsx_path.read_bytes(), t("arc.worklist")),
+    ]
+    # The PDF shows the first rows of the merge and review tables; the files hold them all.
+    for name, frame in context.get("evidence", {}).items():
+        if frame is None or frame.empty:
+            continue
+        path = folder / f"{t(f'arc.{name}')}_{quarter}.csv"
+        path.write_bytes(frame.to_csv(index=False).encode("utf-8-sig"))
+        attachments.append(PdfAttachment(path.name, path.read_bytes(), t(f"arc.{name}")))
     pdf = folder / f"{context['title']}_{quarter}.pdf"
-    write_pdf(
-        render_html("archive.html", context),
-        pdf,
-        attachments=[
-            PdfAttachment(csv_path.name, csv_path.read_bytes(), t("arc.worklist")),
-            PdfAttachment(xlsx_path.name, xlsx_path.read_bytes(), t("arc.worklist")),
-        ],
-    )
+    write_pdf(render_html("archive.html", context), pdf, attachments=attachments)
     if settings.reports.archive_pdf_password:
         encrypt_pdf(pdf, settings.reports.archive_pdf_password)
     return RenderedReport(

@@ -90,11 +90,12 @@ def test_render_then_send_both_reports(tmp_path: Path) -> None:
         assert names == [
             "manifest.json",
             "客户满意度季度报告_2026Q3.pdf",
+            "待人工复核的疑似重复_2026Q3.csv",
             "整改清单_2026Q3.csv",
             "整改清单_2026Q3.xlsx",
             "档案完善建议报告_2026Q3.pdf",
         ]
-        assert all(v["seconds"] < 10 for v in rendered.detail.values())
+        assert set(rendered.detail) == {"satisfaction", "archive"}
         archive_text = subprocess.run(
             ["pdftotext", str(folder / "档案完善建议报告_2026Q3.pdf"), "-"],
             capture_output=True,

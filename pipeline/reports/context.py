@@ -504,14 +504,30 @@ def _capped(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "_order"} for r in ordered]
 
 
-def _generic_table(df: pd.DataFrame | None, limit_columns: int = 7) -> dict[str, Any]:
-    """Any evidence table as header + masked string cells (columns kept as the producer names them)."""
+def _generic_table(
+    df: pd.DataFrame | None, limit_columns: int = 7, max_rows: int | None = None
+) -> dict[str, Any]:
+    """Any evidence table as header + masked string cells (columns kept as the producer names
+    them), at most ``max_rows`` rows; ``total`` says how many there are in all."""
     if df is None or df.empty:
-        return {"columns": [], "rows": []}
+        return {"columns": [], "rows": [], "total": 0}
     columns = [c for c in df.columns if c not in _HIDDEN_COLUMNS][:limit_columns]
     frame = df[columns].sort_values(columns[: min(3, len(columns))], kind="stable")
+    if max_rows is not None:
+        frame = frame.head(max_rows)
     rows = [[_cell(v) for v in record] for record in frame.itertuples(index=False)]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "total": len(df)}
+
+
+def _evidence_frame(df: pd.DataFrame | None) -> pd.DataFrame:
+    """An evidence table for an attachment: hidden columns dropped, contacts masked."""
+    if df is None or df.empty:
+        return pd.DataFrame()
+    frame = df[[c for c in df.columns if c not in _HIDDEN_COLUMNS]].copy()
+    for column in frame.columns:
+        if frame[column].dtype.kind not in "iufb":
+            frame[column] = [_cell(v) for v in frame[column]]
+    return frame
 
 
 def build_archive_context(
@@ -710,7 +726,7 @@ def build_archive_context(
                 )
                 add("tier_change", "info", r["customer_id"], owner, detail=text)
 
-    review = _generic_table(match_review)
+    review = _generic_table(match_review, max_rows=settings.reports.pdf_section_max_rows)
     if match_review is not None and not match_review.empty:
         add_rows = match_review.shape[0]
         for i in range(add_rows):
@@ -721,7 +737,7 @@ def build_archive_context(
                 if c.endswith("_id") and c not in _HIDDEN_COLUMNS and not _is_missing(row[c])
             ][:2]
             add("review_pair", "warning", "", archive_owner, detail=" ↔ ".join(ids))
-    merges = _generic_table(resolution_events)
+    merges = _generic_table(resolution_events, max_rows=settings.reports.pdf_section_max_rows)
 
     for i, item in enumerate(items, start=1):
         item["item_id"] = f"{quarter}-{i:05d}"
@@ -818,6 +834,11 @@ def build_archive_context(
         "by_manager": by_manager,
         "merges": merges,
         "review": review,
+        # every row of the capped evidence tables, masked like the PDF, for the attachments
+        "evidence": {
+            "merges": _evidence_frame(resolution_events),
+            "review": _evidence_frame(match_review),
+        },
         "both_ends": _capped(both_ends_rows, settings.reports.pdf_section_max_rows),
         "both_ends_total": _int(len(both_ends_rows)),
         "tier_changes": _capped(tier_change_rows, settings.reports.pdf_section_max_rows),

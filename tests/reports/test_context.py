@@ -150,7 +150,7 @@ def test_archive_deadline_follows_setting(tmp_path: Path) -> None:
 def test_archive_with_no_tables_renders_empty_sections(settings: Settings) -> None:
     ctx = build_archive_context(None, None, None, None, None, None, settings, QUARTER)
     assert ctx["worklist"].empty and ctx["total_items"] == "0"
-    assert ctx["review"] == {"columns": [], "rows": []}
+    assert ctx["review"] == {"columns": [], "rows": [], "total": 0}
 
 
 def test_english_catalog(tmp_path: Path) -> None:
@@ -171,3 +171,22 @@ def test_pdf_worklist_is_capped_most_severe_first(tmp_path: Path) -> None:
     assert len(shown) == 10 and len(ctx["worklist"]) == 40
     assert ctx["worklist_truncated"] and ctx["shown_items"] == "10"
     assert {i["severity"] for i in shown} == {"error"}
+
+
+def test_merge_and_review_tables_are_capped_with_every_row_kept(tmp_path: Path) -> None:
+    """A first run can merge tens of thousands of records: the PDF lists the first rows,
+    the attachment keeps all of them (contacts masked like the PDF)."""
+    settings = Settings(out_dir=tmp_path, reports={"pdf_section_max_rows": 5})
+    events = pd.DataFrame(
+        {
+            "event_type": ["merge"] * 12,
+            "customer_id": [f"C{i:03d}" for i in range(12)],
+            "evidence": [f"phone 1380013{i:04d} agreed" for i in range(12)],
+            "quarter": "2026Q3",
+        }
+    )
+    ctx = build_archive_context(None, None, None, None, None, events, settings, QUARTER)
+    assert len(ctx["merges"]["rows"]) == 5 and ctx["merges"]["total"] == 12
+    full = ctx["evidence"]["merges"]
+    assert len(full) == 12 and "quarter" not in full.columns
+    assert not full["evidence"].str.contains("13800130001").any()

@@ -191,7 +191,8 @@ def report(
     ] = False,
 ) -> None:
     """Render the quarter's archive-review and satisfaction PDFs (and optionally send them)."""
-    _run(["render_reports"] + (["send_reports"] if send else []), _quarter(quarter), None)
+    stages = ["quality_findings", "render_reports"] + (["send_reports"] if send else [])
+    _run(stages, _quarter(quarter), None)
 
 
 @app.command()

@@ -29,6 +29,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -95,11 +96,37 @@ def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float
         process = subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log_path.parent
         )
+        # ru_maxrss of a child starts at the parent's size when it forked (Linux carries the
+        # pre-exec high-water mark over), so the peak is the child's own VmHWM, polled.
+        peak_kib = [0]
+        poller = threading.Thread(target=_poll_hwm, args=(process.pid, peak_kib), daemon=True)
+        poller.start()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
+        poller.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     measure.cpu_seconds = usage.ru_utime + usage.ru_stime
-    return seconds, usage.ru_maxrss / 1024, process.returncode
+    peak = peak_kib[0] if peak_kib[0] else usage.ru_maxrss
+    return seconds, peak / 1024, process.returncode
+
+
+def _poll_hwm(pid: int, peak_kib: list[int], interval: float = 0.05) -> None:
+    """Keep the largest ``VmHWM`` (peak resident KiB) of ``pid`` until it exits."""
+    path = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = path.read_text()
+        except OSError:
+            return
+        found = False
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak_kib[0] = max(peak_kib[0], int(line.split()[1]))
+                found = True
+                break
+        if not found:  # a zombie: the process has exited
+            return
+        time.sleep(interval)
 
 
 measure.cpu_seconds = 0.0

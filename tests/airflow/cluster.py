@@ -85,7 +85,7 @@ class AirflowCluster:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    def start(self, timeout: float = 150) -> None:
+    def start(self, timeout: float = 400) -> None:
         _admin_execute(f'CREATE DATABASE "{self.database}"')
         self.home.mkdir(parents=True, exist_ok=True)
         self.airflow("db", "migrate", timeout=timeout)
@@ -163,7 +163,7 @@ class AirflowCluster:
             for path in sorted(self.home.glob("*.log"))
         )
 
-    def airflow(self, *args: str, timeout: float = 120) -> str:
+    def airflow(self, *args: str, timeout: float = 300) -> str:
         """Run an ``airflow`` CLI command against this deployment; its output."""
         result = subprocess.run(
             [AIRFLOW, *args],
@@ -218,7 +218,7 @@ class AirflowCluster:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240) -> str:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
         """Wait until the run finishes; its final state (``success`` or ``failed``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -273,7 +273,7 @@ class AirflowCluster:
         )
 
     def wait_for_runs(
-        self, dag_id: str, run_type: str, count: int, timeout: float = 300
+        self, dag_id: str, run_type: str, count: int, timeout: float = 1200
     ) -> list[dict[str, Any]]:
         """Wait until ``count`` runs of ``run_type`` exist and all have finished; the runs."""
         deadline = time.monotonic() + timeout

@@ -120,7 +120,9 @@ def orders(
     start = life["start_day"].to_numpy()
     end = life["end_day"].to_numpy()
     span = np.where(buyers, end - start + 1, 0).astype(float)
-    counts = _poisson_counts(size**0.35, span, ORDERS_PER_CUSTOMER, int(buyers.sum()), rng)
+    counts = _poisson_counts(
+        size**0.35, span, ORDERS_PER_CUSTOMER * tl.rate_scale, int(buyers.sum()), rng
+    )
     counts = np.where(buyers, np.maximum(counts, 1), 0)
     entity = np.repeat(np.arange(len(size)), counts)
     day = start[entity] + np.floor(rng.random(len(entity)) * span[entity]).astype(np.int64)
@@ -292,7 +294,8 @@ def tickets(
     span = np.where(served, np.maximum(hi - lo + 1, 0), 0).astype(float)
     weight = size**0.3 * np.where(prospect, 0.3, 1.0)
     entity = np.repeat(
-        np.arange(len(size)), _poisson_counts(weight, span, TICKETS_PER_CUSTOMER, n_entities, rng)
+        np.arange(len(size)),
+        _poisson_counts(weight, span, TICKETS_PER_CUSTOMER * tl.rate_scale, n_entities, rng),
     )
     n = len(entity)
     day = lo[entity] + np.floor(rng.random(n) * span[entity]).astype(np.int64)
@@ -419,7 +422,9 @@ def contact_log(
     hi = np.minimum(life["end_day"].to_numpy() + 180, tl.as_of_day)
     hi = np.where(life["is_prospect"].to_numpy(), tl.as_of_day, hi)
     span = np.where(served, np.maximum(hi - lo + 1, 0), 0).astype(float)
-    counts = _poisson_counts(size**0.2, span, CONTACTS_LOGGED_PER_CUSTOMER, n_entities, rng)
+    counts = _poisson_counts(
+        size**0.2, span, CONTACTS_LOGGED_PER_CUSTOMER * tl.rate_scale, n_entities, rng
+    )
     entity = np.repeat(np.arange(len(size)), counts)
     n = len(entity)
     day = lo[entity].astype(np.int64) + np.floor(rng.random(n) * span[entity]).astype(np.int64)

@@ -16,6 +16,9 @@ class Timeline:
 
     start: date
     as_of: date
+    # Activity per customer is calibrated for HISTORY_QUARTERS of history; a longer or
+    # shorter history scales it, so the rate per day stays the same.
+    rate_scale: float = 1.0
 
     @property
     def as_of_day(self) -> int:
@@ -46,4 +49,4 @@ def build_timeline(as_of: date, quarters: int = HISTORY_QUARTERS) -> Timeline:
     """
     quarter_index = as_of.year * 4 + (as_of.month - 1) // 3 - quarters
     start = date(quarter_index // 4, (quarter_index % 4) * 3 + 1, 1)
-    return Timeline(start=start, as_of=as_of)
+    return Timeline(start=start, as_of=as_of, rate_scale=quarters / HISTORY_QUARTERS)

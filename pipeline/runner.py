@@ -112,16 +112,23 @@ def _record(ctx: StageContext, row: dict) -> None:
     )
     frame["rows_in"] = frame["rows_in"].astype("Int64")
     frame["rows_out"] = frame["rows_out"].astype("Int64")
-    try:
-        warehouse.replace_partition(
-            ctx.engine,
-            "run_log",
-            frame.drop(columns=["batch_id", "stage"]),
-            batch_id=row["batch_id"],
-            stage=row["stage"],
-        )
-    except Exception:  # the run log must never hide the stage's own error
-        log.exception("could not record stage %s in run_log", row["stage"])
+    # Parallel tasks (the three extracts) may all find run_log missing and create it at
+    # once; the losers of that race try again and find the table.
+    for attempt in range(4):
+        try:
+            warehouse.replace_partition(
+                ctx.engine,
+                "run_log",
+                frame.drop(columns=["batch_id", "stage"]),
+                batch_id=row["batch_id"],
+                stage=row["stage"],
+            )
+            return
+        except Exception:  # the run log must never hide the stage's own error
+            if attempt == 3:
+                log.exception("could not record stage %s in run_log", row["stage"])
+            else:
+                time.sleep(0.5 * (attempt + 1))
 
 
 def run_stages(

@@ -646,7 +646,7 @@ def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng) -> int:
     n = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
     k = max(int(n * share / 2), 1)
     columns = [row[1] for row in con.execute(f'PRAGMA table_info("{table}")')]
-    rowids = [r[0] for r in con.execute(f'SELECT rowid FROM "{table}"')]
+    rowids = np.fromiter((r[0] for r in con.execute(f'SELECT rowid FROM "{table}"')), np.int64)
     picked = rng.choice(rowids, min(2 * k, len(rowids)), replace=False).tolist()
     new, changed = picked[:k], picked[k:]
     # changed: a free-text or optional column takes another row's value
@@ -658,7 +658,7 @@ def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng) -> int:
         con.executemany(
             f'UPDATE "{table}" SET "{column}" = (SELECT "{column}" FROM "{table}" '
             f"WHERE rowid = ?) WHERE rowid = ?",
-            [(int(rng.choice(rowids)), r) for r in changed],
+            list(zip(rng.choice(rowids, len(changed)).tolist(), changed, strict=True)),
         )
     quoted = ", ".join(f'"{c}"' for c in columns)
     select = ", ".join(f"\"{c}\" || '-n'" if c == key else f'"{c}"' for c in columns)

@@ -173,6 +173,14 @@ def _copy_text(df: pd.DataFrame) -> memoryview | None:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             return None
         kind = array.type
+        if pa.types.is_timestamp(kind):  # datetime objects in an object column
+            stamps = pd.Series(array.to_pandas())
+            if getattr(stamps.dt, "tz", None) is not None:
+                stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
+            text = stamps.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
+            array = pa.array(text, type=pa.string())
+            kind = array.type
         if pa.types.is_null(kind):
             array = pa.nulls(len(series), pa.string())
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):

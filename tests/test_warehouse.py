@@ -167,3 +167,12 @@ def test_copy_text_falls_back_for_python_objects() -> None:
     assert warehouse._copy_text(pd.DataFrame({"x": [Decimal("1.1"), "a"]})) is None
     text = warehouse._copy_text(pd.DataFrame({"x": ["a\tb", None], "n": [1, 2]}))
     assert bytes(text) == b"a\\tb\t1\n\\N\t2\n"
+
+
+def test_copy_text_takes_datetime_objects() -> None:
+    import datetime
+
+    frame = pd.DataFrame(
+        {"at": pd.Series([datetime.datetime(2024, 1, 2, 3, 4, 5, 600000), None], dtype=object)}
+    )
+    assert bytes(warehouse._copy_text(frame)) == b"2024-01-02 03:04:05.600000\n\\N\n"

@@ -219,3 +219,31 @@ def test_warehouse_inputs_sum_lines_per_order_without_changing_results(demo, tmp
         pd.testing.assert_frame_equal(
             a, b[a.columns], check_exact=False, rtol=1e-9, check_dtype=False
         )
+
+
+def test_history_longer_than_the_data_on_postgresql(demo) -> None:
+    """The oldest trend quarters can predate every invoice: their text columns are all
+    empty. PostgreSQL types a table by its first write, so they must still be text."""
+    import uuid
+
+    settings, stg, _ = demo
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = f"{base}?options=-csearch_path%3D{schema}"
+        engine = create_engine(url)
+        for name, frame in stg.items():
+            replace_table(engine, f"stg_{name}", frame)
+        settings = settings.model_copy(update={"warehouse_url": url})
+        written = metrics.compute_history(engine, settings, Q3, 16)
+        assert len(written) == 16
+        oldest = read_table(engine, "mart_customer_quarter", quarter=str(Q3.shift(-15)))
+        assert oldest["credit_grade"].isna().all()
+        current = read_table(engine, "mart_customer_quarter", quarter=str(Q3))
+        assert current["credit_grade"].notna().any()
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')

@@ -373,7 +373,13 @@ def customer_quarter(
         "industry",
         "account_manager",
     ]
-    return out[columns].sort_values("customer_id", kind="mergesort").reset_index(drop=True)
+    out = out[columns].sort_values("customer_id", kind="mergesort").reset_index(drop=True)
+    # Text columns stay text when a quarter has no values at all (before the first invoice,
+    # say): the warehouse table takes its column types from the first quarter written.
+    for column in ("value_tier", "credit_grade", "lifecycle_stage", "region", "industry"):
+        out[column] = out[column].astype(object)
+    out["account_manager"] = out["account_manager"].astype(object)
+    return out
 
 
 def both_ends(customer_quarter_df: pd.DataFrame) -> pd.DataFrame:

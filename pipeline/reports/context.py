@@ -505,13 +505,17 @@ def _capped(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def _generic_table(
-    df: pd.DataFrame | None, limit_columns: int = 7, max_rows: int | None = None
+    df: pd.DataFrame | None,
+    limit_columns: int = 7,
+    max_rows: int | None = None,
+    leave_out: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Any evidence table as header + masked string cells (columns kept as the producer names
     them), at most ``max_rows`` rows; ``total`` says how many there are in all."""
     if df is None or df.empty:
         return {"columns": [], "rows": [], "total": 0}
-    columns = [c for c in df.columns if c not in _HIDDEN_COLUMNS][:limit_columns]
+    columns = [c for c in df.columns if c not in _HIDDEN_COLUMNS and c not in leave_out]
+    columns = columns[:limit_columns]
     frame = df[columns].sort_values(columns[: min(3, len(columns))], kind="stable")
     if max_rows is not None:
         frame = frame.head(max_rows)
@@ -737,7 +741,10 @@ def build_archive_context(
                 if c.endswith("_id") and c not in _HIDDEN_COLUMNS and not _is_missing(row[c])
             ][:2]
             add("review_pair", "warning", "", archive_owner, detail=" ↔ ".join(ids))
-    merges = _generic_table(resolution_events, max_rows=settings.reports.pdf_section_max_rows)
+    # the long evidence text is in the attached CSV; the PDF keeps what agreed and how strongly
+    merges = _generic_table(
+        resolution_events, max_rows=settings.reports.pdf_section_max_rows, leave_out=("evidence",)
+    )
 
     for i, item in enumerate(items, start=1):
         item["item_id"] = f"{quarter}-{i:05d}"

@@ -79,10 +79,6 @@ class SizeResult:
     wall_seconds: dict[str, float] = field(default_factory=dict)
     comparisons: dict[str, Any] = field(default_factory=dict)
 
-    def total(self, names: tuple[str, ...] | None = None) -> tuple[float, float]:
-        runs = [s for s in self.stages if names is None or s.stage in names]
-        return sum(s.seconds for s in runs), max((s.peak_rss_mb for s in runs), default=0.0)
-
 
 def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float, float, int]:
     """Run ``argv``; return (wall seconds, peak RSS in MiB of the process, return code).
@@ -725,8 +721,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         for name, value in c.items():
             if "error" in value:
                 lines.append(f"- {label} — {name}: failed ({value['error']}).")
-        if "error" not in c.get("load", {"error": 1}):
-            lo = c["load"]
+
+        def measured(name: str, c: dict = c) -> dict | None:
+            value = c.get(name)
+            return value if value and "error" not in value else None
+
+        if lo := measured("load"):
             copy = (
                 f", bare COPY {lo['copy_rows_per_second']:,} rows/s" if "copy_seconds" in lo else ""
             )
@@ -735,8 +735,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{lo['to_sql_rows_per_second']:,} rows/s, ours {lo['ours_rows_per_second']:,} rows/s "
                 f"({lo['ours_vs_to_sql']}× faster){copy}."
             )
-        if "error" not in c.get("resolution", {"error": 1}):
-            r = c["resolution"]
+        if r := measured("resolution"):
             lines.append(
                 f"- {label} — resolution on {r['records']:,} sampled records: ours "
                 f"P {r['ours']['precision']:.3f} R {r['ours']['recall']:.3f} in {r['ours']['seconds']} s; "
@@ -744,8 +743,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"R {r['naive']['recall']:.3f} in {r['naive']['seconds']} s "
                 f"({r['naive']['pairs_compared']:,} pairs)."
             )
-        if "error" not in c.get("aggregation", {"error": 1}):
-            a = c["aggregation"]
+        if a := measured("aggregation"):
             lines.append(
                 f"- {label} — CSAT/NPS by tier × region × industry ({a['groups']} groups, "
                 f"{a['surveys_in_quarter']:,} surveys): pandas {a['pandas_seconds']} s "
@@ -753,8 +751,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"warehouse SQL {a['warehouse_sql_seconds']} s; equal: "
                 f"DuckDB {a['duckdb_equal_to_pandas']}, SQL {a['warehouse_sql_equal_to_pandas']}."
             )
-        if "error" not in c.get("incremental_ingest", {"error": 1}):
-            i = c["incremental_ingest"]
+        if i := measured("incremental_ingest"):
             lines.append(
                 f"- {label} — incremental ingest ({i['rows_added_or_changed']:,} rows added or "
                 f"changed, {i['share_of_source_rows']:.1%}): {i['seconds']} s vs full ingest "

@@ -120,19 +120,22 @@ def _ensure_table(conn: Connection, table: str, df: pd.DataFrame) -> sa.Table:
     return created
 
 
+def _datetime_text(series: pd.Series, name: str) -> np.ndarray:
+    """A datetime column as text (None for missing): UTC when zone-aware, ``_date`` columns
+    as dates, the rest with microseconds."""
+    if getattr(series.dt, "tz", None) is not None:
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
+    return series.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
+
+
 def _python_values(df: pd.DataFrame) -> list[tuple]:
     """Rows as tuples of plain Python values (None for missing), dates as ISO text."""
     columns = []
     for name in df.columns:
         series = df[name]
         if series.dtype.kind == "M":
-            if getattr(series.dt, "tz", None) is not None:
-                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
-            text = series.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
-            values = [
-                None if missing else v for v, missing in zip(text, series.isna(), strict=True)
-            ]
+            values = _datetime_text(series, name).tolist()
         elif isinstance(series.dtype, np.dtype) and series.dtype.kind in "iub":
             values = series.tolist()  # Python ints/bools, no missing values possible
         elif isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
@@ -164,22 +167,14 @@ def _copy_text(df: pd.DataFrame) -> memoryview | None:
     for name in df.columns:
         series = df[name]
         if series.dtype.kind == "M":
-            if getattr(series.dt, "tz", None) is not None:
-                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
-            series = series.dt.strftime(fmt).astype(object)
+            series = pd.Series(_datetime_text(series, name), dtype=object)
         try:
             array = pa.array(series, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return None
+            return None  # mixed Python objects: the caller lets the driver render them
         kind = array.type
         if pa.types.is_timestamp(kind):  # datetime objects in an object column
-            stamps = pd.Series(array.to_pandas())
-            if getattr(stamps.dt, "tz", None) is not None:
-                stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-            fmt = "%Y-%m-%d" if name.endswith("_date") else "%Y-%m-%d %H:%M:%S.%f"
-            text = stamps.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
-            array = pa.array(text, type=pa.string())
+            array = pa.array(_datetime_text(pd.Series(array.to_pandas()), name), type=pa.string())
             kind = array.type
         if pa.types.is_null(kind):
             array = pa.nulls(len(series), pa.string())

@@ -80,11 +80,12 @@ class SizeResult:
     comparisons: dict[str, Any] = field(default_factory=dict)
 
 
-def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float, float, int]:
-    """Run ``argv``; return (wall seconds, peak RSS in MiB of the process, return code).
-    Output goes to ``log_path``; the process's CPU seconds (user + system, all its threads)
-    are kept in ``measure.cpu_seconds``: unlike wall time they do not grow when other work
-    shares the machine."""
+def measure(
+    argv: list[str], env: dict[str, str], log_path: Path
+) -> tuple[float, float, int, float]:
+    """Run ``argv``; return (wall seconds, peak RSS in MiB of the process, return code, CPU
+    seconds). Output goes to ``log_path``. CPU seconds (user + system, all the process's
+    threads) do not grow when other work shares the machine; wall seconds do."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         started = time.perf_counter()
@@ -101,9 +102,8 @@ def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[float
         seconds = time.perf_counter() - started
         poller.join()
     process.returncode = os.waitstatus_to_exitcode(status)
-    measure.cpu_seconds = usage.ru_utime + usage.ru_stime
     peak = peak_kib[0] if peak_kib[0] else usage.ru_maxrss
-    return seconds, peak / 1024, process.returncode
+    return seconds, peak / 1024, process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _poll_hwm(pid: int, peak_kib: list[int], interval: float = 0.05) -> None:
@@ -123,9 +123,6 @@ def _poll_hwm(pid: int, peak_kib: list[int], interval: float = 0.05) -> None:
         if not found:  # a zombie: the process has exited
             return
         time.sleep(interval)
-
-
-measure.cpu_seconds = 0.0
 
 
 def machine() -> dict[str, Any]:
@@ -206,9 +203,9 @@ class Bench:
         argv = [sys.executable, "-m", "pipeline", "stage", name, "-q", str(self.quarter)]
         argv += ["--batch-id", batch]
         root = self._dir(customers, history)
-        seconds, rss, code = measure(argv, self.env(customers, history), root / "stages.log")
+        seconds, rss, code, cpu = measure(argv, self.env(customers, history), root / "stages.log")
         run = StageRun(name, round(seconds, 2), round(rss, 1), returncode=code)
-        run.cpu_seconds = round(measure.cpu_seconds, 2)
+        run.cpu_seconds = round(cpu, 2)
         run.load_average = round(os.getloadavg()[0], 2)
         if code != 0:
             raise RuntimeError(
@@ -277,7 +274,7 @@ class Bench:
             "--history-quarters",
             str(history),
         ]
-        seconds, rss, code = measure(argv, self.env(customers, history), root / "generate.log")
+        seconds, rss, code, _ = measure(argv, self.env(customers, history), root / "generate.log")
         if code != 0:
             raise RuntimeError(f"bench: demo-data failed; see {root / 'generate.log'}")
         manifest = json.loads(

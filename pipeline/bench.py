@@ -106,22 +106,46 @@ def measure(
     return seconds, peak / 1024, process.returncode, usage.ru_utime + usage.ru_stime
 
 
+def _status_kib(pid: int, field: str) -> int | None:
+    """``field`` (e.g. VmRSS) of /proc/<pid>/status in KiB; None once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None  # a zombie: no memory fields any more
+
+
+def _descendants(pid: int) -> list[int]:
+    """The live children, grandchildren, … of ``pid`` (e.g. a stage's worker processes)."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            queue += kids
+    return found
+
+
 def _poll_hwm(pid: int, peak_kib: list[int], interval: float = 0.05) -> None:
-    """Keep the largest ``VmHWM`` (peak resident KiB) of ``pid`` until it exits."""
-    path = Path(f"/proc/{pid}/status")
+    """Keep the stage's peak resident KiB until it exits: the larger of the process's own
+    ``VmHWM`` and the largest sampled sum of resident memory over it and its descendants
+    (worker processes count: they hold memory at the same time as the stage)."""
     while True:
-        try:
-            text = path.read_text()
-        except OSError:
+        own = _status_kib(pid, "VmHWM")
+        if own is None:
             return
-        found = False
-        for line in text.splitlines():
-            if line.startswith("VmHWM:"):
-                peak_kib[0] = max(peak_kib[0], int(line.split()[1]))
-                found = True
-                break
-        if not found:  # a zombie: the process has exited
-            return
+        tree = (_status_kib(pid, "VmRSS") or 0) + sum(
+            _status_kib(child, "VmRSS") or 0 for child in _descendants(pid)
+        )
+        peak_kib[0] = max(peak_kib[0], own, tree)
         time.sleep(interval)
 
 

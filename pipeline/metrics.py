@@ -27,7 +27,7 @@ from pipeline.quarters import Quarter
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform import satisfaction, tiers
-from pipeline.warehouse import read_table, replace_partition, table_exists
+from pipeline.warehouse import read_query, read_table, replace_partition, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def _read_staging(engine: Engine, name: str) -> pd.DataFrame:
     if not table_exists(engine, table):
         return read_table(engine, table)  # raises the readable "run the stage first" error
     if name == "sales_order_lines":
-        with engine.connect() as conn:
-            return pd.read_sql(sa.text(ORDER_LINE_TOTALS), conn)
+        return read_query(engine, ORDER_LINE_TOTALS)
     columns = [
         c["name"] for c in sa.inspect(engine).get_columns(table) if c["name"] not in UNUSED_COLUMNS
     ]

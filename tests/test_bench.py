@@ -25,6 +25,24 @@ def test_peak_memory_is_the_child_s_own_not_the_parent_s(tmp_path: Path) -> None
     del parent_ballast
 
 
+def test_peak_memory_counts_the_stage_s_worker_processes(tmp_path: Path) -> None:
+    """A stage that validates on worker processes holds their memory too."""
+    script = (
+        "import multiprocessing as mp, time\n"
+        "def work():\n"
+        "    x = bytearray(300 * 2**20); time.sleep(1.0)\n"
+        "if __name__ == '__main__':\n"
+        "    ps = [mp.get_context('spawn').Process(target=work) for _ in range(2)]\n"
+        "    [p.start() for p in ps]; [p.join() for p in ps]\n"
+    )
+    (tmp_path / "stage.py").write_text(script)
+    _, peak_mib, code, _ = measure(
+        [sys.executable, str(tmp_path / "stage.py")], dict(os.environ), tmp_path / "log"
+    )
+    assert code == 0
+    assert peak_mib >= 600  # two workers of 300 MiB at once; the parent alone is ~10 MiB
+
+
 def test_mutate_sources_adds_and_changes_about_the_share_asked(tmp_path: Path) -> None:
     src = tmp_path / "src"
     manifest = generate_demo_sources(src, customers=150, seed=3, as_of=date(2026, 11, 23))

@@ -176,3 +176,52 @@ def test_copy_text_takes_datetime_objects() -> None:
         {"at": pd.Series([datetime.datetime(2024, 1, 2, 3, 4, 5, 600000), None], dtype=object)}
     )
     assert bytes(warehouse._copy_text(frame)) == b"2024-01-02 03:04:05.600000\n\\N\n"
+
+
+@pytest.mark.postgres
+def test_postgres_arrow_reads_give_the_frame_the_driver_gives():
+    """read_table on PostgreSQL goes through ADBC (Arrow); it must give exactly what
+    ``pd.read_sql`` on the driver's rows gives, for every column type the warehouse uses."""
+    admin = warehouse.create_engine(POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
+    try:
+        frame = _frame("2026Q3")
+        frame["note"] = ["a,b", 'say "hi"', "two\nlines", "", None]  # '' is not NULL
+        frame["empty_text"] = pd.Series([None] * 5, dtype=object)
+        frame["city"] = ["上海", "北京", None, "深圳", "广州"]
+        warehouse.replace_partition(engine, "rt_types", frame, quarter="2026Q3")
+        with engine.begin() as conn:
+            conn.exec_driver_sql('ALTER TABLE rt_types ADD COLUMN "price" NUMERIC(12, 2)')
+            conn.exec_driver_sql("UPDATE rt_types SET price = 12.5 WHERE customer_id = 'CUST-0001'")
+
+        def both(*args, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+            arrow = warehouse.read_table(engine, *args, **kwargs)
+            original = warehouse._read_arrow
+            warehouse._read_arrow = lambda *a, **k: None  # the driver's rows
+            try:
+                driver = warehouse.read_table(engine, *args, **kwargs)
+            finally:
+                warehouse._read_arrow = original
+            return arrow, driver
+
+        arrow, driver = both("rt_types")
+        pd.testing.assert_frame_equal(arrow, driver)
+        assert arrow.set_index("customer_id").loc["CUST-0003", "note"] == ""
+        assert pd.isna(arrow.set_index("customer_id").loc["CUST-0004", "note"])
+        assert arrow["price"].dtype == "float64" and arrow["price"].max() == 12.5
+        pd.testing.assert_frame_equal(*both("rt_types", ["customer_id", "opened_at"]))
+        pd.testing.assert_frame_equal(*both("rt_types", quarter="2026Q3"))
+        pd.testing.assert_frame_equal(*both("rt_types", quarter="it's none"))  # quoted
+        assert warehouse.read_table(engine, "rt_types", quarter="it's none").empty
+        totals = warehouse.read_query(
+            engine, 'SELECT quarter, SUM(n_orders) AS n FROM "rt_types" GROUP BY quarter'
+        )
+        assert totals["n"].tolist() == [13.0]
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()

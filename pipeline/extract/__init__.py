@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pandas as pd
+import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
@@ -34,11 +35,16 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     counts: dict[str, int] = {d.name: 0 for d in datasets_of(system)}
     with ctx.engine.begin() as conn:
         for dataset_name in counts:
-            table = f"raw_{dataset_name}"
-            if warehouse.table_exists(ctx.engine, table):
-                conn.exec_driver_sql(f'DELETE FROM "{table}"')
+            # Dropped, not emptied: the new rows get a fresh table (no dead rows left behind
+            # for validate to scan) whose columns are typed from this batch (all text).
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{dataset_name}"')
         for dataset_name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
             counts[dataset_name] += warehouse.insert_frame(conn, f"raw_{dataset_name}", chunk)
+        for dataset in datasets_of(system):  # a source with no rows still lands its table
+            if not sa.inspect(conn).has_table(f"raw_{dataset.name}"):
+                columns = ["source_system", *dataset.rename.values(), "batch_id", "extracted_at"]
+                empty = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+                warehouse.insert_frame(conn, f"raw_{dataset.name}", empty)
     total = sum(counts.values())
     log.info("landed %s rows from %s: %s", total, system, counts)
     return StageResult(stage=f"extract_{system}", rows_in=total, rows_out=total, detail=counts)

@@ -23,16 +23,22 @@ _TRUE = {"1", "true", "t", "yes", "y", "是"}
 _FALSE = {"0", "false", "f", "no", "n", "否"}
 
 
-def _text(series: pd.Series) -> pd.Series:
-    """Raw values as stripped text (object dtype), blanks as None."""
+def _other_text(value: Any) -> str | None:
+    """``text_values`` of a value that is not a ``str``: missing kinds become None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    text = str(value).strip()
+    return text if text else None
+
+
+def text_values(series: pd.Series) -> pd.Series:
+    """Raw values as stripped text (object dtype), blanks and missing values as None."""
     # A plain loop over the values: several times faster than a round trip through pandas'
-    # string dtype, and typing spends most of its time here.
-    missing = series.isna().to_numpy()
+    # string dtype, and typing spends most of its time here. Raw values are str or None.
     values = series.to_numpy(dtype=object)
-    text = [
-        None if gone else (s if (s := (v if type(v) is str else str(v)).strip()) else None)
-        for v, gone in zip(values, missing, strict=True)
-    ]
+    text = [(s if (s := v.strip()) else None) if type(v) is str else _other_text(v) for v in values]
     return pd.Series(np.array(text, dtype=object), index=series.index, dtype=object)
 
 
@@ -113,11 +119,11 @@ def stage_frame(
     The typed frame has the house columns then the lineage columns; ``datetime`` columns are
     converted from naive ``source_timezone`` local time to naive UTC. The input is not modified.
     """
-    typed: dict[str, pd.Series] = {"source_record_id": _text(raw["source_record_id"])}
+    typed: dict[str, pd.Series] = {"source_record_id": text_values(raw["source_record_id"])}
     errors: list[pd.DataFrame] = []
     for column in dataset.columns:
         text = (
-            _text(raw[column.name])
+            text_values(raw[column.name])
             if column.name in raw.columns
             else pd.Series(None, index=raw.index, dtype=object)
         )

@@ -17,8 +17,11 @@ no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,13 +31,14 @@ import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import DATASETS, Dataset
-from pipeline.settings import ValidationSettings
+from pipeline.quarters import Quarter
+from pipeline.settings import Settings, ValidationSettings
 from pipeline.stages import StageContext, StageResult
-from pipeline.transform.staging import stage_frame
+from pipeline.transform.staging import cast_column, stage_frame, text_values
 from pipeline.validation.checks import SuiteRunner
 from pipeline.validation.docs import write_docs
 from pipeline.validation.findings import customer_findings
-from pipeline.validation.quarantine import split_rows
+from pipeline.validation.quarantine import QUARANTINE_COLUMNS, split_rows
 from pipeline.validation.rules import (
     CARRIED_VALUES,
     KeyIndex,
@@ -72,6 +76,9 @@ class QuarantineThresholdError(RuntimeError):
     def __init__(self, message: str, datasets: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.datasets = datasets
+
+    def __reduce__(self) -> tuple:  # keeps ``datasets`` when it comes back from a worker process
+        return (type(self), (str(self), self.datasets))
 
 
 @dataclass
@@ -194,29 +201,38 @@ class DatasetValidator:
         )
 
 
-def _raw_select(engine: sa.engine.Engine, dataset: str) -> sa.TextClause:
+def _raw_select(
+    engine: sa.engine.Engine, dataset: str, columns: list[str] | None = None
+) -> sa.TextClause:
     table = f"raw_{dataset}"
     if not warehouse.table_exists(engine, table):
         raise LookupError(
             f"warehouse table {table!r} does not exist yet: run the extract stage first"
         )
-    return sa.text(f'SELECT * FROM "{table}"')
+    names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    return sa.text(f'SELECT {names} FROM "{table}"')
 
 
 def read_raw_chunks(
-    engine: sa.engine.Engine, dataset: str, chunk_rows: int
+    engine: sa.engine.Engine, dataset: str, chunk_rows: int, columns: list[str] | None = None
 ) -> Iterator[pd.DataFrame]:
     """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (a streamed cursor).
 
     Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
     its rows in the table. An empty table gives one empty chunk with the table's columns.
+    ``columns`` reads only those columns.
     """
-    select = _raw_select(engine, dataset)
+    select = _raw_select(engine, dataset, columns)
     with engine.connect() as conn:
         # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
         # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.
         dbapi = conn.connection.dbapi_connection
         server_side = conn.dialect.name == "postgresql"
+        if server_side:
+            # Rows in table order even while another process scans the same table (a worker
+            # reading a parent's keys): a synchronized scan would start where that one is.
+            with dbapi.cursor() as setting:
+                setting.execute("SET LOCAL synchronize_seqscans = off")
         cursor = dbapi.cursor(name=f"raw_{dataset}") if server_side else dbapi.cursor()
         try:
             cursor.execute(select.text)
@@ -240,6 +256,27 @@ def read_raw_chunks(
 def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
     """``raw_<dataset>`` exactly as landed (text values, not parsed), with a RangeIndex."""
     return pd.concat(list(read_raw_chunks(engine, dataset, 200_000)))
+
+
+def raw_key_index(
+    engine: sa.engine.Engine, dataset: Dataset, chunk_rows: int, source_timezone: str
+) -> KeyIndex:
+    """The key index validating ``dataset`` would build (every raw row's key, and the
+    carried value of its first row), read from ``raw_<dataset>`` without validating it.
+
+    This is what lets a child dataset be validated while its parent is, in another process.
+    """
+    carried = CARRIED_VALUES.get(dataset.name)
+    column = next((c for c in dataset.columns if c.name == carried), None)
+    index = KeyIndex(with_values=carried is not None)
+    columns = ["source_record_id"] + ([carried] if carried else [])
+    for raw in read_raw_chunks(engine, dataset.name, chunk_rows, columns):
+        values = None
+        if column is not None:
+            text = text_values(raw[column.name])
+            values = cast_column(text, column.kind, column.vocab, source_timezone)[0]
+        index.add(text_values(raw["source_record_id"]), values)
+    return index
 
 
 def parent_keys(dataset: str, typed: pd.DataFrame) -> KeyIndex:
@@ -374,21 +411,103 @@ def validate_and_write(
     return outcome, validator.keys, error, kept
 
 
-def run(ctx: StageContext) -> StageResult:
-    """Validate every dataset; write stg_*, quarantine, dq_findings and the HTML summary.
+def worker_count(ctx: StageContext) -> int:
+    """Processes validating datasets at once: ``validation.workers`` (0 = CPU cores), 1 on SQLite."""
+    if ctx.engine.dialect.name == "sqlite":
+        return 1
+    wanted = ctx.settings.validation.workers or os.cpu_count() or 1
+    return max(1, min(wanted, len(DATASETS)))
 
-    Each dataset is read, checked and written in chunks of ``sources.chunk_rows`` rows, so
-    memory holds one chunk plus the key indexes of the datasets still needed as parents.
-    """
-    settings = ctx.settings.validation
+
+def _validate_in_worker(
+    url: str,
+    settings: Settings,
+    quarter: Quarter,
+    batch_id: str,
+    extracted_at: datetime,
+    name: str,
+) -> tuple[DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]:
+    """One dataset in a worker process: its parents' key indexes come from their raw tables."""
+    engine = warehouse.create_engine(url)
+    try:
+        ctx = StageContext(settings, engine, quarter, batch_id, extracted_at)
+        dataset = DATASETS[name]
+        parents = {
+            parent: raw_key_index(
+                engine,
+                DATASETS[parent],
+                settings.sources.chunk_rows,
+                settings.sources.source_timezone,
+            )
+            for parent in sorted(set(dataset.parents.values()))
+        }
+        outcome, _keys, error, kept = validate_and_write(
+            ctx, dataset, parents, FINDINGS_INPUTS.get(name)
+        )
+        return outcome, error, (pd.concat(kept, ignore_index=True) if kept else None)
+    finally:
+        engine.dispose()
+
+
+def _raw_rows(engine: sa.engine.Engine, dataset: str) -> int:
+    _raw_select(engine, dataset)  # a clear error when the table is missing
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f'SELECT COUNT(*) FROM "raw_{dataset}"')).scalar_one())
+
+
+def _create_quarantine_table(engine: sa.engine.Engine) -> None:
+    """Every worker writes to ``quarantine``; it is created here first so that they do not
+    race to create it (as the stage in one process would create it: ``dataset`` last)."""
+    if warehouse.table_exists(engine, "quarantine"):
+        return
+    columns = [c for c in QUARANTINE_COLUMNS if c != "dataset"] + ["dataset"]
+    empty = pd.DataFrame(
+        {c: pd.Series(dtype="datetime64[ns]" if c == "extracted_at" else object) for c in columns}
+    )
+    with engine.begin() as conn:
+        warehouse.insert_frame(conn, "quarantine", empty)
+
+
+def _validate_parallel(
+    ctx: StageContext, workers: int
+) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
+    """Every dataset in its own task on ``workers`` processes, largest first; results in
+    DATASETS order. Each task writes its dataset in its own transaction, as in one process."""
+    sizes = {name: _raw_rows(ctx.engine, name) for name in DATASETS}
+    _create_quarantine_table(ctx.engine)
+    url = ctx.engine.url.render_as_string(hide_password=False)
+    # spawn, not fork: the parent holds a connection pool and maybe threads
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            name: pool.submit(
+                _validate_in_worker,
+                url,
+                ctx.settings,
+                ctx.quarter,
+                ctx.batch_id,
+                ctx.extracted_at,
+                name,
+            )
+            for name in sorted(DATASETS, key=lambda n: -sizes[n])
+        }
+        try:
+            for name, dataset in DATASETS.items():
+                yield (dataset, *futures[name].result())
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+
+
+def _validate_sequential(
+    ctx: StageContext,
+) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
+    """Every dataset in DATASETS order in this process, parents' key indexes kept in memory."""
     still_parent = {
         name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
         for name in {p for d in DATASETS.values() for p in d.parents.values()}
     }
     key_indexes: dict[str, KeyIndex] = {}
-    findings_inputs: dict[str, pd.DataFrame] = {}
-    outcomes: dict[str, DatasetOutcome] = {}
-    errors: list[QuarantineThresholdError] = []
     for position, dataset in enumerate(DATASETS.values()):
         # parents come before children in DATASETS
         parents = {p: key_indexes[p] for p in set(dataset.parents.values())}
@@ -399,8 +518,26 @@ def run(ctx: StageContext) -> StageResult:
             key_indexes[dataset.name] = keys
         for name in [n for n in key_indexes if still_parent[n] <= position]:
             del key_indexes[name]  # no later dataset refers to it
-        if kept:
-            findings_inputs[dataset.name] = pd.concat(kept, ignore_index=True)
+        yield dataset, outcome, error, (pd.concat(kept, ignore_index=True) if kept else None)
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Validate every dataset; write stg_*, quarantine, dq_findings and the HTML summary.
+
+    Each dataset is read, checked and written in chunks of ``sources.chunk_rows`` rows, so
+    memory holds one chunk plus the key indexes of the datasets still needed as parents.
+    On PostgreSQL the datasets are validated on ``worker_count`` processes at once; the
+    result is the same as in one process.
+    """
+    settings = ctx.settings.validation
+    workers = worker_count(ctx)
+    findings_inputs: dict[str, pd.DataFrame] = {}
+    outcomes: dict[str, DatasetOutcome] = {}
+    errors: list[QuarantineThresholdError] = []
+    results = _validate_sequential(ctx) if workers == 1 else _validate_parallel(ctx, workers)
+    for dataset, outcome, error, kept in results:
+        if kept is not None:
+            findings_inputs[dataset.name] = kept
         log.info(
             "validated %s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
             dataset.name,
@@ -452,5 +589,6 @@ def run(ctx: StageContext) -> StageResult:
         for name, o in outcomes.items()
     }
     detail["findings"] = len(findings)
+    detail["workers"] = workers
     detail["data_docs"] = str(docs)
     return StageResult(stage="validate", rows_in=rows_in, rows_out=rows_valid, detail=detail)

@@ -64,5 +64,5 @@ def test_each_column_type():
 )
 def test_driver_values_match_the_scalar_rule(values):
     """A database driver hands over Python ints, floats and None in an object column."""
-    series = pd.Series(np.array(values + [None], dtype=object)[:-1] if values else [], dtype=object)
+    series = pd.Series(np.array([*values, None], dtype=object)[:-1] if values else [], dtype=object)
     assert list(_text_column(series)) == _one_by_one(series)

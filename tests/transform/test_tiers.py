@@ -402,3 +402,52 @@ def test_credit_grades_bounded_and_unchanged_by_row_order(rows, rnd) -> None:
         inv.sample(frac=1, random_state=seed), pay.sample(frac=1, random_state=seed), Q3, CFG
     )
     pd.testing.assert_frame_equal(out, again)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["c1", "c2", "c3"]),
+            st.integers(0, 600),  # invoice day offset from 2024-09-01
+            st.one_of(st.none(), st.integers(0, 90)),  # due after invoice
+            st.integers(1, 500),
+        ),
+        max_size=12,
+    ),
+    st.lists(
+        st.tuples(st.integers(0, 14), st.integers(0, 700), st.integers(1, 400)),
+        max_size=20,
+    ),
+)
+def test_integer_invoice_keys_give_the_same_status_as_text_ids(invoice_rows, payment_rows) -> None:
+    """build_inputs adds integer ``invoice_key``s; invoice_status by key == by text id
+    (payments of unknown invoices, and payments with no invoice id, match nothing)."""
+    base = pd.Timestamp("2024-09-01")
+    inv = invoices(
+        [
+            (
+                f"i{n}",
+                customer,
+                str((base + pd.Timedelta(days=day)).date()),
+                None if due is None else str((base + pd.Timedelta(days=day + due)).date()),
+                amount,
+            )
+            for n, (customer, day, due, amount) in enumerate(invoice_rows)
+        ]
+    )
+    pay = pd.DataFrame(
+        {
+            "invoice_id": [f"i{n}" if n < 13 else None for n, _, _ in payment_rows],
+            "paid_date": pd.to_datetime(
+                [base + pd.Timedelta(days=day) for _, day, _ in payment_rows]
+            ),
+            "amount_cny": [float(a) for _, _, a in payment_rows],
+        }
+    )
+    codes, _ = pd.factorize(pd.concat([inv["invoice_id"], pay["invoice_id"]]).astype(object))
+    keyed_inv = inv.assign(invoice_key=codes[: len(inv)])
+    keyed_pay = pay.assign(invoice_key=codes[len(inv) :])
+    by_text = tiers.invoice_status(inv, pay[pay["invoice_id"].notna()], Q3, CFG)
+    by_key = tiers.invoice_status(keyed_inv, keyed_pay, Q3, CFG)
+    pd.testing.assert_frame_equal(by_key, by_text)

@@ -17,13 +17,17 @@ no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -419,7 +423,7 @@ def worker_count(ctx: StageContext) -> int:
     return max(1, min(wanted, len(DATASETS)))
 
 
-def _validate_in_worker(
+def validate_in_worker(
     url: str,
     settings: Settings,
     quarter: Quarter,
@@ -468,26 +472,48 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
         warehouse.insert_frame(conn, "quarantine", empty)
 
 
+def _run_worker(folder: Path, request: dict) -> tuple:
+    """Run one dataset in ``python -m pipeline.validation.worker``; its result, or raise its
+    error. The worker's log goes to this process's stderr (the task log)."""
+    name = request["name"]
+    request_path, reply_path = folder / f"{name}.request", folder / f"{name}.reply"
+    request_path.write_bytes(pickle.dumps(request))
+    command = [sys.executable, "-m", "pipeline.validation.worker", str(request_path)]
+    finished = subprocess.run([*command, str(reply_path)], check=False)
+    if not reply_path.is_file():
+        raise RuntimeError(
+            f"validation worker for dataset {name} ended without a result "
+            f"(exit code {finished.returncode})"
+        )
+    status, value = pickle.loads(reply_path.read_bytes())
+    if status == "error":
+        raise value
+    return value
+
+
 def _validate_parallel(
     ctx: StageContext, workers: int
 ) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
-    """Every dataset in its own task on ``workers`` processes, largest first; results in
-    DATASETS order. Each task writes its dataset in its own transaction, as in one process."""
+    """Every dataset in its own worker process, ``workers`` at a time, largest first;
+    results in DATASETS order. Each worker writes its dataset in its own transaction, as
+    in one process."""
     sizes = {name: _raw_rows(ctx.engine, name) for name in DATASETS}
     _create_quarantine_table(ctx.engine)
     url = ctx.engine.url.render_as_string(hide_password=False)
-    # spawn, not fork: the parent holds a connection pool and maybe threads
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    common = {
+        "url": url,
+        "settings": ctx.settings,
+        "quarter": ctx.quarter,
+        "batch_id": ctx.batch_id,
+        "extracted_at": ctx.extracted_at,
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-validate-") as scratch,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        folder = Path(scratch)
         futures = {
-            name: pool.submit(
-                _validate_in_worker,
-                url,
-                ctx.settings,
-                ctx.quarter,
-                ctx.batch_id,
-                ctx.extracted_at,
-                name,
-            )
+            name: pool.submit(_run_worker, folder, {**common, "name": name})
             for name in sorted(DATASETS, key=lambda n: -sizes[n])
         }
         try:

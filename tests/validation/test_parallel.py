@@ -240,3 +240,20 @@ def test_text_that_is_not_a_date_lands_on_postgresql_and_is_quarantined(
     assert "order_date: 'not a date' is not a date" in reasons.loc[first]
     assert "order_date: '2026-13-45' is not a date" in reasons.loc[second]
     ctx.engine.dispose()
+
+
+def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
+    """A worker process hands its exception back; the stage raises it as it was."""
+    from pipeline.quarters import Quarter
+    from pipeline.validation import _run_worker
+
+    request = {
+        "url": "sqlite:///" + str(tmp_path / "none.db"),
+        "settings": Settings(),
+        "quarter": Quarter.parse("2026Q3"),
+        "batch_id": "b1",
+        "extracted_at": pd.Timestamp("2026-11-23").to_pydatetime(),
+        "name": "no_such_dataset",
+    }
+    with pytest.raises(KeyError, match="no_such_dataset"):
+        _run_worker(tmp_path, request)

@@ -472,17 +472,18 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
         warehouse.insert_frame(conn, "quarantine", empty)
 
 
-def _run_worker(folder: Path, request: dict) -> tuple:
-    """Run one dataset in ``python -m pipeline.validation.worker``; its result, or raise its
-    error. The worker's log goes to this process's stderr (the task log)."""
-    name = request["name"]
-    request_path, reply_path = folder / f"{name}.request", folder / f"{name}.reply"
+def _run_worker(folder: Path, request: dict) -> dict[str, tuple]:
+    """Run ``python -m pipeline.validation.worker`` on ``request["names"]``; their results
+    by dataset, or raise the error of the first that failed. The worker's log goes to this
+    process's stderr (the task log)."""
+    label = "+".join(request["names"])
+    request_path, reply_path = folder / f"{label}.request", folder / f"{label}.reply"
     request_path.write_bytes(pickle.dumps(request))
     command = [sys.executable, "-m", "pipeline.validation.worker", str(request_path)]
     finished = subprocess.run([*command, str(reply_path)], check=False)
     if not reply_path.is_file():
         raise RuntimeError(
-            f"validation worker for dataset {name} ended without a result "
+            f"validation worker for {', '.join(request['names'])} ended without a result "
             f"(exit code {finished.returncode})"
         )
     status, value = pickle.loads(reply_path.read_bytes())
@@ -491,36 +492,44 @@ def _run_worker(folder: Path, request: dict) -> tuple:
     return value
 
 
+def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
+    """Datasets spread over at most ``workers`` processes: largest first, each to the
+    process with the fewest rows so far (each process pays its imports once)."""
+    loads = [0] * workers
+    plan: list[list[str]] = [[] for _ in range(workers)]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        least = loads.index(min(loads))
+        plan[least].append(name)
+        loads[least] += sizes[name] + 1
+    return [names for names in plan if names]
+
+
 def _validate_parallel(
     ctx: StageContext, workers: int
 ) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
-    """Every dataset in its own worker process, ``workers`` at a time, largest first;
-    results in DATASETS order. Each worker writes its dataset in its own transaction, as
-    in one process."""
+    """The datasets on ``workers`` worker processes (:func:`plan_workers`); results in
+    DATASETS order. Each dataset is written in its own transaction, as in one process."""
     sizes = {name: _raw_rows(ctx.engine, name) for name in DATASETS}
     _create_quarantine_table(ctx.engine)
-    url = ctx.engine.url.render_as_string(hide_password=False)
     common = {
-        "url": url,
+        "url": ctx.engine.url.render_as_string(hide_password=False),
         "settings": ctx.settings,
         "quarter": ctx.quarter,
         "batch_id": ctx.batch_id,
         "extracted_at": ctx.extracted_at,
     }
+    plan = plan_workers(sizes, workers)
     with (
         tempfile.TemporaryDirectory(prefix="crm-validate-") as scratch,
-        ThreadPoolExecutor(workers) as pool,
+        ThreadPoolExecutor(len(plan)) as pool,
     ):
-        folder = Path(scratch)
-        futures = {
-            name: pool.submit(_run_worker, folder, {**common, "name": name})
-            for name in sorted(DATASETS, key=lambda n: -sizes[n])
-        }
+        futures = [pool.submit(_run_worker, Path(scratch), {**common, "names": g}) for g in plan]
+        where = {name: futures[i] for i, group in enumerate(plan) for name in group}
         try:
             for name, dataset in DATASETS.items():
-                yield (dataset, *futures[name].result())
+                yield (dataset, *where[name].result()[name])
         except BaseException:
-            for future in futures.values():
+            for future in futures:
                 future.cancel()
             raise
 

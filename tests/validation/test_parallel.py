@@ -253,7 +253,17 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
         "quarter": Quarter.parse("2026Q3"),
         "batch_id": "b1",
         "extracted_at": pd.Timestamp("2026-11-23").to_pydatetime(),
-        "name": "no_such_dataset",
+        "names": ["no_such_dataset"],
     }
     with pytest.raises(KeyError, match="no_such_dataset"):
         _run_worker(tmp_path, request)
+
+
+def test_datasets_are_spread_largest_first_over_the_workers() -> None:
+    from pipeline.validation import plan_workers
+
+    sizes = {"lines": 100, "orders": 30, "invoices": 25, "payments": 24, "accounts": 1}
+    assert plan_workers(sizes, 2) == [["lines"], ["orders", "invoices", "payments", "accounts"]]
+    assert plan_workers(sizes, 3) == [["lines"], ["orders", "accounts"], ["invoices", "payments"]]
+    assert plan_workers({"a": 5}, 4) == [["a"]]
+    assert sorted(n for g in plan_workers(sizes, 9) for n in g) == sorted(sizes)

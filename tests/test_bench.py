@@ -57,3 +57,19 @@ def test_mutate_sources_adds_and_changes_about_the_share_asked(tmp_path: Path) -
             "SELECT COUNT(*) FROM sales_order_line WHERE line_id LIKE '%-n'"
         ).fetchone()[0]
     assert lines_after - lines_before == new_keys > 0
+
+
+def test_whole_run_peak_sums_the_stages_that_run_together() -> None:
+    from pipeline.bench import whole_run_peak
+
+    stages = [
+        {"stage": "extract_sales", "peak_rss_mb": 600.0},
+        {"stage": "extract_service", "peak_rss_mb": 700.0},
+        {"stage": "extract_finance", "peak_rss_mb": 650.0},
+        {"stage": "validate", "peak_rss_mb": 1900.0},
+        {"stage": "quality_findings", "peak_rss_mb": 700.0},
+        {"stage": "compute_metrics", "peak_rss_mb": 2600.0},
+        {"stage": "check_contracts", "peak_rss_mb": 500.0},
+    ]
+    assert whole_run_peak(stages) == 3300.0  # findings beside metrics
+    assert whole_run_peak(stages[:4]) == 1950.0  # the three extracts together

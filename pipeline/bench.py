@@ -761,7 +761,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{rows / total if total else 0:,.0f} | **{peak:,.0f}** |"
         )
     lines.append("")
-    lines.append("Comparisons (same data, same run):")
+    if results.get("comparisons_from_run"):
+        lines.append(f"Comparisons (same data; from the run of {results['comparisons_from_run']}):")
+    else:
+        lines.append("Comparisons (same data, same run):")
     lines.append("")
     for size in results["sizes"]:
         c = size["comparisons"]

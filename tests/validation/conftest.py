@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
@@ -43,6 +44,15 @@ def land_raw(settings: Settings, batch_id: str = "b1") -> None:
             chunks[name].append(chunk)
         for name, parts in chunks.items():
             warehouse.replace_table(engine, f"raw_{name}", pd.concat(parts, ignore_index=True))
+    engine.dispose()
+
+
+def execute_sql(settings: Settings, *statements: str) -> None:
+    """Run SQL statements on the settings' warehouse in one transaction (test set-up)."""
+    engine = sa.create_engine(settings.warehouse_url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
     engine.dispose()
 
 

@@ -18,6 +18,7 @@ from pipeline.validation import FINDINGS_INPUTS, run
 from pipeline.validation.findings import customer_findings
 from pipeline.validation.rules import KeyIndex
 from tests.validation.conftest import EXTRACTED_AT, make_context
+from tests.validation.conftest import execute_sql as _execute
 
 ONE_CHUNK = 10**9
 
@@ -44,14 +45,6 @@ def _validate(settings: Settings, chunk_rows: int) -> tuple[dict[str, pd.DataFra
         if isinstance(d, dict)
     }
     return tables, counts
-
-
-def _execute(settings: Settings, *statements: str) -> None:
-    engine = sa.create_engine(settings.warehouse_url)
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 def _raw_value(settings: Settings, sql: str):

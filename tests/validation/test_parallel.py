@@ -22,6 +22,7 @@ from pipeline.datasets import DATASETS
 from pipeline.settings import Settings
 from pipeline.validation import QuarantineThresholdError, raw_key_index, run, worker_count
 from tests.validation.conftest import demo_settings, land_raw, make_context
+from tests.validation.conftest import execute_sql as _execute
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLES = [*(d.staging_table for d in DATASETS.values()), "quarantine", "dq_findings"]
@@ -42,14 +43,6 @@ def pg_landed(demo_sources: Path, tmp_path: Path) -> Iterator[Settings]:
     with admin.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     admin.dispose()
-
-
-def _execute(settings: Settings, *statements: str) -> None:
-    engine = sa.create_engine(settings.warehouse_url)
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 def _cross_dataset_rows(settings: Settings) -> None:

@@ -179,9 +179,9 @@ class Bench:
         pg_url: str = DEFAULT_PG,
         as_of: date | None = None,
         seed: int = 42,
-        parallel_extract: bool = True,
+        as_dags: bool = True,
     ) -> None:
-        self.parallel_extract = parallel_extract
+        self.as_dags = as_dags  # stages side by side where the DAGs run them so
         self.workdir = Path(workdir)
         self.warehouse = warehouse
         self.pg_url = pg_url
@@ -328,7 +328,7 @@ class Bench:
 
     def ingest(self, result: SizeResult, batch: str) -> list[StageRun]:
         """The ingest stages as the ingest DAG runs them: the three extracts side by side
-        (``parallel_extract``), then the rest in order."""
+        (``as_dags``), then the rest in order."""
         from concurrent.futures import ThreadPoolExecutor
 
         from pipeline.runner import INGEST_STAGES
@@ -336,7 +336,7 @@ class Bench:
         extracts = [n for n in INGEST_STAGES if n.startswith("extract_")]
         rest = [n for n in INGEST_STAGES if n not in extracts]
         c, h = result.customers, result.history_quarters
-        if self.parallel_extract:
+        if self.as_dags:
             # first the warehouse schema (each extract migrates it; not all at once)
             runs = [self.stage(c, h, extracts[0], batch)]
             with ThreadPoolExecutor(len(extracts) - 1) as pool:
@@ -354,7 +354,7 @@ class Bench:
 
         c, h = result.customers, result.history_quarters
         beside = "quality_findings"
-        if not self.parallel_extract or beside not in QUARTERLY_STAGES:
+        if not self.as_dags or beside not in QUARTERLY_STAGES:
             return [self.stage(c, h, n, batch) for n in QUARTERLY_STAGES]
         chain = ["compute_metrics", "check_contracts"]
         rest = [n for n in QUARTERLY_STAGES if n not in (beside, *chain)]

@@ -127,15 +127,7 @@ def build_inputs(
             "amount_cny": pay["amount_cny"].astype("float64"),
         }
     )
-    # One integer key per invoice id, shared by invoices and payments: the credit grade of
-    # every quarter matches payments to invoices by it instead of hashing text again.
-    codes, _ = pd.factorize(
-        pd.concat([invoices["invoice_id"], payments["invoice_id"]], ignore_index=True).astype(
-            object
-        )
-    )
-    invoices["invoice_key"] = codes[: len(invoices)]
-    payments["invoice_key"] = codes[len(invoices) :]
+    invoices, payments = tiers.with_invoice_keys(invoices, payments)
     tk = stg["service_tickets"]
     tickets = tk.rename(columns={"source_record_id": "ticket_id"}).assign(
         customer_id=_map_ids(tk["customer_record_id"], "service", xref)

@@ -54,8 +54,8 @@ class ValidationSettings(BaseModel):
     # Plausible window for event dates: from this day to extraction time plus this many days.
     earliest_plausible_date: date = date(2000, 1, 1)
     latest_plausible_days_ahead: int = Field(366, ge=0)
-    # Datasets validated at once, each in its own process (0: one per CPU core). A SQLite
-    # warehouse takes one writer at a time, so there validation always runs in one process.
+    # Worker processes validating datasets at once on PostgreSQL (0: one per CPU core). A
+    # SQLite warehouse takes one writer at a time, so there validation runs in one process.
     workers: int = Field(0, ge=0)
 
 

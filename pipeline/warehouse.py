@@ -299,7 +299,7 @@ def read_table(
     return df
 
 
-# PostgreSQL type OIDs -> the Arrow type COPY's text is parsed as
+# PostgreSQL type OIDs -> the Arrow type a column is read as (others: the driver's path)
 _ARROW_TYPES = {
     16: "bool",
     20: "int64",
@@ -315,6 +315,9 @@ _ARROW_TYPES = {
     1082: "date32",
 }
 
+
+# ``%(name)s``: how read_query's SQL names a parameter
+_PARAMETER = re.compile(r"%\((\w+)\)s")
 
 # One ADBC connection per warehouse and process, reused: connecting costs ~50 ms
 _ADBC_CONNECTIONS: dict[tuple[int, str], Any] = {}
@@ -353,11 +356,7 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
 
     driver = conn.connection.driver_connection
     if params:  # inlined as literals, quoted by psycopg (ADBC binds differently)
-        sql = re.sub(
-            r"%\((\w+)\)s",
-            lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver),
-            sql,
-        )
+        sql = _PARAMETER.sub(lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql)
     with driver.cursor() as cursor:
         cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
         described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
@@ -389,11 +388,11 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
 
 
 def read_query(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The rows of a SELECT (``%(name)s`` parameters) as a frame; on PostgreSQL via COPY."""
+    """The rows of a SELECT (``%(name)s`` parameters) as a frame; on PostgreSQL via ADBC."""
     with engine.connect() as conn:
         df = _read_arrow(conn, sql, params or {}) if conn.dialect.name == "postgresql" else None
         if df is None:
-            named = sa.text(re.sub(r"%\((\w+)\)s", r":\1", sql))
+            named = sa.text(_PARAMETER.sub(r":\1", sql))
             df = pd.read_sql(named, conn, params=params or None, coerce_float=True)
     return df
 

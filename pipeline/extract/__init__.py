@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
 from pipeline.extract import finance, sales, service
+from pipeline.extract.base import house_frame
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 
@@ -42,8 +43,8 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
             counts[dataset_name] += warehouse.insert_frame(conn, f"raw_{dataset_name}", chunk)
         for dataset in datasets_of(system):  # a source with no rows still lands its table
             if not sa.inspect(conn).has_table(f"raw_{dataset.name}"):
-                columns = ["source_system", *dataset.rename.values(), "batch_id", "extracted_at"]
-                empty = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+                no_rows = pd.DataFrame({raw_name: [] for raw_name in dataset.rename}, dtype=object)
+                empty = house_frame(no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at)
                 warehouse.insert_frame(conn, f"raw_{dataset.name}", empty)
     total = sum(counts.values())
     log.info("landed %s rows from %s: %s", total, system, counts)

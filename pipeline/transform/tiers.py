@@ -94,6 +94,20 @@ def value_tiers(sales: pd.DataFrame, quarter: Quarter, settings: TierSettings) -
     return per_customer
 
 
+def with_invoice_keys(
+    invoices: pd.DataFrame, payments: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Copies with ``invoice_key``: one integer per invoice id, shared by invoices and
+    payments (-1 for no id). Made once per run (pipeline.metrics.build_inputs), every
+    quarter's credit grades match payments to invoices by it instead of hashing text."""
+    ids = pd.concat([invoices["invoice_id"], payments["invoice_id"]], ignore_index=True)
+    codes, _ = pd.factorize(ids.astype(object))
+    return (
+        invoices.assign(invoice_key=codes[: len(invoices)]),
+        payments.assign(invoice_key=codes[len(invoices) :]),
+    )
+
+
 def invoice_status(
     invoices: pd.DataFrame, payments: pd.DataFrame, quarter: Quarter, settings: TierSettings
 ) -> pd.DataFrame:
@@ -107,10 +121,11 @@ def invoice_status(
     """
     start = _ts(window_start(quarter, settings.credit_window_months))
     end = _ts(quarter.end_date)
+    if "invoice_key" not in invoices.columns or "invoice_key" not in payments.columns:
+        invoices, payments = with_invoice_keys(invoices, payments)
     inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
     inv = inv[
-        ["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny"]
-        + (["invoice_key"] if "invoice_key" in inv.columns else [])
+        ["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny", "invoice_key"]
     ]
     inv = inv.reset_index(drop=True)
     duplicated = inv["invoice_id"].duplicated()
@@ -119,19 +134,12 @@ def invoice_status(
         raise ValueError(f"invoice ids must be unique; duplicated: {sample}")
     pay = payments[payments["paid_date"] <= end]
     # Positional codes instead of text ids: sorting and grouping stay fast at millions of rows.
-    if "invoice_key" in inv.columns and "invoice_key" in pay.columns:
-        # integer keys shared by invoices and payments (pipeline.metrics.build_inputs): the
-        # text ids are hashed once per run, not once per quarter
-        keys = inv["invoice_key"].to_numpy(dtype="int64")  # -1: no id
-        pay_keys = pay["invoice_key"].to_numpy(dtype="int64")
-        position = np.full(max(keys.max(initial=-1), pay_keys.max(initial=-1)) + 2, -1)
-        position[np.where(keys >= 0, keys, len(position) - 1)] = np.arange(len(inv))
-        position[-1] = -1  # no id matches nothing
-        code = position[np.where(pay_keys >= 0, pay_keys, len(position) - 1)]
-    else:
-        code = pd.Index(inv["invoice_id"].astype(object)).get_indexer(
-            pay["invoice_id"].astype(object)
-        )
+    keys = inv["invoice_key"].to_numpy(dtype="int64")  # -1: no id
+    pay_keys = pay["invoice_key"].to_numpy(dtype="int64")
+    position = np.full(max(keys.max(initial=-1), pay_keys.max(initial=-1)) + 2, -1)
+    position[np.where(keys >= 0, keys, len(position) - 1)] = np.arange(len(inv))
+    position[-1] = -1  # no id matches nothing
+    code = position[np.where(pay_keys >= 0, pay_keys, len(position) - 1)]
     keep = code >= 0
     code = code[keep]
     paid_on = pay["paid_date"].to_numpy()[keep]

@@ -378,13 +378,13 @@ def validate_and_write(
     dataset: Dataset,
     parents: dict[str, KeyIndex],
     keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, list[pd.DataFrame]]:
+) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, pd.DataFrame | None]:
     """Validate ``raw_<dataset>`` chunk by chunk, writing each chunk's rows as it goes.
 
     stg_<dataset> and the dataset's quarantine partition are replaced in one transaction,
     rolled back when the dataset fails its quarantine threshold or row-count check, so
     nothing is written for it then. Returns (outcome, the dataset's key index, the error
-    if any, the valid rows ``keep`` selected from each chunk).
+    if any, the valid rows ``keep`` selected from the chunks, None without ``keep``).
     """
     settings = ctx.settings.validation
     previous = previous_row_count(ctx.engine, dataset)
@@ -412,7 +412,7 @@ def validate_and_write(
             transaction.commit()
         else:
             transaction.rollback()
-    return outcome, validator.keys, error, kept
+    return outcome, validator.keys, error, (pd.concat(kept, ignore_index=True) if kept else None)
 
 
 def worker_count(ctx: StageContext) -> int:
@@ -423,32 +423,40 @@ def worker_count(ctx: StageContext) -> int:
     return max(1, min(wanted, len(DATASETS)))
 
 
+# What validating one dataset hands to the rest of the stage
+Validated = tuple[DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]
+
+
 def validate_in_worker(
     url: str,
     settings: Settings,
     quarter: Quarter,
     batch_id: str,
     extracted_at: datetime,
-    name: str,
-) -> tuple[DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]:
-    """One dataset in a worker process: its parents' key indexes come from their raw tables."""
+    names: list[str],
+) -> dict[str, Validated]:
+    """Datasets ``names`` in turn, in a worker process: parents' key indexes come from their
+    raw tables (each read once per worker)."""
     engine = warehouse.create_engine(url)
+    parent_indexes: dict[str, KeyIndex] = {}
+    results: dict[str, Validated] = {}
     try:
         ctx = StageContext(settings, engine, quarter, batch_id, extracted_at)
-        dataset = DATASETS[name]
-        parents = {
-            parent: raw_key_index(
-                engine,
-                DATASETS[parent],
-                settings.sources.chunk_rows,
-                settings.sources.source_timezone,
+        for name in names:
+            dataset = DATASETS[name]
+            for parent in sorted(set(dataset.parents.values()) - set(parent_indexes)):
+                parent_indexes[parent] = raw_key_index(
+                    engine,
+                    DATASETS[parent],
+                    settings.sources.chunk_rows,
+                    settings.sources.source_timezone,
+                )
+            parents = {p: parent_indexes[p] for p in set(dataset.parents.values())}
+            outcome, _keys, error, kept = validate_and_write(
+                ctx, dataset, parents, FINDINGS_INPUTS.get(name)
             )
-            for parent in sorted(set(dataset.parents.values()))
-        }
-        outcome, _keys, error, kept = validate_and_write(
-            ctx, dataset, parents, FINDINGS_INPUTS.get(name)
-        )
-        return outcome, error, (pd.concat(kept, ignore_index=True) if kept else None)
+            results[name] = (outcome, error, kept)
+        return results
     finally:
         engine.dispose()
 
@@ -472,7 +480,7 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
         warehouse.insert_frame(conn, "quarantine", empty)
 
 
-def _run_worker(folder: Path, request: dict) -> dict[str, tuple]:
+def _run_worker(folder: Path, request: dict) -> dict[str, Validated]:
     """Run ``python -m pipeline.validation.worker`` on ``request["names"]``; their results
     by dataset, or raise the error of the first that failed. The worker's log goes to this
     process's stderr (the task log)."""
@@ -504,9 +512,7 @@ def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
     return [names for names in plan if names]
 
 
-def _validate_parallel(
-    ctx: StageContext, workers: int
-) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
+def _validate_parallel(ctx: StageContext, workers: int) -> Iterator[tuple[Dataset, Validated]]:
     """The datasets on ``workers`` worker processes (:func:`plan_workers`); results in
     DATASETS order. Each dataset is written in its own transaction, as in one process."""
     sizes = {name: _raw_rows(ctx.engine, name) for name in DATASETS}
@@ -527,7 +533,7 @@ def _validate_parallel(
         where = {name: futures[i] for i, group in enumerate(plan) for name in group}
         try:
             for name, dataset in DATASETS.items():
-                yield (dataset, *where[name].result()[name])
+                yield dataset, where[name].result()[name]
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -536,7 +542,7 @@ def _validate_parallel(
 
 def _validate_sequential(
     ctx: StageContext,
-) -> Iterator[tuple[Dataset, DatasetOutcome, QuarantineThresholdError | None, pd.DataFrame | None]]:
+) -> Iterator[tuple[Dataset, Validated]]:
     """Every dataset in DATASETS order in this process, parents' key indexes kept in memory."""
     still_parent = {
         name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
@@ -553,7 +559,7 @@ def _validate_sequential(
             key_indexes[dataset.name] = keys
         for name in [n for n in key_indexes if still_parent[n] <= position]:
             del key_indexes[name]  # no later dataset refers to it
-        yield dataset, outcome, error, (pd.concat(kept, ignore_index=True) if kept else None)
+        yield dataset, (outcome, error, kept)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -570,7 +576,7 @@ def run(ctx: StageContext) -> StageResult:
     outcomes: dict[str, DatasetOutcome] = {}
     errors: list[QuarantineThresholdError] = []
     results = _validate_sequential(ctx) if workers == 1 else _validate_parallel(ctx, workers)
-    for dataset, outcome, error, kept in results:
+    for dataset, (outcome, error, kept) in results:
         if kept is not None:
             findings_inputs[dataset.name] = kept
         log.info(

@@ -3,9 +3,8 @@ of its own (started by the validate stage on PostgreSQL, one per dataset, a few 
 
 A plain subprocess rather than ``multiprocessing``: Airflow's Celery workers run tasks in
 daemonic processes, which ``multiprocessing`` does not allow to have children. REQUEST is a
-pickle of the keyword arguments of :func:`pipeline.validation.validate_in_worker` with
-``names`` (the datasets this worker validates, in turn) instead of ``name``; REPLY gets
-``("ok", {name: result})`` or ``("error", exception)`` (the first dataset that raised).
+pickle of the keyword arguments of :func:`pipeline.validation.validate_in_worker`; REPLY
+gets ``("ok", {dataset: result})`` or ``("error", exception)`` (the first that raised).
 """
 
 from __future__ import annotations
@@ -22,9 +21,8 @@ def main(argv: list[str]) -> int:
     request = pickle.loads(request_path.read_bytes())
     from pipeline.validation import validate_in_worker
 
-    names = request.pop("names")
     try:
-        reply: tuple = ("ok", {name: validate_in_worker(**request, name=name) for name in names})
+        reply: tuple = ("ok", validate_in_worker(**request))
     except Exception as error:  # handed to the stage, which raises it
         reply = ("error", error)
     try:

@@ -420,9 +420,11 @@ def test_credit_grades_bounded_and_unchanged_by_row_order(rows, rnd) -> None:
         max_size=20,
     ),
 )
-def test_integer_invoice_keys_give_the_same_status_as_text_ids(invoice_rows, payment_rows) -> None:
-    """build_inputs adds integer ``invoice_key``s; invoice_status by key == by text id
-    (payments of unknown invoices, and payments with no invoice id, match nothing)."""
+def test_run_wide_invoice_keys_give_the_status_per_call_keys_give(
+    invoice_rows, payment_rows
+) -> None:
+    """Keys made once for the whole run (build_inputs) give the status that keys made for
+    this call give; payments of unknown invoices and with no invoice id match nothing."""
     base = pd.Timestamp("2024-09-01")
     inv = invoices(
         [
@@ -445,9 +447,14 @@ def test_integer_invoice_keys_give_the_same_status_as_text_ids(invoice_rows, pay
             "amount_cny": [float(a) for _, _, a in payment_rows],
         }
     )
-    codes, _ = pd.factorize(pd.concat([inv["invoice_id"], pay["invoice_id"]]).astype(object))
-    keyed_inv = inv.assign(invoice_key=codes[: len(inv)])
-    keyed_pay = pay.assign(invoice_key=codes[len(inv) :])
-    by_text = tiers.invoice_status(inv, pay[pay["invoice_id"].notna()], Q3, CFG)
-    by_key = tiers.invoice_status(keyed_inv, keyed_pay, Q3, CFG)
-    pd.testing.assert_frame_equal(by_key, by_text)
+    # run-wide keys numbered differently (reversed rows), an unknown invoice's payments too
+    extra = pd.DataFrame({"invoice_id": ["unknown"], "paid_date": [base], "amount_cny": [5.0]})
+    keyed_inv, keyed_pay = tiers.with_invoice_keys(inv.iloc[::-1], pd.concat([extra, pay]))
+    per_call = tiers.invoice_status(inv, pay[pay["invoice_id"].notna()], Q3, CFG)
+    run_wide = tiers.invoice_status(keyed_inv.iloc[::-1], keyed_pay, Q3, CFG)
+    pd.testing.assert_frame_equal(run_wide, per_call)
+    # every invoice's collected amount is the sum of its own payments up to quarter end
+    paid = pay[pay["paid_date"] <= pd.Timestamp("2026-09-30")].groupby("invoice_id")["amount_cny"]
+    expected = per_call["invoice_id"].map(paid.sum()).fillna(0.0)
+    capped = expected.clip(upper=per_call["billed_cny"])
+    assert ((per_call["collected_cny"] - capped).abs() < 1e-9).all()

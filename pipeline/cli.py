@@ -274,6 +274,13 @@ def bench(
     comparisons: Annotated[
         bool, typer.Option(help="Also measure the alternatives and the incremental ingest.")
     ] = True,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these comparisons (comma-separated: load, resolution, aggregation, "
+            "incremental_ingest)."
+        ),
+    ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the generated sources.")] = False,
     reuse_sources: Annotated[
         bool,
@@ -297,6 +304,7 @@ def bench(
         comparisons=comparisons,
         keep=keep,
         reuse_sources=reuse_sources,
+        only=[n.strip() for n in compare.split(",")] if compare else None,
     )
     sys.stdout.write(render_markdown(results) + "\n")
     console.print(f"results: {json_out}" + (f", table refreshed in {doc}" if doc else ""))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
-from pipeline.extract import finance, sales, service
+from pipeline.extract import changes, finance, sales, service
 from pipeline.extract.base import house_frame
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
@@ -31,21 +31,62 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     Chunks are written as they are read, so memory stays flat however long the history;
     all datasets of the system are replaced in one transaction, so a source that fails
     half-way leaves the previous landing untouched.
+
+    With ``sources.incremental`` a dataset already landed with row hashes is not rewritten:
+    the source is still read whole, but only rows added, changed or removed since the last
+    landing are written (:mod:`pipeline.extract.changes`), and their record keys are left
+    in ``raw_pending`` for validate. Otherwise every dataset is landed anew and validate
+    checks all of it.
     """
     adapter = ADAPTERS[system]
-    counts: dict[str, int] = {d.name: 0 for d in datasets_of(system)}
+    datasets = {d.name: d for d in datasets_of(system)}
+    if not warehouse.table_exists(ctx.engine, changes.PENDING):
+        warehouse.migrate(ctx.engine)
+    counts: dict[str, int] = dict.fromkeys(datasets, 0)
+    diffs: dict[str, changes.Diff] = {}
+    detail: dict[str, object] = {}
     with ctx.engine.begin() as conn:
-        for dataset_name in counts:
-            # Dropped, not emptied: the new rows get a fresh table (no dead rows left behind
-            # for validate to scan) whose columns are typed from this batch (all text).
-            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{dataset_name}"')
-        for dataset_name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
-            counts[dataset_name] += warehouse.insert_frame(conn, f"raw_{dataset_name}", chunk)
-        for dataset in datasets_of(system):  # a source with no rows still lands its table
-            if not sa.inspect(conn).has_table(f"raw_{dataset.name}"):
+        for name in datasets:
+            table = f"raw_{name}"
+            landed = (
+                changes.landed_hash_counts(conn, table)
+                if ctx.settings.sources.incremental
+                else None
+            )
+            if landed is None:
+                # Dropped, not emptied: the new rows get a fresh table (no dead rows left
+                # behind for validate to scan) whose columns are typed from this batch.
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
+                changes.mark_full(conn, name, ctx.batch_id)
+            else:
+                diffs[name] = changes.Diff(datasets[name], landed)
+        for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
+            chunk = changes.with_change_columns(chunk, datasets[name], counts[name])
+            counts[name] += len(chunk)
+            if name in diffs:
+                diffs[name].offer(chunk)
+            else:
+                warehouse.insert_frame(conn, f"raw_{name}", chunk)
+        for name, diff in diffs.items():
+            detail[name] = diff.apply(conn, ctx.batch_id)
+        for name, dataset in datasets.items():  # a source with no rows still lands its table
+            if not sa.inspect(conn).has_table(f"raw_{name}"):
                 no_rows = pd.DataFrame({raw_name: [] for raw_name in dataset.rename}, dtype=object)
                 empty = house_frame(no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at)
-                warehouse.insert_frame(conn, f"raw_{dataset.name}", empty)
+                warehouse.insert_frame(
+                    conn, f"raw_{name}", changes.with_change_columns(empty, dataset, 0)
+                )
     total = sum(counts.values())
-    log.info("landed %s rows from %s: %s", total, system, counts)
-    return StageResult(stage=f"extract_{system}", rows_in=total, rows_out=total, detail=counts)
+    written = sum(
+        detail[n]["inserted"] if n in detail else counts[n]
+        for n in datasets  # type: ignore[index]
+    )
+    log.info("landed %s rows from %s (%s written): %s", total, system, written, counts)
+    if detail:
+        log.info("incremental landing of %s: %s", system, detail)
+    return StageResult(
+        stage=f"extract_{system}",
+        rows_in=total,
+        rows_out=written,
+        detail={"rows": counts, "incremental": detail},
+    )

@@ -122,6 +122,12 @@ def house_frame(
             ", ".join(map(str, extra)),
         )
     frame = _as_text(raw[list(rename)]).rename(columns=rename)
+    # Record keys and references are identifiers: stripped here, so that the landing tables
+    # match records by plain equality (validation strips every value anyway).
+    for name in ("source_record_id", *dataset.parents):
+        values = frame[name].to_numpy(dtype=object)
+        stripped = np.array([v.strip() if v is not None else None for v in values], dtype=object)
+        frame[name] = pd.Series(stripped, index=frame.index, dtype=object)
     frame.insert(0, "source_system", dataset.system)
     frame["batch_id"] = batch_id
     frame["extracted_at"] = pd.Timestamp(extracted_at)

@@ -16,6 +16,7 @@ no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import DATASETS, Dataset
+from pipeline.extract import changes
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, ValidationSettings
 from pipeline.stages import StageContext, StageResult
@@ -45,6 +47,7 @@ from pipeline.validation.findings import customer_findings
 from pipeline.validation.quarantine import QUARANTINE_COLUMNS, split_rows
 from pipeline.validation.rules import (
     CARRIED_VALUES,
+    SUITE_DIR,
     KeyIndex,
     build_suite,
     check_frame,
@@ -53,6 +56,8 @@ from pipeline.validation.rules import (
 )
 
 log = logging.getLogger(__name__)
+
+STATE = "validation_state"  # dataset -> fingerprint of what it was validated with
 
 __all__ = [
     "DatasetOutcome",
@@ -102,6 +107,8 @@ class DatasetOutcome:
     expectations: list[dict] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)  # first quarantined source_record_ids
     seconds: float = 0.0
+    # incremental validation: the rows re-checked (the counts above are the dataset's totals)
+    rows_checked: int | None = None
     valid: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     quarantine: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
@@ -206,7 +213,7 @@ class DatasetValidator:
 
 
 def _raw_select(
-    engine: sa.engine.Engine, dataset: str, columns: list[str] | None = None
+    engine: sa.engine.Engine, dataset: str, columns: list[str] | None = None, changed: bool = False
 ) -> sa.TextClause:
     table = f"raw_{dataset}"
     if not warehouse.table_exists(engine, table):
@@ -214,19 +221,31 @@ def _raw_select(
             f"warehouse table {table!r} does not exist yet: run the extract stage first"
         )
     names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-    return sa.text(f'SELECT {names} FROM "{table}"')
+    if not changed:
+        return sa.text(f'SELECT {names} FROM "{table}"')
+    # the rows of the records pending for this dataset, in source order
+    return sa.text(
+        f'SELECT {names} FROM "{table}" WHERE COALESCE("source_record_id", \'\') IN '
+        f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = \'{dataset}\') '
+        'ORDER BY "source_row"'
+    )
 
 
 def read_raw_chunks(
-    engine: sa.engine.Engine, dataset: str, chunk_rows: int, columns: list[str] | None = None
+    engine: sa.engine.Engine,
+    dataset: str,
+    chunk_rows: int,
+    columns: list[str] | None = None,
+    changed: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (a streamed cursor).
 
     Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
     its rows in the table. An empty table gives one empty chunk with the table's columns.
-    ``columns`` reads only those columns.
+    ``columns`` reads only those columns. ``changed``: only the rows of the records pending
+    in ``raw_pending``, in source order. The change-capture columns are left out.
     """
-    select = _raw_select(engine, dataset, columns)
+    select = _raw_select(engine, dataset, columns, changed)
     with engine.connect() as conn:
         # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
         # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.
@@ -241,12 +260,13 @@ def read_raw_chunks(
         try:
             cursor.execute(select.text)
             columns = [d[0] for d in cursor.description]
+            kept = [i for i, c in enumerate(columns) if c not in changes.CHANGE_COLUMNS]
             start = 0
             while rows := cursor.fetchmany(chunk_rows):
                 block = np.empty((len(rows), len(columns)), dtype=object)
                 block[:] = rows
                 yield pd.DataFrame(
-                    {c: block[:, i] for i, c in enumerate(columns)},
+                    {columns[i]: block[:, i] for i in kept},
                     index=pd.RangeIndex(start, start + len(rows)),
                     dtype=object,
                 )
@@ -254,7 +274,7 @@ def read_raw_chunks(
         finally:
             cursor.close()
         if not start:
-            yield pd.DataFrame({c: [] for c in columns}, dtype=object)
+            yield pd.DataFrame({columns[i]: [] for i in kept}, dtype=object)
 
 
 def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
@@ -373,11 +393,107 @@ def _clear(conn: sa.Connection, dataset: Dataset) -> None:
         conn.execute(sa.text('DELETE FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name})
 
 
+def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> None:
+    """Delete the staged and quarantined rows of the records pending for ``dataset``."""
+    pending = (
+        f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = :d '
+        'AND "record_key" IS NOT NULL)'
+    )
+    conn.execute(
+        sa.text(f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" IN {pending}'),
+        {"d": dataset.name},
+    )
+    conn.execute(
+        sa.text(
+            'DELETE FROM "quarantine" WHERE "dataset" = :d AND '
+            f"COALESCE(\"source_record_id\", '') IN {pending}"
+        ),
+        {"d": dataset.name},
+    )
+
+
+def _staged_counts(conn: sa.Connection, dataset: Dataset) -> tuple[int, int]:
+    """(staged rows, quarantined rows) of ``dataset`` as this transaction sees them."""
+    staged = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')).scalar_one()
+    quarantined = conn.execute(
+        sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name}
+    ).scalar_one()
+    return int(staged), int(quarantined)
+
+
+_RULE_CODE = (
+    "transform/staging.py",
+    "validation/rules.py",
+    "validation/checks.py",
+    "validation/quarantine.py",
+    "datasets.py",
+)
+
+
+def fingerprint(dataset: Dataset, settings: Settings) -> str:
+    """What a staged dataset was validated with: its suite, the validation settings, the
+    source time zone and the code that types and checks rows. Another fingerprint means
+    the staged rows may no longer be what validation would make of them."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    digest.update((SUITE_DIR / f"{dataset.name}.yml").read_bytes())
+    # thresholds and workers decide whether a run passes, not what a row becomes
+    ignored = {
+        "workers",
+        "max_quarantine_share",
+        "default_max_quarantine_share",
+        "min_row_count_ratio",
+    }
+    digest.update(settings.validation.model_dump_json(exclude=ignored).encode())
+    digest.update(settings.sources.source_timezone.encode())
+    for name in _RULE_CODE:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()
+
+
+def plan_pending(ctx: StageContext) -> dict[str, changes.Pending]:
+    """What validate must redo per dataset: all of it, or the records the extracts changed.
+
+    A dataset is checked whole when its extract landed it whole, when it has no staging
+    table yet, or when its fingerprint changed; a child record whose parent record changed
+    is re-checked too (:func:`pipeline.extract.changes.propagate`). Committed before any
+    dataset is validated, so a dataset that fails keeps its pending records for the next run.
+    """
+    engine = ctx.engine
+    if not warehouse.table_exists(engine, changes.PENDING):
+        return {name: changes.Pending(full=True) for name in DATASETS}
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        stored = dict(
+            conn.execute(sa.text(f'SELECT "dataset", "fingerprint" FROM "{STATE}"')).fetchall()
+        )
+        for name, dataset in DATASETS.items():
+            if not inspector.has_table(dataset.staging_table) or stored.get(name) != fingerprint(
+                dataset, ctx.settings
+            ):
+                changes.mark_full(conn, name, ctx.batch_id)
+        changes.propagate(conn, ctx.batch_id)
+        return {name: changes.pending(conn, name) for name in DATASETS}
+
+
+def _store_fingerprint(conn: sa.Connection, ctx: StageContext, dataset: Dataset) -> None:
+    if not sa.inspect(conn).has_table(STATE):
+        return
+    conn.execute(sa.text(f'DELETE FROM "{STATE}" WHERE "dataset" = :d'), {"d": dataset.name})
+    conn.execute(
+        sa.text(
+            f'INSERT INTO "{STATE}" ("dataset", "fingerprint", "batch_id") VALUES (:d, :f, :b)'
+        ),
+        {"d": dataset.name, "f": fingerprint(dataset, ctx.settings), "b": ctx.batch_id},
+    )
+
+
 def validate_and_write(
     ctx: StageContext,
     dataset: Dataset,
     parents: dict[str, KeyIndex],
     keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    pending: changes.Pending | None = None,
 ) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, pd.DataFrame | None]:
     """Validate ``raw_<dataset>`` chunk by chunk, writing each chunk's rows as it goes.
 
@@ -385,9 +501,15 @@ def validate_and_write(
     rolled back when the dataset fails its quarantine threshold or row-count check, so
     nothing is written for it then. Returns (outcome, the dataset's key index, the error
     if any, the valid rows ``keep`` selected from the chunks, None without ``keep``).
+
+    With ``pending`` naming record keys (not the whole dataset), only the raw rows of those
+    records are checked and they replace those records' staged and quarantined rows; the
+    thresholds are judged on the dataset's totals afterwards, as a full run would. The
+    index returned then holds only those records' keys.
     """
     settings = ctx.settings.validation
     previous = previous_row_count(ctx.engine, dataset)
+    incremental = pending is not None and not pending.full
     validator = DatasetValidator(
         dataset, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
     )
@@ -395,16 +517,29 @@ def validate_and_write(
     with ctx.engine.connect() as conn:
         transaction = conn.begin()
         try:
-            _clear(conn, dataset)
-            for raw in read_raw_chunks(ctx.engine, dataset.name, ctx.settings.sources.chunk_rows):
+            if incremental:
+                _clear_pending_records(conn, dataset)
+            else:
+                _clear(conn, dataset)
+            for raw in read_raw_chunks(
+                ctx.engine, dataset.name, ctx.settings.sources.chunk_rows, changed=incremental
+            ):
                 valid, quarantine = validator.validate(raw)
                 warehouse.insert_frame(conn, dataset.staging_table, valid)
                 partition = quarantine.drop(columns=["dataset"]).assign(dataset=dataset.name)
                 warehouse.insert_frame(conn, "quarantine", partition)
-                if keep is not None:
+                if keep is not None and not incremental:
                     kept.append(keep(valid))
             outcome = validator.outcome()
+            if incremental:
+                staged, quarantined = _staged_counts(conn, dataset)
+                outcome.rows_checked = outcome.rows_in
+                outcome.rows_in = staged + quarantined
+                outcome.rows_valid, outcome.rows_quarantined = staged, quarantined
             error = _check_counts(outcome, settings, previous)
+            if pending is not None:
+                changes.clear_pending(conn, dataset.name, pending.batches)
+            _store_fingerprint(conn, ctx, dataset)
         except BaseException:
             transaction.rollback()
             raise
@@ -412,6 +547,8 @@ def validate_and_write(
             transaction.commit()
         else:
             transaction.rollback()
+    if keep is not None and incremental:  # every staged row, not only the records re-checked
+        kept = [keep(warehouse.read_table(ctx.engine, dataset.staging_table))]
     return outcome, validator.keys, error, (pd.concat(kept, ignore_index=True) if kept else None)
 
 
@@ -434,6 +571,7 @@ def validate_in_worker(
     batch_id: str,
     extracted_at: datetime,
     names: list[str],
+    pending: dict[str, changes.Pending] | None = None,
 ) -> dict[str, Validated]:
     """Datasets ``names`` in turn, in a worker process: parents' key indexes come from their
     raw tables (each read once per worker)."""
@@ -453,7 +591,7 @@ def validate_in_worker(
                 )
             parents = {p: parent_indexes[p] for p in set(dataset.parents.values())}
             outcome, _keys, error, kept = validate_and_write(
-                ctx, dataset, parents, FINDINGS_INPUTS.get(name)
+                ctx, dataset, parents, FINDINGS_INPUTS.get(name), (pending or {}).get(name)
             )
             results[name] = (outcome, error, kept)
         return results
@@ -512,10 +650,15 @@ def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
     return [names for names in plan if names]
 
 
-def _validate_parallel(ctx: StageContext, workers: int) -> Iterator[tuple[Dataset, Validated]]:
+def _validate_parallel(
+    ctx: StageContext, workers: int, pending: dict[str, changes.Pending]
+) -> Iterator[tuple[Dataset, Validated]]:
     """The datasets on ``workers`` worker processes (:func:`plan_workers`); results in
     DATASETS order. Each dataset is written in its own transaction, as in one process."""
-    sizes = {name: _raw_rows(ctx.engine, name) for name in DATASETS}
+    sizes = {
+        name: _raw_rows(ctx.engine, name) if pending[name].full else len(pending[name].keys)
+        for name in DATASETS
+    }
     _create_quarantine_table(ctx.engine)
     common = {
         "url": ctx.engine.url.render_as_string(hide_password=False),
@@ -523,6 +666,7 @@ def _validate_parallel(ctx: StageContext, workers: int) -> Iterator[tuple[Datase
         "quarter": ctx.quarter,
         "batch_id": ctx.batch_id,
         "extracted_at": ctx.extracted_at,
+        "pending": pending,
     }
     plan = plan_workers(sizes, workers)
     with (
@@ -541,9 +685,10 @@ def _validate_parallel(ctx: StageContext, workers: int) -> Iterator[tuple[Datase
 
 
 def _validate_sequential(
-    ctx: StageContext,
+    ctx: StageContext, pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
-    """Every dataset in DATASETS order in this process, parents' key indexes kept in memory."""
+    """Every dataset in DATASETS order in this process, parents' key indexes kept in memory
+    (read from the raw table for a parent validated incrementally)."""
     still_parent = {
         name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
         for name in {p for d in DATASETS.values() for p in d.parents.values()}
@@ -553,10 +698,19 @@ def _validate_sequential(
         # parents come before children in DATASETS
         parents = {p: key_indexes[p] for p in set(dataset.parents.values())}
         outcome, keys, error, kept = validate_and_write(
-            ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name)
+            ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name), pending[dataset.name]
         )
         if dataset.name in still_parent:
-            key_indexes[dataset.name] = keys
+            key_indexes[dataset.name] = (
+                keys
+                if pending[dataset.name].full
+                else raw_key_index(
+                    ctx.engine,
+                    dataset,
+                    ctx.settings.sources.chunk_rows,
+                    ctx.settings.sources.source_timezone,
+                )
+            )
         for name in [n for n in key_indexes if still_parent[n] <= position]:
             del key_indexes[name]  # no later dataset refers to it
         yield dataset, (outcome, error, kept)
@@ -575,13 +729,19 @@ def run(ctx: StageContext) -> StageResult:
     findings_inputs: dict[str, pd.DataFrame] = {}
     outcomes: dict[str, DatasetOutcome] = {}
     errors: list[QuarantineThresholdError] = []
-    results = _validate_sequential(ctx) if workers == 1 else _validate_parallel(ctx, workers)
+    pending = plan_pending(ctx)
+    results = (
+        _validate_sequential(ctx, pending)
+        if workers == 1
+        else _validate_parallel(ctx, workers, pending)
+    )
     for dataset, (outcome, error, kept) in results:
         if kept is not None:
             findings_inputs[dataset.name] = kept
         log.info(
-            "validated %s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
+            "validated %s%s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
             dataset.name,
+            "" if outcome.rows_checked is None else f" ({outcome.rows_checked} rows re-checked)",
             outcome.rows_in,
             outcome.rows_valid,
             outcome.rows_quarantined,
@@ -626,6 +786,7 @@ def run(ctx: StageContext) -> StageResult:
             "valid": o.rows_valid,
             "quarantined": o.rows_quarantined,
             "seconds": round(o.seconds, 2),
+            **({"rows_checked": o.rows_checked} if o.rows_checked is not None else {}),
         }
         for name, o in outcomes.items()
     }

@@ -1,0 +1,199 @@
+"""Incremental ingest: land and validate only what changed, and end where a full run ends.
+
+The demo sources are landed and validated once; then rows are added, changed and removed
+at every source (as a day's business would), and the incremental extract + validate must
+leave exactly the staged, quarantined and finding rows that a full run on the changed
+sources leaves, on SQLite and on the real PostgreSQL, while writing only the changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from pipeline import warehouse
+from pipeline.bench import mutate_sources
+from pipeline.datasets import DATASETS
+from pipeline.extract import changes
+from pipeline.quarters import Quarter
+from pipeline.runner import make_context, run_stage
+from pipeline.settings import Settings
+from tests.conftest import settings_for
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+INGEST = ("extract_sales", "extract_service", "extract_finance", "validate")
+LINEAGE = ["batch_id", "extracted_at"]
+EXTRACTED_AT = datetime(2026, 11, 23, 2, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouses(request, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty warehouses of one kind: (incremental, full)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'inc.db'}", f"sqlite:///{tmp_path / 'full.db'}"
+        return
+    admin = sa.create_engine(POSTGRES_URL)
+    schemas = [f"t_inc_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with admin.begin() as conn:
+        for schema in schemas:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield tuple(f"{POSTGRES_URL}?options=-csearch_path%3D{s}" for s in schemas)
+    with admin.begin() as conn:
+        for schema in schemas:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+def _sources(demo_sources: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "sources"
+    shutil.copytree(demo_sources, copy)
+    return copy
+
+
+def _settings(sources: Path, url: str, out: Path, incremental: bool) -> Settings:
+    settings = settings_for(sources, url, out)
+    settings.sources.incremental = incremental
+    settings.validation.workers = 2
+    return settings
+
+
+def _ingest(settings: Settings, batch: str) -> dict[str, object]:
+    ctx = make_context(settings, Quarter(2026, 4), batch, EXTRACTED_AT)
+    try:
+        return {name: run_stage(ctx, name) for name in INGEST}
+    finally:
+        ctx.engine.dispose()
+
+
+def _everyday_changes(sources: Path) -> None:
+    """Rows added and changed everywhere (the bench's ~1%, here 5%), and some removed:
+    an order with its lines still there (they lose their parent), a customer, an account
+    of the service system; and two invoices' numbers used again, one copy before the
+    original and one after (duplicates: the first in source order stays valid)."""
+    mutate_sources(sources, 0.05, seed=3)
+    with sqlite3.connect(sources / "sales.db") as con:
+        order = con.execute("SELECT order_no FROM sales_order ORDER BY order_no LIMIT 1").fetchone()
+        con.execute("DELETE FROM sales_order WHERE order_no = ?", order)
+        con.execute(
+            "DELETE FROM crm_customer WHERE cust_no = "
+            "(SELECT cust_no FROM crm_customer ORDER BY cust_no DESC LIMIT 1)"
+        )
+    with sqlite3.connect(sources / "service.db") as con:
+        con.execute(
+            "DELETE FROM account WHERE account_id = "
+            "(SELECT account_id FROM account ORDER BY account_id LIMIT 1 OFFSET 3)"
+        )
+    invoices = next((sources / "finance").glob("invoices*.csv"))
+    raw = invoices.read_bytes()
+    encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "gb18030"
+    frame = pd.read_csv(invoices, dtype=str, keep_default_na=False, encoding=encoding)
+    copy = frame.iloc[[0, 1]].copy()
+    copy.iloc[:, -1] = "1.00"  # a second row under an existing invoice number
+    pd.concat([copy.iloc[[0]], frame, copy.iloc[[1]]]).to_csv(
+        invoices, index=False, encoding=encoding
+    )
+
+
+def _table(url: str, table: str) -> pd.DataFrame:
+    engine = warehouse.create_engine(url)
+    try:
+        frame = warehouse.read_table(engine, table)
+    finally:
+        engine.dispose()
+    frame = frame.drop(columns=[c for c in LINEAGE if c in frame.columns])
+    frame = frame[sorted(frame.columns)].astype(str)
+    return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+
+def _pending(url: str) -> int:
+    engine = warehouse.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(f'SELECT COUNT(*) FROM "{changes.PENDING}"')).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_incremental_ingest_ends_where_a_full_ingest_ends(
+    demo_sources: Path, tmp_path: Path, warehouses: tuple[str, str]
+) -> None:
+    incremental_url, full_url = warehouses
+    sources = _sources(demo_sources, tmp_path)
+    incremental = _settings(sources, incremental_url, tmp_path / "out-inc", incremental=True)
+    first = _ingest(incremental, "day-1")
+    source_rows = sum(first[f"extract_{s}"].rows_in for s in ("sales", "service", "finance"))
+
+    _everyday_changes(sources)
+    second = _ingest(incremental, "day-2")
+    full = _settings(sources, full_url, tmp_path / "out-full", incremental=False)
+    _ingest(full, "full")
+
+    for table in [*(d.staging_table for d in DATASETS.values()), "quarantine", "dq_findings"]:
+        pd.testing.assert_frame_equal(
+            _table(incremental_url, table), _table(full_url, table), obj=table
+        )
+    # only the changes were written and re-checked, and nothing is left pending
+    written = sum(second[f"extract_{s}"].rows_out for s in ("sales", "service", "finance"))
+    assert 0 < written < 0.2 * source_rows
+    checked = {
+        name: detail.get("rows_checked")
+        for name, detail in second["validate"].detail.items()
+        if isinstance(detail, dict)
+    }
+    assert all(v is not None for v in checked.values()), checked
+    assert 0 < sum(checked.values()) < 0.3 * source_rows
+    assert _pending(incremental_url) == 0
+
+
+def test_an_unchanged_source_writes_nothing(demo_sources: Path, tmp_path: Path) -> None:
+    sources = _sources(demo_sources, tmp_path)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = _settings(sources, url, tmp_path / "out", incremental=True)
+    _ingest(settings, "day-1")
+    before = {d.staging_table: _table(url, d.staging_table) for d in DATASETS.values()}
+    again = _ingest(settings, "day-2")
+    assert all(again[f"extract_{s}"].rows_out == 0 for s in ("sales", "service", "finance"))
+    assert (
+        sum(d["rows_checked"] for d in again["validate"].detail.values() if isinstance(d, dict))
+        == 0
+    )
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(_table(url, table), frame, obj=table)
+
+
+def test_changed_rules_revalidate_everything(demo_sources: Path, tmp_path: Path) -> None:
+    """Staged rows were judged by the old settings: a new threshold means a full check."""
+    sources = _sources(demo_sources, tmp_path)
+    settings = _settings(sources, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "out", True)
+    _ingest(settings, "day-1")
+    settings.validation.stale_after_days = 30
+    again = _ingest(settings, "day-2")
+    details = [d for d in again["validate"].detail.values() if isinstance(d, dict)]
+    assert all("rows_checked" not in d for d in details)
+
+
+def test_a_failed_validation_keeps_its_changes_pending(demo_sources: Path, tmp_path: Path) -> None:
+    """Changes a failed validate did not apply are applied by the next one."""
+    sources = _sources(demo_sources, tmp_path)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = _settings(sources, url, tmp_path / "out", incremental=True)
+    _ingest(settings, "day-1")
+    mutate_sources(sources, 0.05, seed=5)
+    settings.validation.max_quarantine_share = {"sales_orders": 0.0}
+    with pytest.raises(Exception, match="sales_orders"):
+        _ingest(settings, "day-2")
+    assert _pending(url) > 0
+    settings.validation.max_quarantine_share = {}
+    _ingest(settings, "day-3")
+    full_url = f"sqlite:///{tmp_path / 'full.db'}"
+    _ingest(_settings(sources, full_url, tmp_path / "out-full", incremental=False), "full")
+    for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
+        pd.testing.assert_frame_equal(_table(url, table), _table(full_url, table), obj=table)

@@ -390,10 +390,16 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
 def read_query(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
     """The rows of a SELECT (``%(name)s`` parameters) as a frame; on PostgreSQL via ADBC."""
     with engine.connect() as conn:
-        df = _read_arrow(conn, sql, params or {}) if conn.dialect.name == "postgresql" else None
-        if df is None:
-            named = sa.text(_PARAMETER.sub(r":\1", sql))
-            df = pd.read_sql(named, conn, params=params or None, coerce_float=True)
+        return read_query_on(conn, sql, params)
+
+
+def read_query_on(conn: Connection, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """:func:`read_query` given a connection. On PostgreSQL ADBC reads on a connection of
+    its own, so it does not see what ``conn``'s open transaction has written."""
+    df = _read_arrow(conn, sql, params or {}) if conn.dialect.name == "postgresql" else None
+    if df is None:
+        named = sa.text(_PARAMETER.sub(r":\1", sql))
+        df = pd.read_sql(named, conn, params=params or None, coerce_float=True)
     return df
 
 

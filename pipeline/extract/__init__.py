@@ -43,32 +43,38 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     if not warehouse.table_exists(ctx.engine, changes.PENDING):
         warehouse.migrate(ctx.engine)
     counts: dict[str, int] = dict.fromkeys(datasets, 0)
-    diffs: dict[str, changes.Diff] = {}
     detail: dict[str, object] = {}
+    diff: changes.Diff | None = None  # the dataset being compared (one at a time)
     with ctx.engine.begin() as conn:
-        for name in datasets:
-            table = f"raw_{name}"
-            landed = (
-                changes.landed_hash_counts(conn, table)
-                if ctx.settings.sources.incremental
-                else None
-            )
-            if landed is None:
-                # Dropped, not emptied: the new rows get a fresh table (no dead rows left
-                # behind for validate to scan) whose columns are typed from this batch.
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
-                changes.mark_full(conn, name, ctx.batch_id)
-            else:
-                diffs[name] = changes.Diff(datasets[name], landed)
+        incremental = {
+            name
+            for name in datasets
+            if ctx.settings.sources.incremental and changes.has_hashes(conn, f"raw_{name}")
+        }
+        for name in datasets.keys() - incremental:
+            # Dropped, not emptied: the new rows get a fresh table (no dead rows left
+            # behind for validate to scan) whose columns are typed from this batch.
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{name}"')
+            changes.mark_full(conn, name, ctx.batch_id)
         for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
             chunk = changes.with_change_columns(chunk, datasets[name], counts[name])
             counts[name] += len(chunk)
-            if name in diffs:
-                diffs[name].offer(chunk)
-            else:
+            if name not in incremental:
                 warehouse.insert_frame(conn, f"raw_{name}", chunk)
-        for name, diff in diffs.items():
-            detail[name] = diff.apply(conn, ctx.batch_id)
+                continue
+            if diff is None or diff.dataset.name != name:
+                # adapters give a dataset's chunks one after another: the previous one is done
+                if diff is not None:
+                    detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
+                if name in detail:
+                    raise RuntimeError(f"{system} adapter gave {name} again after other datasets")
+                diff = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
+            diff.offer(chunk)
+        if diff is not None:
+            detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
+        for name in incremental - detail.keys():  # no rows at the source any more
+            gone = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
+            detail[name] = gone.apply(conn, ctx.batch_id)
         for name, dataset in datasets.items():  # a source with no rows still lands its table
             if not sa.inspect(conn).has_table(f"raw_{name}"):
                 no_rows = pd.DataFrame({raw_name: [] for raw_name in dataset.rename}, dtype=object)

@@ -31,14 +31,32 @@ PENDING = "raw_pending"
 BLANK_KEY = ""  # record_key of rows whose source_record_id is blank
 
 
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)  # a missing value (pandas hashes None as "None")
+
+
+def _value_hashes(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per value (uint64) of an object array of text and None."""
+    # Values are mostly distinct (keys, amounts): hashing each directly is about 3x faster
+    # than factorizing first (pandas' default), measured on order lines.
+    hashed = pd.util.hash_array(values, categorize=False)
+    hashed[pd.isna(values)] = _NULL_HASH
+    return hashed
+
+
 def row_hashes(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
     """A 64-bit hash per row of a house frame over its house columns (int64).
 
-    Stable across processes and chunkings (pandas' fixed-key SipHash of each value);
-    lineage (batch, extraction time) is left out, so an unchanged row keeps its hash.
+    Stable across processes and chunkings (pandas' fixed-key SipHash of each value, combined
+    in column order); lineage (batch, extraction time) is left out, so an unchanged row
+    keeps its hash.
     """
-    hashed = pd.util.hash_pandas_object(frame[dataset.house_columns], index=False)
-    return hashed.to_numpy().view(np.int64)
+    combined = np.full(len(frame), 0x345678, dtype=np.uint64)
+    multiplier = np.uint64(1000003)
+    columns = dataset.house_columns
+    for i, name in enumerate(columns):
+        combined = (combined ^ _value_hashes(frame[name].to_numpy(dtype=object))) * multiplier
+        multiplier += np.uint64(82520 + 2 * (len(columns) - i))
+    return combined.view(np.int64)
 
 
 def with_change_columns(frame: pd.DataFrame, dataset: Dataset, first_row: int) -> pd.DataFrame:
@@ -57,27 +75,34 @@ def _has_columns(conn: sa.Connection, table: str, columns: tuple[str, ...]) -> b
     return set(columns) <= present
 
 
-def landed_hash_counts(conn: sa.Connection, table: str) -> pd.Series | None:
-    """How many landed rows carry each row hash (index: hash), or None when the table is
-    missing or was landed without hashes (then the extract is a full one)."""
-    if not _has_columns(conn, table, CHANGE_COLUMNS):
-        return None
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.execute(f'SELECT "row_hash" FROM "{table}"')
-        parts = []
-        while rows := cursor.fetchmany(500_000):
-            parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-    finally:
-        cursor.close()
-    hashes = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
-    values, counts = np.unique(hashes, return_counts=True)
+def has_hashes(conn: sa.Connection, table: str) -> bool:
+    """Was ``table`` landed with row hashes (so it can be compared with the source)?"""
+    return _has_columns(conn, table, CHANGE_COLUMNS)
+
+
+def landed_hash_counts(conn: sa.Connection, table: str) -> pd.Series:
+    """How many landed rows carry each row hash (index: hash, sorted). Read before ``conn``
+    changes ``table`` (on PostgreSQL the read runs on a connection of its own)."""
+    from pipeline import warehouse
+
+    hashes = warehouse.read_query_on(conn, f'SELECT "row_hash" FROM "{table}"')["row_hash"]
+    values, counts = np.unique(hashes.to_numpy(dtype=np.int64), return_counts=True)
     return pd.Series(counts, index=values)
 
 
 def key_hashes(keys: pd.Series) -> np.ndarray:
     """A 64-bit hash per record key (None included), int64."""
-    return pd.util.hash_pandas_object(keys, index=False).to_numpy().view(np.int64)
+    return _value_hashes(keys.to_numpy(dtype=object)).view(np.int64)
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The union of two sorted arrays of distinct values, sorted (by sorting, which for
+    tens of millions of int64 is several times faster than ``np.union1d``'s hashing)."""
+    both = np.concatenate([a, b])
+    both.sort(kind="stable")
+    if len(both) < 2:
+        return both
+    return both[np.concatenate(([True], both[1:] != both[:-1]))]
 
 
 @dataclass
@@ -128,12 +153,16 @@ class Diff:
         table = f"raw_{self.dataset.name}"
         hashes = np.concatenate(self.hashes) if self.hashes else np.array([], dtype=np.int64)
         keys = np.concatenate(self.keys) if self.keys else np.array([], dtype=np.int64)
+        self.hashes, self.keys = [], []
         values, counts = np.unique(hashes, return_counts=True)
-        now = pd.Series(counts, index=values)
-        both = now.index.union(self.landed.index)
-        changed = both[
-            (now.reindex(both, fill_value=0) != self.landed.reindex(both, fill_value=0)).to_numpy()
-        ]
+        landed = self.landed.index.to_numpy(dtype=np.int64)
+        both = _sorted_union(values, landed)
+        now_count = np.zeros(len(both), dtype=np.int64)
+        now_count[np.searchsorted(both, values)] = counts
+        was_count = np.zeros(len(both), dtype=np.int64)
+        was_count[np.searchsorted(both, landed)] = self.landed.to_numpy()
+        changed = pd.Index(both[now_count != was_count])
+        del values, counts, landed, both, now_count, was_count
         kept = (
             pd.concat(self.kept, ignore_index=True)
             if self.kept
@@ -161,16 +190,24 @@ class Diff:
             [BLANK_KEY if k is None else k for k in record_keys],
         )
         match = f'COALESCE("source_record_id", \'\') IN (SELECT "record_key" FROM {temp})'
-        landed = pd.read_sql(sa.text(f'SELECT * FROM "{table}" WHERE {match}'), conn, dtype=object)
+        landed_rows = pd.read_sql(
+            sa.text(f'SELECT * FROM "{table}" WHERE {match}'), conn, dtype=object
+        )
         deleted = conn.exec_driver_sql(f'DELETE FROM "{table}" WHERE {match}').rowcount
         # ... and every source row of those records comes back at its source position
-        positions = np.flatnonzero(np.isin(keys, key_hashes(record_keys)))
-        content = pd.concat([kept, landed], ignore_index=True)
+        wanted = np.sort(key_hashes(record_keys))
+        at = np.minimum(np.searchsorted(wanted, keys), len(wanted) - 1)
+        positions = np.flatnonzero(wanted[at] == keys)
+        content = pd.concat([kept, landed_rows], ignore_index=True)
         content["row_hash"] = content["row_hash"].astype(np.int64)
         content = content.drop_duplicates("row_hash").set_index("row_hash")
+        # (a record whose key only shares a key hash with a changed one stays as landed)
+        positions = positions[content.index.get_indexer(hashes[positions]) >= 0]
         rows = content.loc[hashes[positions]].reset_index()
         rows["source_row"] = positions.astype(np.int64)
-        rows = rows[list(landed.columns)]  # the landing table's column order
+        changed_keys = set(record_keys.fillna(BLANK_KEY))
+        rows = rows[rows["source_record_id"].fillna(BLANK_KEY).isin(changed_keys)]
+        rows = rows[list(landed_rows.columns)]  # the landing table's column order
         rows["extracted_at"] = pd.to_datetime(rows["extracted_at"], format="mixed")
         inserted = warehouse.insert_frame(conn, table, rows)
         add_pending(

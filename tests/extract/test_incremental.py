@@ -197,3 +197,24 @@ def test_a_failed_validation_keeps_its_changes_pending(demo_sources: Path, tmp_p
     _ingest(_settings(sources, full_url, tmp_path / "out-full", incremental=False), "full")
     for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
         pd.testing.assert_frame_equal(_table(url, table), _table(full_url, table), obj=table)
+
+
+def test_row_hashes_tell_a_missing_value_from_its_text_and_ignore_chunking() -> None:
+    dataset = DATASETS["sales_orders"]
+    base = ["O1", "C1", "2026-01-02", "已完成", None]
+    rows = [
+        base,
+        [*base[:4], "None"],  # the text "None" is not a missing value
+        [*base[:4], ""],
+        ["O1", "2026-01-02", "C1", "已完成", None],  # values swapped between columns
+        ["O2", *base[1:]],
+    ]
+    frame = pd.DataFrame(rows, columns=dataset.house_columns, dtype=object)
+    hashes = changes.row_hashes(frame, dataset)
+    assert len(set(hashes.tolist())) == len(rows)
+    # a row's hash does not depend on the other rows of its chunk
+    assert changes.row_hashes(frame.iloc[2:], dataset).tolist() == hashes[2:].tolist()
+    assert (
+        changes.key_hashes(pd.Series([None, "None"], dtype=object)).tolist()[0]
+        != (changes.key_hashes(pd.Series(["None"], dtype=object)).tolist()[0])
+    )

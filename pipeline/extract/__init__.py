@@ -35,23 +35,31 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     With ``sources.incremental`` a dataset already landed with row hashes is not rewritten:
     the source is still read whole, but only rows added, changed or removed since the last
     landing are written (:mod:`pipeline.extract.changes`), and their record keys are left
-    in ``raw_pending`` for validate. Otherwise every dataset is landed anew and validate
-    checks all of it.
+    in ``raw_pending`` for validate. When more than ``changes.MAX_CHANGED_SHARE`` of a
+    dataset changed (or the row hash itself did), the system is landed whole instead.
+    Otherwise every dataset is landed anew and validate checks all of it.
     """
-    adapter = ADAPTERS[system]
-    datasets = {d.name: d for d in datasets_of(system)}
     if not warehouse.table_exists(ctx.engine, changes.PENDING):
         warehouse.migrate(ctx.engine)
+    if ctx.settings.sources.incremental:
+        try:
+            return _land(ctx, system, incremental=True)
+        except changes.TooManyChanges as error:
+            log.warning("%s; landing %s whole instead", error, system)
+    return _land(ctx, system, incremental=False)
+
+
+def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
+    adapter = ADAPTERS[system]
+    datasets = {d.name: d for d in datasets_of(system)}
     counts: dict[str, int] = dict.fromkeys(datasets, 0)
     detail: dict[str, object] = {}
     diff: changes.Diff | None = None  # the dataset being compared (one at a time)
     with ctx.engine.begin() as conn:
-        incremental = {
-            name
-            for name in datasets
-            if ctx.settings.sources.incremental and changes.has_hashes(conn, f"raw_{name}")
+        compared = {
+            name for name in datasets if incremental and changes.has_hashes(conn, f"raw_{name}")
         }
-        for name in datasets.keys() - incremental:
+        for name in datasets.keys() - compared:
             # Dropped, not emptied: the new rows get a fresh table (no dead rows left
             # behind for validate to scan) whose columns are typed from this batch.
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{name}"')
@@ -59,7 +67,7 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
         for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
             chunk = changes.with_change_columns(chunk, datasets[name], counts[name])
             counts[name] += len(chunk)
-            if name not in incremental:
+            if name not in compared:
                 warehouse.insert_frame(conn, f"raw_{name}", chunk)
                 continue
             if diff is None or diff.dataset.name != name:
@@ -72,7 +80,7 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
             diff.offer(chunk)
         if diff is not None:
             detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
-        for name in incremental - detail.keys():  # no rows at the source any more
+        for name in compared - detail.keys():  # no rows at the source any more
             gone = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
             detail[name] = gone.apply(conn, ctx.batch_id)
         for name, dataset in datasets.items():  # a source with no rows still lands its table

@@ -90,6 +90,15 @@ def landed_hash_counts(conn: sa.Connection, table: str) -> pd.Series:
     return pd.Series(counts, index=values)
 
 
+class TooManyChanges(RuntimeError):
+    """So much of a dataset changed that landing it whole is cheaper than comparing."""
+
+
+# A comparison keeps the changed rows in memory; past this share of the landed rows (or one
+# chunk, whichever is more) the extract lands the system whole instead.
+MAX_CHANGED_SHARE = 0.10
+
+
 def key_hashes(keys: pd.Series) -> np.ndarray:
     """A 64-bit hash per record key (None included), int64."""
     return _value_hashes(keys.to_numpy(dtype=object)).view(np.int64)
@@ -126,6 +135,7 @@ class Diff:
         # unless it now comes more than once (settled in :meth:`apply`)
         once = self.landed.index.to_numpy(dtype=np.int64)[self.landed.to_numpy() == 1]
         self._once = np.sort(once)
+        self._kept_rows = 0
 
     def offer(self, chunk: pd.DataFrame) -> None:
         """A chunk of house rows with change columns, in source order."""
@@ -138,6 +148,13 @@ class Diff:
             keep = self._once[at] != hashes
         if keep.any():
             self.kept.append(chunk[keep])
+            self._kept_rows += int(keep.sum())
+            limit = max(len(chunk), MAX_CHANGED_SHARE * int(self.landed.sum()))
+            if self._kept_rows > limit:
+                raise TooManyChanges(
+                    f"{self.dataset.name}: more than {limit:,.0f} rows changed "
+                    f"({self._kept_rows:,} so far)"
+                )
         self.rows += len(chunk)
 
     def apply(self, conn: sa.Connection, batch_id: str) -> dict[str, int]:

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
 from pipeline.extract import changes, finance, sales, service
-from pipeline.extract.base import house_frame
+from pipeline.extract.base import ROW_FILTER, house_frame
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 
@@ -64,12 +65,13 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
             # behind for validate to scan) whose columns are typed from this batch.
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{name}"')
             changes.mark_full(conn, name, ctx.batch_id)
-        for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
-            chunk = changes.with_change_columns(chunk, datasets[name], counts[name])
-            counts[name] += len(chunk)
+
+        def row_filter(name: str, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
+            nonlocal diff
+            first = counts[name]
+            counts[name] += len(hashes)
             if name not in compared:
-                warehouse.insert_frame(conn, f"raw_{name}", chunk)
-                continue
+                return np.ones(len(hashes), dtype=bool), first
             if diff is None or diff.dataset.name != name:
                 # adapters give a dataset's chunks one after another: the previous one is done
                 if diff is not None:
@@ -77,7 +79,17 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
                 if name in detail:
                     raise RuntimeError(f"{system} adapter gave {name} again after other datasets")
                 diff = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
-            diff.offer(chunk)
+            return diff.filter(hashes, keys)
+
+        token = ROW_FILTER.set(row_filter)
+        try:
+            for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
+                if name in compared:
+                    diff.offer(chunk)  # type: ignore[union-attr]
+                else:
+                    warehouse.insert_frame(conn, f"raw_{name}", chunk)
+        finally:
+            ROW_FILTER.reset(token)
         if diff is not None:
             detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
         for name in compared - detail.keys():  # no rows at the source any more
@@ -87,9 +99,7 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
             if not sa.inspect(conn).has_table(f"raw_{name}"):
                 no_rows = pd.DataFrame({raw_name: [] for raw_name in dataset.rename}, dtype=object)
                 empty = house_frame(no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at)
-                warehouse.insert_frame(
-                    conn, f"raw_{name}", changes.with_change_columns(empty, dataset, 0)
-                )
+                warehouse.insert_frame(conn, f"raw_{name}", changes.with_source_rows(empty, 0))
     total = sum(counts.values())
     written = sum(
         detail[n]["inserted"] if n in detail else counts[n]

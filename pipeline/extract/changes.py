@@ -23,6 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipeline.datasets import DATASETS, Dataset
+from pipeline.extract.base import key_hashes
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +32,9 @@ PENDING = "raw_pending"
 BLANK_KEY = ""  # record_key of rows whose source_record_id is blank
 
 
-_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)  # a missing value (pandas hashes None as "None")
-
-
-def _value_hashes(values: np.ndarray) -> np.ndarray:
-    """A 64-bit hash per value (uint64) of an object array of text and None."""
-    # Values are mostly distinct (keys, amounts): hashing each directly is about 3x faster
-    # than factorizing first (pandas' default), measured on order lines.
-    hashed = pd.util.hash_array(values, categorize=False)
-    hashed[pd.isna(values)] = _NULL_HASH
-    return hashed
-
-
-def row_hashes(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
-    """A 64-bit hash per row of a house frame over its house columns (int64).
-
-    Stable across processes and chunkings (pandas' fixed-key SipHash of each value, combined
-    in column order); lineage (batch, extraction time) is left out, so an unchanged row
-    keeps its hash.
-    """
-    combined = np.full(len(frame), 0x345678, dtype=np.uint64)
-    multiplier = np.uint64(1000003)
-    columns = dataset.house_columns
-    for i, name in enumerate(columns):
-        combined = (combined ^ _value_hashes(frame[name].to_numpy(dtype=object))) * multiplier
-        multiplier += np.uint64(82520 + 2 * (len(columns) - i))
-    return combined.view(np.int64)
-
-
-def with_change_columns(frame: pd.DataFrame, dataset: Dataset, first_row: int) -> pd.DataFrame:
-    """``frame`` with ``row_hash`` and ``source_row`` (``first_row`` onwards) appended."""
+def with_source_rows(frame: pd.DataFrame, first_row: int) -> pd.DataFrame:
+    """``frame`` with ``source_row`` numbered from ``first_row`` (a chunk landed whole)."""
     out = frame.copy(deep=False)
-    out["row_hash"] = row_hashes(frame, dataset)
     out["source_row"] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
     return out
 
@@ -99,11 +71,6 @@ class TooManyChanges(RuntimeError):
 MAX_CHANGED_SHARE = 0.10
 
 
-def key_hashes(keys: pd.Series) -> np.ndarray:
-    """A 64-bit hash per record key (None included), int64."""
-    return _value_hashes(keys.to_numpy(dtype=object)).view(np.int64)
-
-
 def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The union of two sorted arrays of distinct values, sorted (by sorting, which for
     tens of millions of int64 is several times faster than ``np.union1d``'s hashing)."""
@@ -136,26 +103,33 @@ class Diff:
         once = self.landed.index.to_numpy(dtype=np.int64)[self.landed.to_numpy() == 1]
         self._once = np.sort(once)
         self._kept_rows = 0
+        self._chunk_rows = 0  # the largest chunk seen: a change of one chunk is always fine
+
+    def filter(self, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        """The rows of the next chunk worth rendering (:data:`base.ROW_FILTER`): those
+        whose hash was not landed exactly once; and the chunk's first row number."""
+        first = self.rows
+        self._chunk_rows = max(self._chunk_rows, len(hashes))
+        self.hashes.append(hashes)
+        self.keys.append(keys)
+        self.rows += len(hashes)
+        if not len(self._once):
+            return np.ones(len(hashes), dtype=bool), first
+        at = np.minimum(np.searchsorted(self._once, hashes), len(self._once) - 1)
+        return self._once[at] != hashes, first
 
     def offer(self, chunk: pd.DataFrame) -> None:
-        """A chunk of house rows with change columns, in source order."""
-        hashes = chunk["row_hash"].to_numpy(dtype=np.int64)
-        self.hashes.append(hashes)
-        self.keys.append(key_hashes(chunk["source_record_id"]))
-        keep = np.ones(len(hashes), dtype=bool)
-        if len(self._once):
-            at = np.minimum(np.searchsorted(self._once, hashes), len(self._once) - 1)
-            keep = self._once[at] != hashes
-        if keep.any():
-            self.kept.append(chunk[keep])
-            self._kept_rows += int(keep.sum())
-            limit = max(len(chunk), MAX_CHANGED_SHARE * int(self.landed.sum()))
-            if self._kept_rows > limit:
-                raise TooManyChanges(
-                    f"{self.dataset.name}: more than {limit:,.0f} rows changed "
-                    f"({self._kept_rows:,} so far)"
-                )
-        self.rows += len(chunk)
+        """The rendered rows :meth:`filter` kept of a chunk."""
+        if not len(chunk):
+            return
+        self.kept.append(chunk)
+        self._kept_rows += len(chunk)
+        limit = max(self._chunk_rows, MAX_CHANGED_SHARE * int(self.landed.sum()))
+        if self._kept_rows > limit:
+            raise TooManyChanges(
+                f"{self.dataset.name}: more than {limit:,.0f} rows changed "
+                f"({self._kept_rows:,} so far)"
+            )
 
     def apply(self, conn: sa.Connection, batch_id: str) -> dict[str, int]:
         """Bring ``raw_<dataset>`` to the source's rows and record the changed record keys.
@@ -212,7 +186,7 @@ class Diff:
         )
         deleted = conn.exec_driver_sql(f'DELETE FROM "{table}" WHERE {match}').rowcount
         # ... and every source row of those records comes back at its source position
-        wanted = np.sort(key_hashes(record_keys))
+        wanted = np.sort(key_hashes(record_keys.to_numpy(dtype=object)))
         at = np.minimum(np.searchsorted(wanted, keys), len(wanted) - 1)
         positions = np.flatnonzero(wanted[at] == keys)
         content = pd.concat([kept, landed_rows], ignore_index=True)

@@ -38,12 +38,13 @@ def test_adapters_rename_to_house_names_and_add_lineage(demo_settings, adapter, 
             *dataset.house_columns,
             "batch_id",
             "extracted_at",
+            "row_hash",
         ]
         assert (frame["source_system"] == system).all()
         assert (frame["batch_id"] == "b1").all()
         assert frame["source_record_id"].notna().all()
         # Raw values stay text: nothing is interpreted (or lost) before validation.
-        values = frame.drop(columns=["extracted_at"]).to_numpy(dtype=object).ravel()
+        values = frame.drop(columns=["extracted_at", "row_hash"]).to_numpy(dtype=object).ravel()
         assert {type(v) for v in values} <= {str, type(None)}
 
 

@@ -675,15 +675,15 @@ def mutate_sources(src: Path, share: float, seed: int = 0) -> int:
             path = src / f"{dataset.system}.db"
             con = sqlite3.connect(path)
             try:
-                touched += _mutate_table(con, dataset, share, rng)
+                touched += _mutate_table(con, dataset, share, rng, seed)
                 con.commit()
             finally:
                 con.close()
-    touched += _mutate_finance_csvs(src / "finance", share, rng)
+    touched += _mutate_finance_csvs(src / "finance", share, rng, seed)
     return touched
 
 
-def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng) -> int:
+def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng, seed: int = 0) -> int:
     table, key = dataset.raw, dataset.key_raw
     n = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
     k = max(int(n * share / 2), 1)
@@ -703,7 +703,8 @@ def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng) -> int:
             list(zip(rng.choice(rowids, len(changed)).tolist(), changed, strict=True)),
         )
     quoted = ", ".join(f'"{c}"' for c in columns)
-    select = ", ".join(f"\"{c}\" || '-n'" if c == key else f'"{c}"' for c in columns)
+    suffix = f"-n{seed}"  # new keys; another seed's run adds others
+    select = ", ".join(f"\"{c}\" || '{suffix}'" if c == key else f'"{c}"' for c in columns)
     con.executemany(
         f'INSERT INTO "{table}" ({quoted}) SELECT {select} FROM "{table}" WHERE rowid = ?',
         [(r,) for r in new],
@@ -711,7 +712,7 @@ def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng) -> int:
     return len(new) + (len(changed) if editable else 0)
 
 
-def _mutate_finance_csvs(folder: Path, share: float, rng) -> int:
+def _mutate_finance_csvs(folder: Path, share: float, rng, seed: int = 0) -> int:
     touched = 0
     for path in sorted(folder.glob("*.csv")):
         raw = path.read_bytes()
@@ -719,7 +720,7 @@ def _mutate_finance_csvs(folder: Path, share: float, rng) -> int:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
         k = max(int(len(frame) * share), 1)
         extra = frame.sample(n=min(k, len(frame)), random_state=int(rng.integers(1 << 31))).copy()
-        extra.iloc[:, 0] = extra.iloc[:, 0] + "-n"
+        extra.iloc[:, 0] = extra.iloc[:, 0] + f"-n{seed}"
         pd.concat([frame, extra]).to_csv(path, index=False, encoding=encoding)
         touched += len(extra)
     return touched

@@ -54,7 +54,7 @@ def test_mutate_sources_adds_and_changes_about_the_share_asked(tmp_path: Path) -
     with sqlite3.connect(src / "sales.db") as con:
         lines_after = con.execute("SELECT COUNT(*) FROM sales_order_line").fetchone()[0]
         new_keys = con.execute(
-            "SELECT COUNT(*) FROM sales_order_line WHERE line_id LIKE '%-n'"
+            "SELECT COUNT(*) FROM sales_order_line WHERE line_id LIKE '%-n3'"
         ).fetchone()[0]
     assert lines_after - lines_before == new_keys > 0
 

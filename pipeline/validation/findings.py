@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import phonenumbers
 from stdnum.cn import uscc as stdnum_uscc
@@ -52,6 +53,14 @@ _EXTENSION = re.compile(r"(转|ext\.?|x)\s*\d+\s*$", re.IGNORECASE)
 def is_valid_uscc(value: str | None) -> bool:
     """An 18-character unified social credit code with a correct check digit (python-stdnum)."""
     return value is not None and bool(stdnum_uscc.is_valid(value))
+
+
+def valid_phones(phones: pd.Series, region: str = "CN") -> pd.Series:
+    """:func:`is_valid_phone` of each value, each distinct number checked once (shared office
+    lines repeat; parsing is most of the findings' time)."""
+    codes, uniques = pd.factorize(phones.to_numpy(dtype=object), use_na_sentinel=True)
+    valid = np.array([is_valid_phone(v, region) for v in uniques] + [False], dtype=bool)
+    return pd.Series(valid[codes], index=phones.index)
 
 
 def is_valid_phone(value: str | None, region: str = "CN") -> bool:
@@ -166,7 +175,7 @@ def customer_findings(
         )
     )
     phone_present = _present(cust["phone"])
-    phone_ok = cust["phone"].map(lambda v: is_valid_phone(v, phone_region))
+    phone_ok = valid_phones(cust["phone"], phone_region)
     parts.append(
         _rows(
             cust,
@@ -244,7 +253,7 @@ def customer_findings(
     people = {"dataset": "sales_contacts", "system": "sales"}
     for field in ("mobile_phone", "office_phone"):
         present = _present(cont[field])
-        ok = cont[field].map(lambda v: is_valid_phone(v, phone_region))
+        ok = valid_phones(cont[field], phone_region)
         parts.append(
             _rows(
                 cont,

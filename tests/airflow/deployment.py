@@ -61,14 +61,16 @@ class Deployment:
             engine.dispose()
 
     def digests(self, drop_lineage: bool = False) -> dict[str, str]:
-        """A content digest per warehouse table (``run_log`` aside: it records every try).
+        """A content digest per warehouse table. Bookkeeping aside: ``run_log`` records
+        every try, and ``raw_pending`` the records each extract landed that validate has
+        not seen yet (an extract that succeeds beside a failing one leaves some).
 
         With ``drop_lineage`` the raw tables' batch id and extraction time are left out,
         so a new ingest run that lands identical source rows digests the same.
         """
         digests = {}
         for name, frame in self.tables().items():
-            if name == "run_log":
+            if name in ("run_log", "raw_pending"):
                 continue
             if drop_lineage and name.startswith("raw_"):
                 frame = frame.drop(columns=["batch_id", "extracted_at"], errors="ignore")

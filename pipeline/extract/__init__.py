@@ -65,6 +65,7 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
             # behind for validate to scan) whose columns are typed from this batch.
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "raw_{name}"')
             changes.mark_full(conn, name, ctx.batch_id)
+            changes.set_source_order(conn, name, True)
 
         def row_filter(name: str, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
             nonlocal diff

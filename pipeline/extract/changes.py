@@ -5,7 +5,9 @@ not lineage) and ``source_row`` (its position in the source when it was landed).
 incremental extract still reads the whole source, but writes only what differs from the
 rows already landed: rows whose hash is new are inserted, rows whose hash is gone are
 deleted, and every other row stays as it was (with the lineage of the batch that landed it).
-The result is the same landing table a full extract would write, up to lineage.
+The result is the same landing table a full extract would write, up to lineage and the
+order of the rows in the table: readers that need source order sort by ``source_row``
+(:func:`in_source_order` says when they must).
 
 Which records changed is kept in ``raw_pending`` (dataset, record_key, batch_id) until the
 validate stage has applied them to ``stg_<dataset>`` and ``quarantine``: a record key per
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CHANGE_COLUMNS = ("row_hash", "source_row")
 PENDING = "raw_pending"
+LANDING = "raw_landing"  # dataset -> are its landed rows in source order
 BLANK_KEY = ""  # record_key of rows whose source_record_id is blank
 
 
@@ -201,6 +204,7 @@ class Diff:
         rows = rows[list(landed_rows.columns)]  # the landing table's column order
         rows["extracted_at"] = pd.to_datetime(rows["extracted_at"], format="mixed")
         inserted = warehouse.insert_frame(conn, table, rows)
+        set_source_order(conn, self.dataset.name, False)  # new rows may fill old gaps
         add_pending(
             conn,
             self.dataset.name,
@@ -229,6 +233,28 @@ def _temp_values(conn: sa.Connection, name: str, column: str, sql_type: str, val
         conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({column} {sql_type})")
         conn.exec_driver_sql(f"INSERT INTO {name} ({column}) VALUES (?)", [(v,) for v in values])
     return name
+
+
+def set_source_order(conn: sa.Connection, dataset: str, in_order: bool) -> None:
+    """Record whether ``raw_<dataset>``'s rows are in source order (no table: nothing)."""
+    if not sa.inspect(conn).has_table(LANDING):
+        return
+    conn.execute(sa.text(f'DELETE FROM "{LANDING}" WHERE "dataset" = :d'), {"d": dataset})
+    conn.execute(
+        sa.text(f'INSERT INTO "{LANDING}" ("dataset", "in_source_order") VALUES (:d, :o)'),
+        {"d": dataset, "o": in_order},
+    )
+
+
+def in_source_order(conn: sa.Connection, dataset: str) -> bool:
+    """Are ``raw_<dataset>``'s rows known to be in source order (landed whole)?"""
+    if not sa.inspect(conn).has_table(LANDING):
+        return False
+    row = conn.execute(
+        sa.text(f'SELECT "in_source_order" FROM "{LANDING}" WHERE "dataset" = :d'),
+        {"d": dataset},
+    ).first()
+    return bool(row and row[0])
 
 
 # -- pending record keys ---------------------------------------------------------------------

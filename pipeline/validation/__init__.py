@@ -212,8 +212,17 @@ class DatasetValidator:
         )
 
 
+def _pending_keys(dataset: str) -> str:
+    return f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = \'{dataset}\')'
+
+
 def _raw_select(
-    engine: sa.engine.Engine, dataset: str, columns: list[str] | None = None, changed: bool = False
+    engine: sa.engine.Engine,
+    dataset: str,
+    columns: list[str] | None = None,
+    changed: bool = False,
+    referenced_by: tuple[str, str] | None = None,
+    ordered: bool = True,
 ) -> sa.TextClause:
     table = f"raw_{dataset}"
     if not warehouse.table_exists(engine, table):
@@ -221,14 +230,22 @@ def _raw_select(
             f"warehouse table {table!r} does not exist yet: run the extract stage first"
         )
     names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-    if not changed:
-        return sa.text(f'SELECT {names} FROM "{table}"')
-    # the rows of the records pending for this dataset, in source order
-    return sa.text(
-        f'SELECT {names} FROM "{table}" WHERE COALESCE("source_record_id", \'\') IN '
-        f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = \'{dataset}\') '
-        'ORDER BY "source_row"'
-    )
+    sql = f'SELECT {names} FROM "{table}"'
+    if changed:  # the rows of the records pending for this dataset
+        sql += f" WHERE COALESCE(\"source_record_id\", '') IN {_pending_keys(dataset)}"
+    elif referenced_by:  # the rows a child's pending records refer to
+        child, column = referenced_by
+        sql += (
+            f' WHERE "source_record_id" IN (SELECT c."{column}" FROM "raw_{child}" c '
+            f"WHERE COALESCE(c.\"source_record_id\", '') IN {_pending_keys(child)})"
+        )
+    # Source order: the first copy of a key is the valid one and carries its value. A table
+    # landed whole is in source order; one an incremental extract changed may not be.
+    with engine.connect() as conn:
+        has_position = "source_row" in {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        if ordered and has_position and (changed or not changes.in_source_order(conn, dataset)):
+            sql += ' ORDER BY "source_row"'
+    return sa.text(sql)
 
 
 def read_raw_chunks(
@@ -237,15 +254,19 @@ def read_raw_chunks(
     chunk_rows: int,
     columns: list[str] | None = None,
     changed: bool = False,
+    referenced_by: tuple[str, str] | None = None,
+    ordered: bool = True,
 ) -> Iterator[pd.DataFrame]:
     """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (a streamed cursor).
 
     Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
     its rows in the table. An empty table gives one empty chunk with the table's columns.
     ``columns`` reads only those columns. ``changed``: only the rows of the records pending
-    in ``raw_pending``, in source order. The change-capture columns are left out.
+    in ``raw_pending``. ``referenced_by`` (child dataset, reference column): only the rows
+    whose key the child's pending records refer to. Rows come in source order unless
+    ``ordered`` is False. The change-capture columns are left out.
     """
-    select = _raw_select(engine, dataset, columns, changed)
+    select = _raw_select(engine, dataset, columns, changed, referenced_by, ordered)
     with engine.connect() as conn:
         # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
         # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.
@@ -283,24 +304,69 @@ def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
 
 
 def raw_key_index(
-    engine: sa.engine.Engine, dataset: Dataset, chunk_rows: int, source_timezone: str
+    engine: sa.engine.Engine,
+    dataset: Dataset,
+    chunk_rows: int,
+    source_timezone: str,
+    referenced_by: tuple[str, str] | None = None,
 ) -> KeyIndex:
     """The key index validating ``dataset`` would build (every raw row's key, and the
     carried value of its first row), read from ``raw_<dataset>`` without validating it.
 
     This is what lets a child dataset be validated while its parent is, in another process.
+    With ``referenced_by`` (child, column) only the keys the child's pending records refer
+    to: all that re-checking those records looks up.
     """
     carried = CARRIED_VALUES.get(dataset.name)
     column = next((c for c in dataset.columns if c.name == carried), None)
     index = KeyIndex(with_values=carried is not None)
     columns = ["source_record_id"] + ([carried] if carried else [])
-    for raw in read_raw_chunks(engine, dataset.name, chunk_rows, columns):
+    for raw in read_raw_chunks(
+        engine,
+        dataset.name,
+        chunk_rows,
+        columns,
+        referenced_by=referenced_by,
+        ordered=carried is not None,  # which copy comes first only matters for its value
+    ):
         values = None
         if column is not None:
             text = text_values(raw[column.name])
             values = cast_column(text, column.kind, column.vocab, source_timezone)[0]
         index.add(text_values(raw["source_record_id"]), values)
     return index
+
+
+def parent_key_indexes(
+    engine: sa.engine.Engine,
+    dataset: Dataset,
+    settings: Settings,
+    pending: changes.Pending | None,
+    known: dict[str, KeyIndex],
+) -> dict[str, KeyIndex]:
+    """The key indexes of ``dataset``'s parents, read from their raw tables: whole (kept in
+    ``known`` for the next child) when the dataset is validated whole, else only the keys
+    its pending records refer to."""
+    indexes = {}
+    for column, parent in dataset.parents.items():
+        if pending is not None and not pending.full:
+            indexes[parent] = raw_key_index(
+                engine,
+                DATASETS[parent],
+                settings.sources.chunk_rows,
+                settings.sources.source_timezone,
+                referenced_by=(dataset.name, column),
+            )
+            continue
+        if parent not in known:
+            known[parent] = raw_key_index(
+                engine,
+                DATASETS[parent],
+                settings.sources.chunk_rows,
+                settings.sources.source_timezone,
+            )
+        indexes[parent] = known[parent]
+    return indexes
 
 
 def parent_keys(dataset: str, typed: pd.DataFrame) -> KeyIndex:
@@ -582,14 +648,9 @@ def validate_in_worker(
         ctx = StageContext(settings, engine, quarter, batch_id, extracted_at)
         for name in names:
             dataset = DATASETS[name]
-            for parent in sorted(set(dataset.parents.values()) - set(parent_indexes)):
-                parent_indexes[parent] = raw_key_index(
-                    engine,
-                    DATASETS[parent],
-                    settings.sources.chunk_rows,
-                    settings.sources.source_timezone,
-                )
-            parents = {p: parent_indexes[p] for p in set(dataset.parents.values())}
+            parents = parent_key_indexes(
+                engine, dataset, settings, (pending or {}).get(name), parent_indexes
+            )
             outcome, _keys, error, kept = validate_and_write(
                 ctx, dataset, parents, FINDINGS_INPUTS.get(name), (pending or {}).get(name)
             )
@@ -687,8 +748,8 @@ def _validate_parallel(
 def _validate_sequential(
     ctx: StageContext, pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
-    """Every dataset in DATASETS order in this process, parents' key indexes kept in memory
-    (read from the raw table for a parent validated incrementally)."""
+    """Every dataset in DATASETS order in this process, the key indexes of parents validated
+    whole kept in memory (others read from the raw tables, :func:`parent_key_indexes`)."""
     still_parent = {
         name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
         for name in {p for d in DATASETS.values() for p in d.parents.values()}
@@ -696,21 +757,14 @@ def _validate_sequential(
     key_indexes: dict[str, KeyIndex] = {}
     for position, dataset in enumerate(DATASETS.values()):
         # parents come before children in DATASETS
-        parents = {p: key_indexes[p] for p in set(dataset.parents.values())}
+        parents = parent_key_indexes(
+            ctx.engine, dataset, ctx.settings, pending[dataset.name], key_indexes
+        )
         outcome, keys, error, kept = validate_and_write(
             ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name), pending[dataset.name]
         )
-        if dataset.name in still_parent:
-            key_indexes[dataset.name] = (
-                keys
-                if pending[dataset.name].full
-                else raw_key_index(
-                    ctx.engine,
-                    dataset,
-                    ctx.settings.sources.chunk_rows,
-                    ctx.settings.sources.source_timezone,
-                )
-            )
+        if dataset.name in still_parent and pending[dataset.name].full:
+            key_indexes[dataset.name] = keys
         for name in [n for n in key_indexes if still_parent[n] <= position]:
             del key_indexes[name]  # no later dataset refers to it
         yield dataset, (outcome, error, kept)

@@ -6,7 +6,9 @@ the whole dataset. Written by the extract stages, read and cleared by validate
 (``pipeline.extract.changes``). Every dataset starts fully pending, so the first validate
 after this migration checks everything. ``validation_state`` keeps a fingerprint of the
 suite and settings each dataset was last validated with: when it differs, validate checks
-the whole dataset again.
+the whole dataset again. ``raw_landing`` says whether a landing table's rows are in
+source order (landed whole into a fresh table) or may not be (rows re-landed by an
+incremental extract can take the place of deleted ones on PostgreSQL).
 
 Revision ID: 0003
 Revises: 0002
@@ -24,6 +26,7 @@ depends_on = None
 
 TABLE = "raw_pending"
 STATE = "validation_state"
+LANDING = "raw_landing"
 
 
 def upgrade() -> None:
@@ -41,6 +44,12 @@ def upgrade() -> None:
         op.bulk_insert(
             pending, [{"dataset": d, "record_key": None, "batch_id": "migration"} for d in DATASETS]
         )
+    if not inspector.has_table(LANDING):
+        op.create_table(
+            LANDING,
+            sa.Column("dataset", sa.Text, primary_key=True),
+            sa.Column("in_source_order", sa.Boolean, nullable=False),
+        )
     if not inspector.has_table(STATE):
         op.create_table(
             STATE,
@@ -52,4 +61,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table(STATE)
+    op.drop_table(LANDING)
     op.drop_table(TABLE)

@@ -182,7 +182,6 @@ class Bench:
         as_dags: bool = True,
     ) -> None:
         self.as_dags = as_dags  # stages side by side where the DAGs run them
-        self.incremental_ingest = False  # set while measuring the incremental ingest
         self.workdir = Path(workdir)
         self.warehouse = warehouse
         self.pg_url = pg_url
@@ -211,7 +210,7 @@ class Bench:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         engine.dispose()
 
-    def env(self, customers: int, history: int) -> dict[str, str]:
+    def env(self, customers: int, history: int, incremental: bool = False) -> dict[str, str]:
         root = self._dir(customers, history)
         src = root / "src"
         env = dict(os.environ)
@@ -221,15 +220,18 @@ class Bench:
             CRM_SOURCES__SALES_URL=f"sqlite:///{src / 'sales.db'}",
             CRM_SOURCES__SERVICE_URL=f"sqlite:///{src / 'service.db'}",
             CRM_SOURCES__FINANCE_DIR=str(src / "finance"),
-            CRM_SOURCES__INCREMENTAL="true" if self.incremental_ingest else "false",
+            CRM_SOURCES__INCREMENTAL="true" if incremental else "false",
         )
         return env
 
-    def stage(self, customers: int, history: int, name: str, batch: str) -> StageRun:
+    def stage(
+        self, customers: int, history: int, name: str, batch: str, incremental: bool = False
+    ) -> StageRun:
         argv = [sys.executable, "-m", "pipeline", "stage", name, "-q", str(self.quarter)]
         argv += ["--batch-id", batch]
         root = self._dir(customers, history)
-        seconds, rss, code, cpu = measure(argv, self.env(customers, history), root / "stages.log")
+        env = self.env(customers, history, incremental)
+        seconds, rss, code, cpu = measure(argv, env, root / "stages.log")
         run = StageRun(name, round(seconds, 2), round(rss, 1), returncode=code)
         run.cpu_seconds = round(cpu, 2)
         run.load_average = round(os.getloadavg()[0], 2)
@@ -328,7 +330,7 @@ class Bench:
             result.wall_seconds["ingest"] + result.wall_seconds["quarterly"], 1
         )
 
-    def ingest(self, result: SizeResult, batch: str) -> list[StageRun]:
+    def ingest(self, result: SizeResult, batch: str, incremental: bool = False) -> list[StageRun]:
         """The ingest stages as the ingest DAG runs them: the three extracts side by side
         (``as_dags``), then the rest in order."""
         from concurrent.futures import ThreadPoolExecutor
@@ -340,12 +342,14 @@ class Bench:
         c, h = result.customers, result.history_quarters
         if self.as_dags:
             # first the warehouse schema (each extract migrates it; not all at once)
-            runs = [self.stage(c, h, extracts[0], batch)]
+            runs = [self.stage(c, h, extracts[0], batch, incremental)]
             with ThreadPoolExecutor(len(extracts) - 1) as pool:
-                runs += list(pool.map(lambda n: self.stage(c, h, n, batch), extracts[1:]))
+                runs += list(
+                    pool.map(lambda n: self.stage(c, h, n, batch, incremental), extracts[1:])
+                )
         else:
-            runs = [self.stage(c, h, n, batch) for n in extracts]
-        return runs + [self.stage(c, h, n, batch) for n in rest]
+            runs = [self.stage(c, h, n, batch, incremental) for n in extracts]
+        return runs + [self.stage(c, h, n, batch, incremental) for n in rest]
 
     def quarterly(self, result: SizeResult, batch: str) -> list[StageRun]:
         """The quarterly stages as the quarterly DAG runs them: ``quality_findings`` beside
@@ -372,11 +376,7 @@ class Bench:
         (src / "mutated").touch()  # these sources are no longer the generator's
         changed = mutate_sources(src, share, seed=self.seed)
         started = time.perf_counter()
-        self.incremental_ingest = True  # land and validate only what changed
-        try:
-            runs = self.ingest(result, "bench-incremental")
-        finally:
-            self.incremental_ingest = False
+        runs = self.ingest(result, "bench-incremental", incremental=True)  # only what changed
         seconds = time.perf_counter() - started
         full_seconds = result.wall_seconds["ingest"]
         whole = result.wall_seconds.get("whole_run")

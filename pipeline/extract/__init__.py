@@ -54,11 +54,13 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
     adapter = ADAPTERS[system]
     datasets = {d.name: d for d in datasets_of(system)}
     counts: dict[str, int] = dict.fromkeys(datasets, 0)
-    detail: dict[str, object] = {}
-    diff: changes.Diff | None = None  # the dataset being compared (one at a time)
+    detail: dict[str, dict[str, int]] = {}  # per compared dataset: what its landing changed
+    comparing: dict[str, changes.Diff] = {}  # the dataset being compared (one at a time)
     with ctx.engine.begin() as conn:
         compared = {
-            name for name in datasets if incremental and changes.has_hashes(conn, f"raw_{name}")
+            name
+            for name in datasets
+            if incremental and changes.has_change_columns(conn, f"raw_{name}")
         }
         for name in datasets.keys() - compared:
             # Dropped, not emptied: the new rows get a fresh table (no dead rows left
@@ -67,45 +69,46 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
             changes.mark_full(conn, name, ctx.batch_id)
             changes.set_source_order(conn, name, True)
 
+        def finish_comparison() -> None:
+            for name in list(comparing):
+                detail[name] = comparing.pop(name).apply(conn, ctx.batch_id)
+
         def row_filter(name: str, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
-            nonlocal diff
             first = counts[name]
             counts[name] += len(hashes)
             if name not in compared:
                 return np.ones(len(hashes), dtype=bool), first
-            if diff is None or diff.dataset.name != name:
+            if name not in comparing:
                 # adapters give a dataset's chunks one after another: the previous one is done
-                if diff is not None:
-                    detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
+                finish_comparison()
                 if name in detail:
                     raise RuntimeError(f"{system} adapter gave {name} again after other datasets")
-                diff = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
-            return diff.filter(hashes, keys)
+                landed = changes.landed_hash_counts(conn, f"raw_{name}")
+                comparing[name] = changes.Diff(datasets[name], landed)
+            return comparing[name].filter(hashes, keys)
 
         token = ROW_FILTER.set(row_filter)
         try:
             for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
                 if name in compared:
-                    diff.offer(chunk)  # type: ignore[union-attr]
+                    comparing[name].offer(chunk)
                 else:
                     warehouse.insert_frame(conn, f"raw_{name}", chunk)
+            finish_comparison()
+            for name in compared - detail.keys():  # no rows at the source any more
+                landed = changes.landed_hash_counts(conn, f"raw_{name}")
+                detail[name] = changes.Diff(datasets[name], landed).apply(conn, ctx.batch_id)
+            for name, dataset in datasets.items():  # a source with no rows still lands its table
+                if not sa.inspect(conn).has_table(f"raw_{name}"):
+                    no_rows = pd.DataFrame({raw: [] for raw in dataset.rename}, dtype=object)
+                    empty = house_frame(
+                        no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at
+                    )
+                    warehouse.insert_frame(conn, f"raw_{name}", empty)
         finally:
             ROW_FILTER.reset(token)
-        if diff is not None:
-            detail[diff.dataset.name] = diff.apply(conn, ctx.batch_id)
-        for name in compared - detail.keys():  # no rows at the source any more
-            gone = changes.Diff(datasets[name], changes.landed_hash_counts(conn, f"raw_{name}"))
-            detail[name] = gone.apply(conn, ctx.batch_id)
-        for name, dataset in datasets.items():  # a source with no rows still lands its table
-            if not sa.inspect(conn).has_table(f"raw_{name}"):
-                no_rows = pd.DataFrame({raw_name: [] for raw_name in dataset.rename}, dtype=object)
-                empty = house_frame(no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at)
-                warehouse.insert_frame(conn, f"raw_{name}", changes.with_source_rows(empty, 0))
     total = sum(counts.values())
-    written = sum(
-        detail[n]["inserted"] if n in detail else counts[n]
-        for n in datasets  # type: ignore[index]
-    )
+    written = sum(detail[n]["inserted"] if n in detail else counts[n] for n in datasets)
     log.info("landed %s rows from %s (%s written): %s", total, system, written, counts)
     if detail:
         log.info("incremental landing of %s: %s", system, detail)

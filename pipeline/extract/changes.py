@@ -35,24 +35,13 @@ LANDING = "raw_landing"  # dataset -> are its landed rows in source order
 BLANK_KEY = ""  # record_key of rows whose source_record_id is blank
 
 
-def with_source_rows(frame: pd.DataFrame, first_row: int) -> pd.DataFrame:
-    """``frame`` with ``source_row`` numbered from ``first_row`` (a chunk landed whole)."""
-    out = frame.copy(deep=False)
-    out["source_row"] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
-    return out
-
-
-def _has_columns(conn: sa.Connection, table: str, columns: tuple[str, ...]) -> bool:
+def has_change_columns(conn: sa.Connection, table: str) -> bool:
+    """Was ``table`` landed with row hashes and source positions (so it can be compared
+    with the source, and read in source order)?"""
     inspector = sa.inspect(conn)
     if not inspector.has_table(table):
         return False
-    present = {c["name"] for c in inspector.get_columns(table)}
-    return set(columns) <= present
-
-
-def has_hashes(conn: sa.Connection, table: str) -> bool:
-    """Was ``table`` landed with row hashes (so it can be compared with the source)?"""
-    return _has_columns(conn, table, CHANGE_COLUMNS)
+    return set(CHANGE_COLUMNS) <= {c["name"] for c in inspector.get_columns(table)}
 
 
 def landed_hash_counts(conn: sa.Connection, table: str) -> pd.Series:
@@ -88,9 +77,10 @@ def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Diff:
     """One dataset's incremental landing: what the source holds now against what is landed.
 
-    Rows are offered chunk by chunk (:meth:`offer`); only rows whose hash was landed a
-    number of times other than once are kept (new content, or landed duplicates), so memory
-    holds the changes plus two int64 per source row (row hash, key hash).
+    Each chunk's hashes go through :meth:`filter`, which keeps only rows whose hash was
+    landed a number of times other than once (new content, or landed duplicates); those
+    rows, rendered, come back through :meth:`offer`. Memory holds the changes plus two int64
+    per source row (row hash, key hash).
     """
 
     dataset: Dataset
@@ -175,14 +165,9 @@ class Diff:
         ]
         source_keys = kept.loc[kept["row_hash"].isin(changed), "source_record_id"].tolist()
         record_keys = pd.Series(list(dict.fromkeys(landed_keys + source_keys)), dtype=object)
+        pending_keys = [BLANK_KEY if k is None else k for k in record_keys]
         # every landed row of those records goes; its content is kept for unchanged rows
-        temp = _temp_values(
-            conn,
-            "changed_keys",
-            "record_key",
-            "TEXT",
-            [BLANK_KEY if k is None else k for k in record_keys],
-        )
+        temp = _temp_values(conn, "changed_keys", "record_key", "TEXT", pending_keys)
         match = f'COALESCE("source_record_id", \'\') IN (SELECT "record_key" FROM {temp})'
         landed_rows = pd.read_sql(
             sa.text(f'SELECT * FROM "{table}" WHERE {match}'), conn, dtype=object
@@ -199,18 +184,12 @@ class Diff:
         positions = positions[content.index.get_indexer(hashes[positions]) >= 0]
         rows = content.loc[hashes[positions]].reset_index()
         rows["source_row"] = positions.astype(np.int64)
-        changed_keys = set(record_keys.fillna(BLANK_KEY))
-        rows = rows[rows["source_record_id"].fillna(BLANK_KEY).isin(changed_keys)]
+        rows = rows[rows["source_record_id"].fillna(BLANK_KEY).isin(set(pending_keys))]
         rows = rows[list(landed_rows.columns)]  # the landing table's column order
         rows["extracted_at"] = pd.to_datetime(rows["extracted_at"], format="mixed")
         inserted = warehouse.insert_frame(conn, table, rows)
         set_source_order(conn, self.dataset.name, False)  # new rows may fill old gaps
-        add_pending(
-            conn,
-            self.dataset.name,
-            [BLANK_KEY if k is None else k for k in record_keys],
-            batch_id,
-        )
+        add_pending(conn, self.dataset.name, pending_keys, batch_id)
         return {
             "rows": self.rows,
             "inserted": inserted,
@@ -258,6 +237,15 @@ def in_source_order(conn: sa.Connection, dataset: str) -> bool:
 
 
 # -- pending record keys ---------------------------------------------------------------------
+def pending_keys_sql(dataset: str) -> str:
+    """A subquery of the record keys pending for ``dataset`` (a registry name), to match
+    ``COALESCE(<key>, '')`` against."""
+    return (
+        f'(SELECT "record_key" FROM "{PENDING}" WHERE "dataset" = \'{dataset}\' '
+        'AND "record_key" IS NOT NULL)'
+    )
+
+
 def add_pending(conn: sa.Connection, dataset: str, keys: list[str], batch_id: str) -> None:
     """Record that these records of ``dataset`` changed (not yet validated)."""
     if keys:
@@ -311,10 +299,9 @@ def propagate(conn: sa.Connection, batch_id: str) -> None:
                 sa.text(
                     f'INSERT INTO "{PENDING}" ("dataset", "record_key", "batch_id") '
                     f"SELECT DISTINCT :d, COALESCE(c.\"source_record_id\", ''), :b "
-                    f'FROM "raw_{dataset.name}" c WHERE c."{column}" IN '
-                    f'(SELECT "record_key" FROM "{PENDING}" WHERE "dataset" = :p)'
+                    f'FROM "raw_{dataset.name}" c WHERE c."{column}" IN {pending_keys_sql(parent)}'
                 ),
-                {"d": dataset.name, "b": batch_id, "p": parent},
+                {"d": dataset.name, "b": batch_id},
             )
 
 

@@ -212,10 +212,6 @@ class DatasetValidator:
         )
 
 
-def _pending_keys(dataset: str) -> str:
-    return f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = \'{dataset}\')'
-
-
 def _raw_select(
     engine: sa.engine.Engine,
     dataset: str,
@@ -232,18 +228,21 @@ def _raw_select(
     names = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     sql = f'SELECT {names} FROM "{table}"'
     if changed:  # the rows of the records pending for this dataset
-        sql += f" WHERE COALESCE(\"source_record_id\", '') IN {_pending_keys(dataset)}"
+        sql += f" WHERE COALESCE(\"source_record_id\", '') IN {changes.pending_keys_sql(dataset)}"
     elif referenced_by:  # the rows a child's pending records refer to
         child, column = referenced_by
         sql += (
             f' WHERE "source_record_id" IN (SELECT c."{column}" FROM "raw_{child}" c '
-            f"WHERE COALESCE(c.\"source_record_id\", '') IN {_pending_keys(child)})"
+            f"WHERE COALESCE(c.\"source_record_id\", '') IN {changes.pending_keys_sql(child)})"
         )
     # Source order: the first copy of a key is the valid one and carries its value. A table
     # landed whole is in source order; one an incremental extract changed may not be.
     with engine.connect() as conn:
-        has_position = "source_row" in {c["name"] for c in sa.inspect(conn).get_columns(table)}
-        if ordered and has_position and (changed or not changes.in_source_order(conn, dataset)):
+        if (
+            ordered
+            and changes.has_change_columns(conn, table)
+            and (changed or not changes.in_source_order(conn, dataset))
+        ):
             sql += ' ORDER BY "source_row"'
     return sa.text(sql)
 
@@ -418,18 +417,9 @@ def threshold_error(outcome: DatasetOutcome, max_share: float) -> QuarantineThre
 
 def previous_row_count(engine: sa.engine.Engine, dataset: Dataset) -> int | None:
     """Rows of the previous batch of ``dataset`` (staged + quarantined), None on the first run."""
-    if not warehouse.table_exists(engine, dataset.staging_table):
-        return None
     with engine.connect() as conn:
-        count = conn.execute(
-            sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')
-        ).scalar_one()
-        if warehouse.table_exists(engine, "quarantine"):
-            count += conn.execute(
-                sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'),
-                {"d": dataset.name},
-            ).scalar_one()
-    return int(count)
+        counts = _staged_counts(conn, dataset)
+    return None if counts is None else sum(counts)
 
 
 def _check_counts(
@@ -461,13 +451,9 @@ def _clear(conn: sa.Connection, dataset: Dataset) -> None:
 
 def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> None:
     """Delete the staged and quarantined rows of the records pending for ``dataset``."""
-    pending = (
-        f'(SELECT "record_key" FROM "{changes.PENDING}" WHERE "dataset" = :d '
-        'AND "record_key" IS NOT NULL)'
-    )
-    conn.execute(
-        sa.text(f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" IN {pending}'),
-        {"d": dataset.name},
+    pending = changes.pending_keys_sql(dataset.name)
+    conn.exec_driver_sql(
+        f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" IN {pending}'
     )
     conn.execute(
         sa.text(
@@ -478,12 +464,20 @@ def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> None:
     )
 
 
-def _staged_counts(conn: sa.Connection, dataset: Dataset) -> tuple[int, int]:
-    """(staged rows, quarantined rows) of ``dataset`` as this transaction sees them."""
+def _staged_counts(conn: sa.Connection, dataset: Dataset) -> tuple[int, int] | None:
+    """(staged rows, quarantined rows) of ``dataset`` as ``conn`` sees them; None before
+    its first validation."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(dataset.staging_table):
+        return None
     staged = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')).scalar_one()
-    quarantined = conn.execute(
-        sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name}
-    ).scalar_one()
+    quarantined = (
+        conn.execute(
+            sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'), {"d": dataset.name}
+        ).scalar_one()
+        if inspector.has_table("quarantine")
+        else 0
+    )
     return int(staged), int(quarantined)
 
 
@@ -598,7 +592,7 @@ def validate_and_write(
                     kept.append(keep(valid))
             outcome = validator.outcome()
             if incremental:
-                staged, quarantined = _staged_counts(conn, dataset)
+                staged, quarantined = _staged_counts(conn, dataset) or (0, 0)
                 outcome.rows_checked = outcome.rows_in
                 outcome.rows_in = staged + quarantined
                 outcome.rows_valid, outcome.rows_quarantined = staged, quarantined

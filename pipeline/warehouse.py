@@ -60,7 +60,10 @@ def create_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # A transaction that reads before it writes asks for the write lock up front
+            # (execution option ``sqlite_begin="IMMEDIATE"``): otherwise, when another writer
+            # commits in between, its first write fails at once with "database is locked".
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
 
     return engine
 

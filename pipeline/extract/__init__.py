@@ -56,7 +56,9 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
     counts: dict[str, int] = dict.fromkeys(datasets, 0)
     detail: dict[str, dict[str, int]] = {}  # per compared dataset: what its landing changed
     comparing: dict[str, changes.Diff] = {}  # the dataset being compared (one at a time)
-    with ctx.engine.begin() as conn:
+    # The comparison reads the landing before it writes: on SQLite it takes the write lock
+    # first, so extracts running side by side wait for each other instead of failing.
+    with ctx.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
         compared = {
             name
             for name in datasets

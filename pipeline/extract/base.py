@@ -253,6 +253,14 @@ def read_sql_table(
     url: str, dataset: Dataset, batch_id: str, extracted_at: datetime, chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
     """Read ``dataset.raw`` from a SQL source in chunks of house-named text rows."""
+    where = f"{_safe(url)} table {dataset.raw}"
+    for raw in _sql_rows(url, dataset, chunk_rows):
+        # outside the source's error handling: an error here is not the source's
+        yield house_frame(raw, dataset, where, batch_id, extracted_at)
+
+
+def _sql_rows(url: str, dataset: Dataset, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """``dataset.raw``'s rows as they come from the driver, ``chunk_rows`` at a time."""
     parsed = sa.engine.make_url(url)
     if (
         parsed.get_backend_name() == "sqlite"
@@ -281,13 +289,7 @@ def read_sql_table(
                     grid = np.empty((len(rows), len(names)), dtype=object)
                     grid[:] = rows
                     columns = {name: grid[:, i] for i, name in enumerate(names)}
-                    yield house_frame(
-                        pd.DataFrame(columns, dtype=object, copy=False),
-                        dataset,
-                        f"{_safe(url)} table {dataset.raw}",
-                        batch_id,
-                        extracted_at,
-                    )
+                    yield pd.DataFrame(columns, dtype=object, copy=False)
             finally:
                 cursor.close()
     except (sa.exc.OperationalError, sa.exc.DBAPIError) as error:

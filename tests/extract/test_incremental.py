@@ -228,3 +228,22 @@ def test_row_hashes_tell_a_missing_value_from_its_text_and_ignore_chunking() -> 
     assert key_hashes(np.array([None], dtype=object)) != key_hashes(
         np.array(["None"], dtype=object)
     )
+
+
+def test_incremental_extracts_side_by_side_on_sqlite(demo_sources: Path, tmp_path: Path) -> None:
+    """The ingest DAG runs the three extracts at once. An incremental one reads its landing
+    before it writes, so on SQLite it must take the write lock first: two readers that
+    both then want to write would fail at once with "database is locked"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = _sources(demo_sources, tmp_path)
+    settings = _settings(sources, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "out", True)
+    _ingest(settings, "day-1")
+    mutate_sources(sources, 0.05, seed=9)
+    for day in range(2, 5):
+        ctx = make_context(settings, Quarter(2026, 4), f"day-{day}", EXTRACTED_AT)
+        names = ("extract_sales", "extract_service", "extract_finance")
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda name: run_stage(ctx, name), names))  # noqa: B023
+        ctx.engine.dispose()
+        assert [r.stage for r in results] == list(names)

@@ -17,7 +17,7 @@ Before the resolution stage has run, each source record counts as its own custom
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import sqlalchemy as sa
@@ -89,6 +89,10 @@ def build_inputs(
         if column not in customers.columns:
             customers[column] = None
     customers = customers.dropna(subset=["customer_id"]).drop_duplicates("customer_id")
+    # Python strings, as in the frames mapped by _map_ids: pandas' Arrow-backed ``str`` is
+    # slow to factorize and look up (isin) at 100,000 customers, and mixing the two in one
+    # merge converts every time.
+    customers = customers.astype({"customer_id": object})
 
     orders = stg["sales_orders"]
     orders = orders[orders["order_status"].fillna("") != "cancelled"]
@@ -155,8 +159,14 @@ def build_inputs(
     return MetricInputs(customers=customers, payments=payments, **frames)
 
 
-def customer_quarter(inputs: MetricInputs, quarter: Quarter, settings: Settings) -> pd.DataFrame:
-    """``mart_customer_quarter`` rows of one quarter (pure)."""
+def customer_quarter(
+    inputs: MetricInputs,
+    quarter: Quarter,
+    settings: Settings,
+    previous: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """``mart_customer_quarter`` rows of one quarter (pure); ``previous``: the previous
+    quarter's rows if already computed (their credit grades are reused)."""
     return tiers.customer_quarter(
         inputs.customers,
         inputs.sales,
@@ -167,7 +177,34 @@ def customer_quarter(inputs: MetricInputs, quarter: Quarter, settings: Settings)
         quarter,
         settings.tiers,
         settings.timezone,
+        None if previous is None else previous[["customer_id", "credit_grade"]],
     )
+
+
+@dataclass
+class QuarterCache:
+    """Frames of quarters already computed, shared by consecutive quarters of one run: each
+    quarter needs the two before it (customer rows) and the one before (its metrics)."""
+
+    customers: dict[Quarter, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[Quarter, pd.DataFrame] = field(default_factory=dict)
+
+    def customer_quarter(
+        self, inputs: MetricInputs, quarter: Quarter, settings: Settings
+    ) -> pd.DataFrame:
+        if quarter not in self.customers:
+            previous = self.customers.get(quarter.previous())
+            self.customers[quarter] = customer_quarter(inputs, quarter, settings, previous)
+        return self.customers[quarter]
+
+    def metrics_only(
+        self, inputs: MetricInputs, quarter: Quarter, settings: Settings
+    ) -> pd.DataFrame:
+        if quarter not in self.metrics:
+            current = self.customer_quarter(inputs, quarter, settings)
+            previous = self.customer_quarter(inputs, quarter.previous(), settings)
+            self.metrics[quarter] = _metrics_only(inputs, quarter, current, previous, settings)
+        return self.metrics[quarter]
 
 
 def _metrics_only(
@@ -188,17 +225,16 @@ def compute_quarter(
     inputs: MetricInputs,
     quarter: Quarter,
     settings: Settings,
-    history: dict[Quarter, pd.DataFrame] | None = None,
+    history: QuarterCache | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """All output frames of one quarter (pure). ``history`` caches customer-quarter frames of
-    earlier quarters (computed here when missing, and added to the cache)."""
-    cache = history if history is not None else {}
-    for q in (quarter.shift(-2), quarter.previous(), quarter):
-        if q not in cache:
-            cache[q] = customer_quarter(inputs, q, settings)
-    current, previous, before = cache[quarter], cache[quarter.previous()], cache[quarter.shift(-2)]
-    metrics_now = _metrics_only(inputs, quarter, current, previous, settings)
-    metrics_prev = _metrics_only(inputs, quarter.previous(), previous, before, settings)
+    """All output frames of one quarter (pure). ``history`` caches the frames of earlier
+    quarters (computed here when missing, and added to the cache)."""
+    cache = history if history is not None else QuarterCache()
+    for q in (quarter.shift(-2), quarter.previous(), quarter):  # oldest first: grades reused
+        cache.customer_quarter(inputs, q, settings)
+    current, previous = cache.customers[quarter], cache.customers[quarter.previous()]
+    metrics_now = cache.metrics_only(inputs, quarter, settings)
+    metrics_prev = cache.metrics_only(inputs, quarter.previous(), settings)
     metrics = satisfaction.with_changes(metrics_now, metrics_prev, settings.metrics)
     metrics.insert(0, "quarter", str(quarter))
     offenders = satisfaction.sla_offenders(
@@ -303,7 +339,7 @@ def compute_history(
     done: set[str] = set()
     if not recompute and table_exists(engine, "mart_metrics"):
         done = set(read_table(engine, "mart_metrics", ["quarter"])["quarter"].astype(str))
-    cache: dict[Quarter, pd.DataFrame] = {}
+    cache = QuarterCache()
     written: dict[str, int] = {}
     for offset in range(quarters - 1, -1, -1):
         q = quarter.shift(-offset)

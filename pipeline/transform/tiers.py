@@ -314,14 +314,19 @@ def customer_quarter(
     quarter: Quarter,
     settings: TierSettings,
     timezone: str,
+    previous_grades: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per customer in ``customers`` (``customer_id``, ``region``, ``industry``,
     ``account_manager``) for ``quarter``: value tier, contribution, credit grade, lifecycle
     stage, risk flags and the both-ends markers (``is_big_customer``, ``is_risk_customer``).
+
+    ``previous_grades`` (``customer_id``, ``credit_grade``) are the previous quarter's
+    grades, e.g. its own output: computed here when not given.
     """
     tiers = value_tiers(sales, quarter, settings)
     grades = credit_grades(invoices, payments, quarter, settings)
-    previous_grades = credit_grades(invoices, payments, quarter.previous(), settings)
+    if previous_grades is None:
+        previous_grades = credit_grades(invoices, payments, quarter.previous(), settings)
     unresolved = unresolved_complaints(tickets, quarter, timezone)
     stages = lifecycle_stages(
         customers["customer_id"], sales, grades, unresolved, quarter, settings

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,27 @@ def _datetime_text(series: pd.Series, name: str) -> np.ndarray:
     return series.dt.strftime(fmt).to_numpy(dtype=object, na_value=None)
 
 
+def _datetime_arrow_text(series: pd.Series, name: str) -> Any:
+    """:func:`_datetime_text` as an Arrow string array, cast in C (20x faster than
+    ``strftime``); None for values that cast would render differently (finer than a
+    microsecond, or years outside 1-9999): the caller then uses ``strftime``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if getattr(series.dt, "tz", None) is not None:
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    present = series.dropna()
+    if len(present) and (present.min().year < 1 or present.max().year > 9999):
+        return None
+    try:
+        array = pa.array(series, from_pandas=True).cast(pa.timestamp("us"))  # safe: exact
+    except pa.ArrowInvalid:
+        return None
+    if name.endswith("_date"):
+        return pc.floor_temporal(array, unit="day").cast(pa.date32()).cast(pa.string())
+    return array.cast(pa.string())  # 2026-07-01 08:00:00.000000
+
+
 def _python_values(df: pd.DataFrame) -> list[tuple]:
     """Rows as tuples of plain Python values (None for missing), dates as ISO text."""
     columns = []
@@ -185,6 +206,10 @@ def _copy_text(df: pd.DataFrame) -> memoryview | None:
     for name in df.columns:
         series = df[name]
         if series.dtype.kind == "M":
+            text = _datetime_arrow_text(series, name)
+            if text is not None:
+                columns.append(text)
+                continue
             series = pd.Series(_datetime_text(series, name), dtype=object)
         try:
             array = pa.array(series, from_pandas=True)
@@ -404,6 +429,84 @@ def read_query_on(conn: Connection, sql: str, params: dict[str, Any] | None = No
         named = sa.text(_PARAMETER.sub(r":\1", sql))
         df = pd.read_sql(named, conn, params=params or None, coerce_float=True)
     return df
+
+
+def stream_text_rows(
+    engine: Engine, sql: str, chunk_rows: int, leave_out: Iterable[str] = ()
+) -> tuple[list[str], Generator[np.ndarray, None, None]] | None:
+    """(column names, chunks): the rows of ``sql`` on PostgreSQL, ``chunk_rows`` at a time,
+    as 2-D arrays of Python objects (columns in the order of the names), read by ADBC
+    (binary COPY, streamed): about twice as fast as a server-side cursor.
+
+    The objects are those the driver's rows would hold: ``str`` and None, and
+    ``datetime`` for the few timestamp columns. For queries whose columns (apart from
+    those in ``leave_out``, not in the chunks) are text or timestamps without time zone.
+    None when that is not so, or on another database: the caller then reads with the
+    driver. The scan starts at the table's beginning even while another process
+    scans the same table (no synchronized scans), on a connection of its own.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    import adbc_driver_postgresql.dbapi as adbc
+    import pyarrow as pa
+
+    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = adbc.connect(uri, autocommit=True)
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SET synchronize_seqscans = off")
+        cursor.execute(sql)
+        reader = cursor.fetch_record_batch()
+        kept = [n for n in reader.schema.names if n not in set(leave_out)]
+        types = [reader.schema.field(n).type for n in kept]
+        if not all(_text(t) or (pa.types.is_timestamp(t) and t.tz is None) for t in types):
+            connection.close()
+            return None
+    except BaseException:
+        connection.close()
+        raise
+
+    def chunks() -> Generator[np.ndarray, None, None]:
+        try:
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in reader:
+                pending.append(batch)
+                rows += batch.num_rows
+                while rows >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield _object_block(table.slice(0, chunk_rows), kept)
+                    rest = table.slice(chunk_rows)
+                    pending, rows = rest.to_batches(), rest.num_rows
+            if rows:
+                yield _object_block(pa.Table.from_batches(pending), kept)
+        finally:
+            cursor.close()
+            connection.close()
+
+    return kept, chunks()
+
+
+def _text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _object_block(table: Any, names: list[str]) -> np.ndarray:
+    """The columns ``names`` as one 2-D object array: a frame made from it with
+    ``dtype=object`` takes it as its single block, without copying or inferring types."""
+    block = np.empty((table.num_rows, len(names)), dtype=object)
+    for i, name in enumerate(names):
+        column = table.column(name)
+        if _text(column.type):
+            block[:, i] = column.to_numpy(zero_copy_only=False)
+        else:  # timestamps as datetime objects, as psycopg gives them; each distinct once
+            encoded = column.combine_chunks().dictionary_encode()
+            distinct = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            block[:, i] = distinct[codes]  # -1: the None after the distinct values
+    return block
 
 
 def frame_digest(df: pd.DataFrame) -> str:

@@ -225,3 +225,24 @@ def test_postgres_arrow_reads_give_the_frame_the_driver_gives():
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "s"])
+def test_datetimes_cast_to_copy_text_as_strftime_renders_them(unit: str) -> None:
+    """COPY text of datetime columns is cast in Arrow; it must be the text ``strftime``
+    gives (before 1970 too, dates floored to their day, NaT as NULL, zone-aware in UTC),
+    and anything finer than a microsecond goes back to ``strftime``."""
+    rng = np.random.default_rng(7)
+    micros = rng.integers(-2_000_000_000, 4_000_000_000, 3000) * 1_000_000
+    micros += rng.integers(0, 1_000_000, 3000)
+    series = pd.Series(pd.to_datetime(micros, unit="us")).astype(f"datetime64[{unit}]")
+    series[5] = pd.NaT
+    aware = series.dt.tz_localize("Asia/Shanghai", ambiguous="NaT", nonexistent="NaT")
+    for values, name in [(series, "opened_at"), (series, "paid_date"), (aware, "sent_at")]:
+        cast = warehouse._datetime_arrow_text(values, name)
+        assert cast is not None
+        assert cast.to_pylist() == list(warehouse._datetime_text(values, name))
+    finer = pd.Series(pd.to_datetime(["2026-01-01 00:00:00.000000001"]))
+    assert warehouse._datetime_arrow_text(finer, "opened_at") is None
+    text = bytes(warehouse._copy_text(pd.DataFrame({"opened_at": finer})))
+    assert text == b"2026-01-01 00:00:00.000000\n"

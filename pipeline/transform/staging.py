@@ -33,13 +33,49 @@ def _other_text(value: Any) -> str | None:
     return text if text else None
 
 
+# What ``str.strip()`` removes: Arrow trims exactly these characters, so both paths agree.
+_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+
+
 def text_values(series: pd.Series) -> pd.Series:
     """Raw values as stripped text (object dtype), blanks and missing values as None."""
-    # A plain loop over the values: several times faster than a round trip through pandas'
-    # string dtype, and typing spends most of its time here. Raw values are str or None.
     values = series.to_numpy(dtype=object)
-    text = [(s if (s := v.strip()) else None) if type(v) is str else _other_text(v) for v in values]
-    return pd.Series(np.array(text, dtype=object), index=series.index, dtype=object)
+    text = _stripped_in_arrow(values)
+    if text is None:  # not all text: a plain loop over the values
+        text = np.array(
+            [(s if (s := v.strip()) else None) if type(v) is str else _other_text(v) for v in values],
+            dtype=object,
+        )
+    return pd.Series(text, index=series.index, dtype=object)
+
+
+def _stripped_in_arrow(values: np.ndarray) -> np.ndarray | None:
+    """``text_values`` of an array of ``str`` and missing values, None for any other kind.
+
+    Arrow finds the few values that stripping changes (or that are blank) in C; the
+    others keep their ``str`` objects, so no string is copied. Typing spends most of its
+    time here: about 3x faster than a Python loop.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    if pa.types.is_null(array.type):
+        return np.full(len(values), None, dtype=object)
+    if not pa.types.is_string(array.type):
+        return None
+    stripped = pc.utf8_trim(array, characters=_WHITESPACE)
+    change = pc.or_(pc.not_equal(stripped, array), pc.equal(stripped, ""))
+    out = values.copy()
+    out[array.is_null().to_numpy(zero_copy_only=False)] = None  # NaN, pd.NA, None
+    changed = np.flatnonzero(pc.fill_null(change, False).to_numpy(zero_copy_only=False))
+    if len(changed):
+        fixed = stripped.take(pa.array(changed)).to_pylist()
+        out[changed] = np.array([v or None for v in fixed], dtype=object)
+    return out
 
 
 def _map_unique(text: pd.Series, func: Callable[[str], Any]) -> pd.Series:

@@ -266,6 +266,23 @@ def read_raw_chunks(
     ``ordered`` is False. The change-capture columns are left out.
     """
     select = _raw_select(engine, dataset, columns, changed, referenced_by, ordered)
+    streamed = warehouse.stream_text_rows(
+        engine, select.text, chunk_rows, leave_out=changes.CHANGE_COLUMNS
+    )
+    if streamed is not None:  # PostgreSQL, all columns text: read into Arrow
+        names, chunks = streamed
+        start = 0
+        try:
+            for block in chunks:
+                rows = len(block)
+                index = pd.RangeIndex(start, start + rows)
+                yield pd.DataFrame(block, index=index, columns=names, dtype=object, copy=False)
+                start += rows
+        finally:
+            chunks.close()
+        if not start:
+            yield pd.DataFrame({name: [] for name in names}, dtype=object)
+        return
     with engine.connect() as conn:
         # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
         # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.

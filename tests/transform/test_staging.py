@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.datasets import DATASETS
-from pipeline.transform.staging import cast_column, stage_frame
+from pipeline.transform.staging import cast_column, stage_frame, text_values
 
 TZ = "Asia/Shanghai"
 
@@ -75,3 +78,47 @@ def test_stage_frame_reports_cast_errors_by_row_and_leaves_input_untouched() -> 
         {"row": 1, "column": "csat_score", "reason": "csat_score: 'abc' is not an integer"}
     ]
     assert list(typed.columns[-3:]) == ["source_system", "batch_id", "extracted_at"]
+
+
+# text_values: Arrow strips text columns, a Python loop anything else; both must give what
+# str.strip() gives, for every kind of whitespace and missing value.
+_WHITESPACE = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+_TEXT = st.text(alphabet=st.sampled_from([*_WHITESPACE, "\u200b", "\ufeff", "a", "客", "0", " "]))
+
+
+def _strip_loop(values: list) -> list:
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            out.append(v.strip() or None)
+        elif v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+            out.append(None)
+        else:
+            out.append(str(v).strip() or None)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            _TEXT,
+            st.none(),
+            st.just(float("nan")),
+            st.just(pd.NA),
+            st.sampled_from([5, 2.5, True, b"x ", pd.NaT]),
+        ),
+        max_size=12,
+    )
+)
+def test_text_values_strips_like_python(values: list) -> None:
+    series = pd.Series(np.array([*values, None], dtype=object)[:-1], dtype=object)
+    assert list(text_values(series)) == _strip_loop(values)
+
+
+def test_text_values_keeps_index_and_unchanged_objects() -> None:
+    kept = "ACME 客户"
+    series = pd.Series([kept, "  x ", "", None], index=[10, 11, 12, 13], dtype=object)
+    out = text_values(series)
+    assert list(out.index) == [10, 11, 12, 13] and out.dtype == object
+    assert out[10] is kept and list(out) == [kept, "x", None, None]

@@ -260,3 +260,49 @@ def test_datasets_are_spread_largest_first_over_the_workers() -> None:
     assert plan_workers(sizes, 3) == [["lines"], ["orders", "accounts"], ["invoices", "payments"]]
     assert plan_workers({"a": 5}, 4) == [["a"]]
     assert sorted(n for g in plan_workers(sizes, 9) for n in g) == sorted(sizes)
+
+
+def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(
+    pg_landed: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL raw rows are streamed through ADBC (Arrow); the chunks must hold exactly
+    the objects a server-side cursor gives (text, None, '' and blanks as they are, the
+    lineage timestamp as ``datetime``), numbered and cut at ``chunk_rows`` the same way,
+    whatever the Arrow batch sizes; a table of another type falls back to the driver."""
+    from pipeline.validation import read_raw_chunks
+
+    _execute(
+        pg_landed,
+        "UPDATE raw_sales_contacts SET mobile_phone = NULL WHERE source_record_id IN"
+        " (SELECT source_record_id FROM raw_sales_contacts ORDER BY source_record_id LIMIT 3)",
+        "UPDATE raw_sales_contacts SET email = '  ', title = '' WHERE source_record_id IN"
+        " (SELECT source_record_id FROM raw_sales_contacts ORDER BY 1 DESC LIMIT 3)",
+        "UPDATE raw_sales_contacts SET extracted_at = NULL WHERE source_record_id ="
+        " (SELECT MIN(source_record_id) FROM raw_sales_contacts)",
+    )
+    engine = warehouse.create_engine(pg_landed.warehouse_url)
+
+    def chunks(name: str, rows: int, **kwargs) -> list[pd.DataFrame]:
+        return list(read_raw_chunks(engine, name, rows, **kwargs))
+
+    streamed = warehouse.stream_text_rows
+    try:
+        for name, rows in [("sales_contacts", 7), ("sales_contacts", 100_000), ("sales_orders", 64)]:
+            arrow = chunks(name, rows)
+            assert streamed(engine, f"SELECT * FROM raw_{name}", rows, ["row_hash"]) is not None
+            monkeypatch.setattr(warehouse, "stream_text_rows", lambda *a, **k: None)
+            driver = chunks(name, rows)
+            monkeypatch.setattr(warehouse, "stream_text_rows", streamed)
+            assert [len(c) for c in arrow] == [len(c) for c in driver] and len(arrow) >= 1
+            for a, d in zip(arrow, driver, strict=True):
+                pd.testing.assert_frame_equal(a, d)
+                assert [type(v) for v in a.iloc[0]] == [type(v) for v in d.iloc[0]]
+        one = chunks("sales_contacts", 10, columns=["source_record_id"])
+        assert list(one[0].columns) == ["source_record_id"]
+        _execute(pg_landed, "DELETE FROM raw_service_accounts")
+        empty = chunks("service_accounts", 10)
+        assert len(empty) == 1 and empty[0].empty and "source_record_id" in empty[0].columns
+        # a column that is neither text nor a timestamp: the driver reads the table
+        assert streamed(engine, "SELECT 1.5 AS x", 10) is None
+    finally:
+        engine.dispose()

@@ -224,6 +224,17 @@ class Bench:
         )
         return env
 
+    def migrate(self, customers: int, history: int) -> None:
+        """``crm-pipeline migrate`` on the size's warehouse, as a deployment runs it."""
+        argv = [sys.executable, "-m", "pipeline", "migrate"]
+        root = self._dir(customers, history)
+        code = measure(argv, self.env(customers, history), root / "stages.log")[2]
+        if code != 0:
+            raise RuntimeError(
+                f"bench: crm-pipeline migrate failed at {customers} customers (exit {code}); "
+                f"see {root / 'stages.log'}"
+            )
+
     def stage(
         self, customers: int, history: int, name: str, batch: str, incremental: bool = False
     ) -> StageRun:
@@ -341,12 +352,11 @@ class Bench:
         rest = [n for n in INGEST_STAGES if n not in extracts]
         c, h = result.customers, result.history_quarters
         if self.as_dags:
-            # first the warehouse schema (each extract migrates it; not all at once)
-            runs = [self.stage(c, h, extracts[0], batch, incremental)]
-            with ThreadPoolExecutor(len(extracts) - 1) as pool:
-                runs += list(
-                    pool.map(lambda n: self.stage(c, h, n, batch, incremental), extracts[1:])
-                )
+            # The schema first, as a deployment has it (`crm-pipeline migrate`); its seconds
+            # count in the ingest's wall time. Then the three extracts side by side.
+            self.migrate(c, h)
+            with ThreadPoolExecutor(len(extracts)) as pool:
+                runs = list(pool.map(lambda n: self.stage(c, h, n, batch, incremental), extracts))
         else:
             runs = [self.stage(c, h, n, batch, incremental) for n in extracts]
         return runs + [self.stage(c, h, n, batch, incremental) for n in rest]

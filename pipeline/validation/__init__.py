@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -725,8 +725,8 @@ def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
 def _validate_parallel(
     ctx: StageContext, workers: int, pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
-    """The datasets on ``workers`` worker processes (:func:`plan_workers`); results in
-    DATASETS order. Each dataset is written in its own transaction, as in one process."""
+    """The datasets on ``workers`` worker processes (:func:`plan_workers`); results as the
+    workers finish. Each dataset is written in its own transaction, as in one process."""
     sizes = {
         name: _raw_rows(ctx.engine, name) if pending[name].full else len(pending[name].keys)
         for name in DATASETS
@@ -746,10 +746,12 @@ def _validate_parallel(
         ThreadPoolExecutor(len(plan)) as pool,
     ):
         futures = [pool.submit(_run_worker, Path(scratch), {**common, "names": g}) for g in plan]
-        where = {name: futures[i] for i, group in enumerate(plan) for name in group}
+        group = {future: names for future, names in zip(futures, plan, strict=True)}
         try:
-            for name, dataset in DATASETS.items():
-                yield dataset, where[name].result()[name]
+            for done in as_completed(futures):  # a worker's datasets as soon as it is done
+                results = done.result()
+                for name in group[done]:
+                    yield DATASETS[name], results[name]
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -800,36 +802,49 @@ def run(ctx: StageContext) -> StageResult:
         if workers == 1
         else _validate_parallel(ctx, workers, pending)
     )
-    for dataset, (outcome, error, kept) in results:
-        if kept is not None:
-            findings_inputs[dataset.name] = kept
-        log.info(
-            "validated %s%s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
-            dataset.name,
-            "" if outcome.rows_checked is None else f" ({outcome.rows_checked} rows re-checked)",
-            outcome.rows_in,
-            outcome.rows_valid,
-            outcome.rows_quarantined,
-            100 * outcome.quarantined_share,
-            outcome.seconds,
-        )
-        if error is not None:
-            log.error("%s", error)
-            errors.append(error)
-        outcomes[dataset.name] = outcome
-
-    findings = pd.DataFrame()
+    # The customer-file findings start as soon as their three datasets are validated, in a
+    # thread of this process (which otherwise only waits for the workers): phone parsing
+    # then overlaps the validation of the other datasets.
+    finding: Future | None = None
+    with ThreadPoolExecutor(1) as findings_pool:
+        for dataset, (outcome, error, kept) in results:
+            if kept is not None:
+                findings_inputs[dataset.name] = kept
+            log.info(
+                "validated %s%s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
+                dataset.name,
+                ""
+                if outcome.rows_checked is None
+                else f" ({outcome.rows_checked} rows re-checked)",
+                outcome.rows_in,
+                outcome.rows_valid,
+                outcome.rows_quarantined,
+                100 * outcome.quarantined_share,
+                outcome.seconds,
+            )
+            if error is not None:
+                log.error("%s", error)
+                errors.append(error)
+            outcomes[dataset.name] = outcome
+            blocked = {name for e in errors for name in e.datasets}
+            if finding is None and findings_inputs.keys() >= FINDINGS_INPUTS.keys():
+                if not blocked & set(FINDINGS_INPUTS):
+                    finding = findings_pool.submit(
+                        customer_findings,
+                        findings_inputs["sales_customers"],
+                        findings_inputs["sales_contacts"],
+                        findings_inputs["service_contact_log"],
+                        quarter=str(ctx.quarter),
+                        as_of=ctx.extracted_at,
+                        stale_after_days=settings.stale_after_days,
+                        phone_region=settings.phone_region,
+                    )
+        findings = pd.DataFrame() if finding is None else finding.result()
+    order = list(DATASETS)  # the workers finish in any order; reports list datasets in this
+    outcomes = {name: outcomes[name] for name in order if name in outcomes}
+    errors.sort(key=lambda e: min((order.index(n) for n in e.datasets if n in order), default=0))
     blocked = {name for e in errors for name in e.datasets}
-    if not blocked & set(FINDINGS_INPUTS):
-        findings = customer_findings(
-            findings_inputs["sales_customers"],
-            findings_inputs["sales_contacts"],
-            findings_inputs["service_contact_log"],
-            quarter=str(ctx.quarter),
-            as_of=ctx.extracted_at,
-            stale_after_days=settings.stale_after_days,
-            phone_region=settings.phone_region,
-        )
+    if finding is not None:
         warehouse.replace_partition(
             ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
         )

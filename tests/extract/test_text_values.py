@@ -66,3 +66,28 @@ def test_driver_values_match_the_scalar_rule(values):
     """A database driver hands over Python ints, floats and None in an object column."""
     series = pd.Series(np.array([*values, None], dtype=object)[:-1] if values else [], dtype=object)
     assert list(_text_column(series)) == _one_by_one(series)
+
+
+_WHITESPACE = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.just(math.nan),
+            st.just(pd.NA),
+            st.text(alphabet=st.sampled_from([*_WHITESPACE, "\u200b", "a", "客", " "]), max_size=4),
+        ),
+        max_size=30,
+    )
+)
+def test_blank_and_missing_text_matches_the_scalar_rule(values):
+    """Text columns are checked for blanks in Arrow: every kind of whitespace and of
+    missing value must come out as the scalar rule gives it (text kept as it is)."""
+    series = pd.Series(np.array([*values, None], dtype=object)[:-1] if values else [], dtype=object)
+    out = _text_column(series)
+    assert list(out) == _one_by_one(series)
+    kept = [i for i, v in enumerate(values) if isinstance(v, str) and v.strip()]
+    assert all(out[i] is values[i] for i in kept)  # no copies of the text

@@ -6,7 +6,6 @@ the staging tables (``stg_<dataset>``) and validation.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
 
 LINEAGE_COLUMNS = ("source_system", "source_record_id", "batch_id", "extracted_at")
@@ -266,8 +265,7 @@ DATASETS: dict[str, Dataset] = {
 SYSTEMS = ("sales", "service", "finance")
 
 
-def datasets_of(system: str, only: Collection[str] | None = None) -> list[Dataset]:
-    """The datasets of ``system`` in dependency order (only those named in ``only``, if given)."""
+def datasets_of(system: str) -> list[Dataset]:
     if system not in SYSTEMS:
         raise ValueError(f"unknown source system {system!r}; expected one of {', '.join(SYSTEMS)}")
-    return [d for d in DATASETS.values() if d.system == system and (only is None or d.name in only)]
+    return [d for d in DATASETS.values() if d.system == system]

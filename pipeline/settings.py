@@ -44,9 +44,6 @@ class SourceSettings(BaseModel):
     # still read whole) and validate only the changed records. Off: every run lands and
     # validates everything.
     incremental: bool = False
-    # Worker processes landing a system's datasets at once when a PostgreSQL warehouse is
-    # landed whole (0: one per CPU core, 1: in the stage's process). SQLite: one process.
-    workers: int = Field(0, ge=0)
 
 
 class ValidationSettings(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import pandas as pd
@@ -13,14 +13,11 @@ from pipeline.settings import Settings
 
 
 def extract(
-    settings: Settings,
-    batch_id: str,
-    extracted_at: datetime,
-    only: Collection[str] | None = None,
+    settings: Settings, batch_id: str, extracted_at: datetime
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Yield ``(dataset name, chunk)`` for every finance dataset; a setting may name a glob of monthly files."""
     sources = settings.sources
-    for dataset in datasets_of("finance", only):
+    for dataset in datasets_of("finance"):
         pattern = getattr(sources, dataset.raw)
         sheet = sources.finance_accounts_sheet if dataset.name == "finance_accounts" else None
         for path in resolve_files(sources.finance_dir, pattern, "finance"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import pandas as pd
@@ -13,13 +13,10 @@ from pipeline.settings import Settings
 
 
 def extract(
-    settings: Settings,
-    batch_id: str,
-    extracted_at: datetime,
-    only: Collection[str] | None = None,
+    settings: Settings, batch_id: str, extracted_at: datetime
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Yield ``(dataset name, chunk)`` for every sales dataset; one row per source record."""
-    for dataset in datasets_of("sales", only):
+    for dataset in datasets_of("sales"):
         for chunk in read_sql_table(
             settings.sources.sales_url, dataset, batch_id, extracted_at, settings.sources.chunk_rows
         ):

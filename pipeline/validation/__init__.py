@@ -19,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +54,6 @@ from pipeline.validation.rules import (
     load_rules,
     suite_parameters,
 )
-from pipeline.workers import plan_workers, run_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -689,10 +691,35 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
 
 
 def _run_worker(folder: Path, request: dict) -> dict[str, Validated]:
-    """:func:`validate_in_worker` on ``request["names"]`` in a worker process; their
-    results by dataset, or the error of the first that failed, raised here."""
+    """Run ``python -m pipeline.validation.worker`` on ``request["names"]``; their results
+    by dataset, or raise the error of the first that failed. The worker's log goes to this
+    process's stderr (the task log)."""
     label = "+".join(request["names"])
-    return run_in_worker(folder, label, "pipeline.validation:validate_in_worker", request)
+    request_path, reply_path = folder / f"{label}.request", folder / f"{label}.reply"
+    request_path.write_bytes(pickle.dumps(request))
+    command = [sys.executable, "-m", "pipeline.validation.worker", str(request_path)]
+    finished = subprocess.run([*command, str(reply_path)], check=False)
+    if not reply_path.is_file():
+        raise RuntimeError(
+            f"validation worker for {', '.join(request['names'])} ended without a result "
+            f"(exit code {finished.returncode})"
+        )
+    status, value = pickle.loads(reply_path.read_bytes())
+    if status == "error":
+        raise value
+    return value
+
+
+def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
+    """Datasets spread over at most ``workers`` processes: largest first, each to the
+    process with the fewest rows so far (each process pays its imports once)."""
+    loads = [0] * workers
+    plan: list[list[str]] = [[] for _ in range(workers)]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        least = loads.index(min(loads))
+        plan[least].append(name)
+        loads[least] += sizes[name] + 1
+    return [names for names in plan if names]
 
 
 def _validate_parallel(
@@ -719,7 +746,7 @@ def _validate_parallel(
         ThreadPoolExecutor(len(plan)) as pool,
     ):
         futures = [pool.submit(_run_worker, Path(scratch), {**common, "names": g}) for g in plan]
-        group = dict(zip(futures, plan, strict=True))
+        group = {future: names for future, names in zip(futures, plan, strict=True)}
         try:
             for done in as_completed(futures):  # a worker's datasets as soon as it is done
                 results = done.result()
@@ -800,21 +827,18 @@ def run(ctx: StageContext) -> StageResult:
                 errors.append(error)
             outcomes[dataset.name] = outcome
             blocked = {name for e in errors for name in e.datasets}
-            if (
-                finding is None
-                and findings_inputs.keys() >= FINDINGS_INPUTS.keys()
-                and not blocked & set(FINDINGS_INPUTS)
-            ):
-                finding = findings_pool.submit(
-                    customer_findings,
-                    findings_inputs["sales_customers"],
-                    findings_inputs["sales_contacts"],
-                    findings_inputs["service_contact_log"],
-                    quarter=str(ctx.quarter),
-                    as_of=ctx.extracted_at,
-                    stale_after_days=settings.stale_after_days,
-                    phone_region=settings.phone_region,
-                )
+            if finding is None and findings_inputs.keys() >= FINDINGS_INPUTS.keys():
+                if not blocked & set(FINDINGS_INPUTS):
+                    finding = findings_pool.submit(
+                        customer_findings,
+                        findings_inputs["sales_customers"],
+                        findings_inputs["sales_contacts"],
+                        findings_inputs["service_contact_log"],
+                        quarter=str(ctx.quarter),
+                        as_of=ctx.extracted_at,
+                        stale_after_days=settings.stale_after_days,
+                        phone_region=settings.phone_region,
+                    )
         findings = pd.DataFrame() if finding is None else finding.result()
     order = list(DATASETS)  # the workers finish in any order; reports list datasets in this
     outcomes = {name: outcomes[name] for name in order if name in outcomes}

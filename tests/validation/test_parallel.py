@@ -253,7 +253,7 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
 
 
 def test_datasets_are_spread_largest_first_over_the_workers() -> None:
-    from pipeline.workers import plan_workers
+    from pipeline.validation import plan_workers
 
     sizes = {"lines": 100, "orders": 30, "invoices": 25, "payments": 24, "accounts": 1}
     assert plan_workers(sizes, 2) == [["lines"], ["orders", "invoices", "payments", "accounts"]]
@@ -287,11 +287,7 @@ def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(
 
     streamed = warehouse.stream_text_rows
     try:
-        for name, rows in [
-            ("sales_contacts", 7),
-            ("sales_contacts", 100_000),
-            ("sales_orders", 64),
-        ]:
+        for name, rows in [("sales_contacts", 7), ("sales_contacts", 100_000), ("sales_orders", 64)]:
             arrow = chunks(name, rows)
             assert streamed(engine, f"SELECT * FROM raw_{name}", rows, ["row_hash"]) is not None
             monkeypatch.setattr(warehouse, "stream_text_rows", lambda *a, **k: None)

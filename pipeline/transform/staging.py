@@ -43,7 +43,10 @@ def text_values(series: pd.Series) -> pd.Series:
     text = _stripped_in_arrow(values)
     if text is None:  # not all text: a plain loop over the values
         text = np.array(
-            [(s if (s := v.strip()) else None) if type(v) is str else _other_text(v) for v in values],
+            [
+                (s if (s := v.strip()) else None) if type(v) is str else _other_text(v)
+                for v in values
+            ],
             dtype=object,
         )
     return pd.Series(text, index=series.index, dtype=object)

@@ -746,7 +746,7 @@ def _validate_parallel(
         ThreadPoolExecutor(len(plan)) as pool,
     ):
         futures = [pool.submit(_run_worker, Path(scratch), {**common, "names": g}) for g in plan]
-        group = {future: names for future, names in zip(futures, plan, strict=True)}
+        group = dict(zip(futures, plan, strict=True))
         try:
             for done in as_completed(futures):  # a worker's datasets as soon as it is done
                 results = done.result()
@@ -827,18 +827,21 @@ def run(ctx: StageContext) -> StageResult:
                 errors.append(error)
             outcomes[dataset.name] = outcome
             blocked = {name for e in errors for name in e.datasets}
-            if finding is None and findings_inputs.keys() >= FINDINGS_INPUTS.keys():
-                if not blocked & set(FINDINGS_INPUTS):
-                    finding = findings_pool.submit(
-                        customer_findings,
-                        findings_inputs["sales_customers"],
-                        findings_inputs["sales_contacts"],
-                        findings_inputs["service_contact_log"],
-                        quarter=str(ctx.quarter),
-                        as_of=ctx.extracted_at,
-                        stale_after_days=settings.stale_after_days,
-                        phone_region=settings.phone_region,
-                    )
+            if (
+                finding is None
+                and findings_inputs.keys() >= FINDINGS_INPUTS.keys()
+                and not blocked & set(FINDINGS_INPUTS)
+            ):
+                finding = findings_pool.submit(
+                    customer_findings,
+                    findings_inputs["sales_customers"],
+                    findings_inputs["sales_contacts"],
+                    findings_inputs["service_contact_log"],
+                    quarter=str(ctx.quarter),
+                    as_of=ctx.extracted_at,
+                    stale_after_days=settings.stale_after_days,
+                    phone_region=settings.phone_region,
+                )
         findings = pd.DataFrame() if finding is None else finding.result()
     order = list(DATASETS)  # the workers finish in any order; reports list datasets in this
     outcomes = {name: outcomes[name] for name in order if name in outcomes}

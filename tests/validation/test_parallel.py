@@ -287,7 +287,11 @@ def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(
 
     streamed = warehouse.stream_text_rows
     try:
-        for name, rows in [("sales_contacts", 7), ("sales_contacts", 100_000), ("sales_orders", 64)]:
+        for name, rows in [
+            ("sales_contacts", 7),
+            ("sales_contacts", 100_000),
+            ("sales_orders", 64),
+        ]:
             arrow = chunks(name, rows)
             assert streamed(engine, f"SELECT * FROM raw_{name}", rows, ["row_hash"]) is not None
             monkeypatch.setattr(warehouse, "stream_text_rows", lambda *a, **k: None)

@@ -61,11 +61,12 @@ def _text_column(series: pd.Series) -> np.ndarray:
         rest = present & ~whole & ~big
         out[rest] = values[rest].astype(str)  # numpy's float64 text is Python's repr
         return out
-    inferred = infer_dtype(series.to_numpy(dtype=object), skipna=True)
+    raw = series.to_numpy(dtype=object)  # missing values as they are (None, NaN, NA)
+    inferred = infer_dtype(raw, skipna=True)
     if inferred in ("string", "empty"):
-        blank = _blank_in_arrow(series.to_numpy(dtype=object))
+        blank = _blank_in_arrow(raw)
         if blank is not None:
-            out = series.to_numpy(dtype=object, copy=True)
+            out = raw.copy()
             out[blank] = None
             return out
     values = series.to_numpy(dtype=object, na_value=None)

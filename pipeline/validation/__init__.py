@@ -256,7 +256,8 @@ def read_raw_chunks(
     referenced_by: tuple[str, str] | None = None,
     ordered: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (a streamed cursor).
+    """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (streamed: through
+    ADBC into Arrow on PostgreSQL, else the driver's cursor).
 
     Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
     its rows in the table. An empty table gives one empty chunk with the table's columns.

@@ -223,8 +223,11 @@ def _copy_text(df: pd.DataFrame) -> memoryview | None:
             array = pa.nulls(len(series), pa.string())
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             array = array.cast(pa.string())
-            for plain, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-                array = pc.replace_substring(array, plain, escaped)
+            # One scan for the characters COPY text escapes; most columns hold none, and
+            # four replacement passes over every value were a tenth of validate's time.
+            if pc.any(pc.match_substring_regex(array, r"[\\\t\n\r]")).as_py():
+                for plain, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+                    array = pc.replace_substring(array, plain, escaped)
         elif (
             pa.types.is_integer(kind)
             or pa.types.is_floating(kind)

@@ -434,9 +434,51 @@ def read_query_on(conn: Connection, sql: str, params: dict[str, Any] | None = No
     return df
 
 
+# (column names, 2-D object arrays of up to chunk_rows rows each)
+Rows = tuple[list[str], Generator[np.ndarray, None, None]]
+
+
+def stream_rows(engine: Engine, sql: str, chunk_rows: int, leave_out: Iterable[str] = ()) -> Rows:
+    """(column names, chunks): the rows of ``sql``, ``chunk_rows`` at a time, as 2-D arrays
+    of the driver's Python objects, columns in ``leave_out`` left out. The scan starts at the
+    table's beginning even while another process scans the same table (no synchronized
+    scans on PostgreSQL). Through ADBC when it can (:func:`stream_text_rows`), else with
+    the driver's cursor: plain tuples fill a numpy block in C, about twice as fast as
+    SQLAlchemy's rows; on PostgreSQL a named (server-side) cursor streams them."""
+    streamed = stream_text_rows(engine, sql, chunk_rows, leave_out)
+    if streamed is not None:
+        return streamed
+    conn = engine.connect()
+    try:
+        dbapi = conn.connection.dbapi_connection
+        server_side = conn.dialect.name == "postgresql"
+        if server_side:
+            with dbapi.cursor() as setting:
+                setting.execute("SET LOCAL synchronize_seqscans = off")
+        cursor = dbapi.cursor(name="stream_rows") if server_side else dbapi.cursor()
+        cursor.execute(sql)
+        columns = [d[0] for d in cursor.description]
+    except BaseException:
+        conn.close()
+        raise
+    kept = [i for i, c in enumerate(columns) if c not in set(leave_out)]
+
+    def chunks() -> Generator[np.ndarray, None, None]:
+        try:
+            while rows := cursor.fetchmany(chunk_rows):
+                block = np.empty((len(rows), len(columns)), dtype=object)
+                block[:] = rows
+                yield block if len(kept) == len(columns) else block[:, kept]
+        finally:
+            cursor.close()
+            conn.close()
+
+    return [columns[i] for i in kept], chunks()
+
+
 def stream_text_rows(
     engine: Engine, sql: str, chunk_rows: int, leave_out: Iterable[str] = ()
-) -> tuple[list[str], Generator[np.ndarray, None, None]] | None:
+) -> Rows | None:
     """(column names, chunks): the rows of ``sql`` on PostgreSQL, ``chunk_rows`` at a time,
     as 2-D arrays of Python objects (columns in the order of the names), read by ADBC
     (binary COPY, streamed): about twice as fast as a server-side cursor.
@@ -444,9 +486,8 @@ def stream_text_rows(
     The objects are those the driver's rows would hold: ``str`` and None, and
     ``datetime`` for the few timestamp columns. For queries whose columns (apart from
     those in ``leave_out``, not in the chunks) are text or timestamps without time zone.
-    None when that is not so, or on another database: the caller then reads with the
-    driver. The scan starts at the table's beginning even while another process
-    scans the same table (no synchronized scans), on a connection of its own.
+    None when that is not so, or on another database (:func:`stream_rows` then reads
+    with the driver). On a connection of its own, without synchronized scans.
     """
     if engine.dialect.name != "postgresql":
         return None

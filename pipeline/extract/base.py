@@ -18,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from pandas.api.types import infer_dtype
 
+from pipeline.arrowtext import as_arrow_text, stripped
 from pipeline.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -100,26 +101,16 @@ def _blank(values: np.ndarray) -> np.ndarray:
     return _BLANK(values).astype(bool)
 
 
-# What ``str.isspace()`` counts as whitespace, for Arrow to trim exactly those characters
-_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
-
-
 def _blank_in_arrow(values: np.ndarray) -> np.ndarray | None:
     """True where a value is missing (None, NaN, NA) or text that is empty or only
     whitespace, found in Arrow's C kernels (several times faster than a Python loop over
     millions of values); None when the values are not all text or missing."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        array = pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    array = as_arrow_text(values)
+    if array is None:
         return None
-    if pa.types.is_null(array.type):
-        return np.ones(len(values), dtype=bool)
-    if not pa.types.is_string(array.type):
-        return None
-    empty = pc.equal(pc.utf8_trim(array, characters=_WHITESPACE), "")
+    empty = pc.equal(stripped(array), "")
     return pc.fill_null(empty, True).to_numpy(zero_copy_only=False)
 
 

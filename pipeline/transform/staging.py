@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.arrowtext import as_arrow_text, stripped
 from pipeline.datasets import LINEAGE_COLUMNS, Dataset
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,6 @@ def _other_text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text if text else None
-
-
-# What ``str.strip()`` removes: Arrow trims exactly these characters, so both paths agree.
-_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 
 def text_values(series: pd.Series) -> pd.Series:
@@ -62,21 +59,16 @@ def _stripped_in_arrow(values: np.ndarray) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        array = pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    array = as_arrow_text(values)
+    if array is None:
         return None
-    if pa.types.is_null(array.type):
-        return np.full(len(values), None, dtype=object)
-    if not pa.types.is_string(array.type):
-        return None
-    stripped = pc.utf8_trim(array, characters=_WHITESPACE)
-    change = pc.or_(pc.not_equal(stripped, array), pc.equal(stripped, ""))
+    text = stripped(array)
+    change = pc.or_(pc.not_equal(text, array), pc.equal(text, ""))
     out = values.copy()
     out[array.is_null().to_numpy(zero_copy_only=False)] = None  # NaN, pd.NA, None
     changed = np.flatnonzero(pc.fill_null(change, False).to_numpy(zero_copy_only=False))
     if len(changed):
-        fixed = stripped.take(pa.array(changed)).to_pylist()
+        fixed = text.take(pa.array(changed)).to_pylist()
         out[changed] = np.array([v or None for v in fixed], dtype=object)
     return out
 

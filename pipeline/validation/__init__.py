@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -256,8 +255,8 @@ def read_raw_chunks(
     referenced_by: tuple[str, str] | None = None,
     ordered: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time (streamed: through
-    ADBC into Arrow on PostgreSQL, else the driver's cursor).
+    """``raw_<dataset>`` in table order, ``chunk_rows`` rows at a time, streamed
+    (:func:`warehouse.stream_rows`).
 
     Values exactly as landed (object dtype, text not parsed); each chunk's index numbers
     its rows in the table. An empty table gives one empty chunk with the table's columns.
@@ -267,52 +266,19 @@ def read_raw_chunks(
     ``ordered`` is False. The change-capture columns are left out.
     """
     select = _raw_select(engine, dataset, columns, changed, referenced_by, ordered)
-    streamed = warehouse.stream_text_rows(
+    names, blocks = warehouse.stream_rows(
         engine, select.text, chunk_rows, leave_out=changes.CHANGE_COLUMNS
     )
-    if streamed is not None:  # PostgreSQL, all columns text: read into Arrow
-        names, chunks = streamed
-        start = 0
-        try:
-            for block in chunks:
-                rows = len(block)
-                index = pd.RangeIndex(start, start + rows)
-                yield pd.DataFrame(block, index=index, columns=names, dtype=object, copy=False)
-                start += rows
-        finally:
-            chunks.close()
-        if not start:
-            yield pd.DataFrame({name: [] for name in names}, dtype=object)
-        return
-    with engine.connect() as conn:
-        # The driver's cursor, not SQLAlchemy rows: plain tuples fill a numpy block in C,
-        # about twice as fast. On PostgreSQL a named (server-side) cursor streams the table.
-        dbapi = conn.connection.dbapi_connection
-        server_side = conn.dialect.name == "postgresql"
-        if server_side:
-            # Rows in table order even while another process scans the same table (a worker
-            # reading a parent's keys): a synchronized scan would start where that one is.
-            with dbapi.cursor() as setting:
-                setting.execute("SET LOCAL synchronize_seqscans = off")
-        cursor = dbapi.cursor(name=f"raw_{dataset}") if server_side else dbapi.cursor()
-        try:
-            cursor.execute(select.text)
-            columns = [d[0] for d in cursor.description]
-            kept = [i for i, c in enumerate(columns) if c not in changes.CHANGE_COLUMNS]
-            start = 0
-            while rows := cursor.fetchmany(chunk_rows):
-                block = np.empty((len(rows), len(columns)), dtype=object)
-                block[:] = rows
-                yield pd.DataFrame(
-                    {columns[i]: block[:, i] for i in kept},
-                    index=pd.RangeIndex(start, start + len(rows)),
-                    dtype=object,
-                )
-                start += len(rows)
-        finally:
-            cursor.close()
-        if not start:
-            yield pd.DataFrame({columns[i]: [] for i in kept}, dtype=object)
+    start = 0
+    try:
+        for block in blocks:
+            index = pd.RangeIndex(start, start + len(block))
+            yield pd.DataFrame(block, index=index, columns=names, dtype=object, copy=False)
+            start += len(block)
+    finally:
+        blocks.close()
+    if not start:
+        yield pd.DataFrame({name: [] for name in names}, dtype=object)
 
 
 def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:

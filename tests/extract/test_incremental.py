@@ -235,6 +235,7 @@ def test_incremental_extracts_side_by_side_on_sqlite(demo_sources: Path, tmp_pat
     before it writes, so on SQLite it must take the write lock first: two readers that
     both then want to write would fail at once with "database is locked"."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     sources = _sources(demo_sources, tmp_path)
     settings = _settings(sources, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "out", True)
@@ -244,6 +245,6 @@ def test_incremental_extracts_side_by_side_on_sqlite(demo_sources: Path, tmp_pat
         ctx = make_context(settings, Quarter(2026, 4), f"day-{day}", EXTRACTED_AT)
         names = ("extract_sales", "extract_service", "extract_finance")
         with ThreadPoolExecutor(3) as pool:
-            results = list(pool.map(lambda name: run_stage(ctx, name), names))  # noqa: B023
+            results = list(pool.map(partial(run_stage, ctx), names))
         ctx.engine.dispose()
         assert [r.stage for r in results] == list(names)

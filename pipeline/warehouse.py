@@ -111,7 +111,7 @@ def _column_type(series: pd.Series, name: str) -> sa.types.TypeEngine:
     """The SQL type of a new column. ``_date`` columns holding dates are DATE; text stays
     TEXT whatever its name (raw tables keep the source's text, "2026-13-01" included)."""
     if name.endswith("_date") and not (
-        series.dtype.kind == "O" and infer_dtype(series, skipna=True) in ("string", "empty")
+        series.dtype.kind in "OU" and infer_dtype(series, skipna=True) in ("string", "empty")
     ):
         return sa.Date()
     kind = series.dtype.kind

@@ -75,7 +75,9 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
             for name in list(comparing):
                 detail[name] = comparing.pop(name).apply(conn, ctx.batch_id)
 
-        def row_filter(name: str, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        def row_filter(
+            name: str, hashes: np.ndarray, keys: Callable[[], np.ndarray]
+        ) -> tuple[np.ndarray, int]:
             first = counts[name]
             counts[name] += len(hashes)
             if name not in compared:
@@ -87,7 +89,7 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
                     raise RuntimeError(f"{system} adapter gave {name} again after other datasets")
                 landed = changes.landed_hash_counts(conn, f"raw_{name}")
                 comparing[name] = changes.Diff(datasets[name], landed)
-            return comparing[name].filter(hashes, keys)
+            return comparing[name].filter(hashes, keys())
 
         token = ROW_FILTER.set(row_filter)
         try:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import glob
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ from pandas.api.types import infer_dtype
 
 from pipeline.arrowtext import as_arrow_text, stripped
 from pipeline.datasets import Dataset
+from pipeline.extract import sqlite_arrow
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def _text_value(value: object) -> str | None:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, pd.Timestamp | datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, bytes | bytearray | memoryview):  # a BLOB: its SQL literal
+        return "X'" + bytes(value).hex().upper() + "'"
     text = str(value)
     return text if text.strip() else None
 
@@ -212,14 +217,36 @@ def key_hashes(keys: np.ndarray) -> np.ndarray:
 
 
 # While an extract compares a source with its last landing it sets this: given a dataset,
-# its chunk's row hashes and record-key hashes, it answers which rows to render (the others
-# are landed already) and the chunk's first row number in the source.
-RowFilter = Callable[[str, np.ndarray, np.ndarray], tuple[np.ndarray, int]]
+# its chunk's row hashes and a function giving the chunk's record-key hashes (computed only
+# when asked for), it answers which rows to render (the others are landed already) and the
+# chunk's first row number in the source.
+RowFilter = Callable[[str, np.ndarray, Callable[[], np.ndarray]], tuple[np.ndarray, int]]
 ROW_FILTER: ContextVar[RowFilter | None] = ContextVar("ROW_FILTER", default=None)
 
 
 def _stripped(values: np.ndarray) -> np.ndarray:
     return np.array([v.strip() if v is not None else None for v in values], dtype=object)
+
+
+def _house_columns(columns: list[str], dataset: Dataset, where: str) -> list[str]:
+    """The source columns ``dataset`` reads, in its order; a :class:`SourceError` naming
+    the missing ones, a warning for the ones it ignores."""
+    rename = dataset.rename
+    missing = [raw_name for raw_name in rename if raw_name not in columns]
+    if missing:
+        raise SourceError(
+            f"{dataset.system} source {where}: column(s) {', '.join(missing)} missing "
+            f"(dataset {dataset.name} needs {', '.join(rename)})"
+        )
+    extra = [c for c in columns if c not in rename]
+    if extra:
+        log.warning(
+            "%s source %s: ignoring unexpected column(s) %s",
+            dataset.system,
+            where,
+            ", ".join(map(str, extra)),
+        )
+    return list(rename)
 
 
 def house_frame(
@@ -231,36 +258,64 @@ def house_frame(
     With a :data:`ROW_FILTER` set only the rows it keeps are rendered, and each gets its
     position in the source (``source_row``).
     """
-    rename = dataset.rename
-    missing = [raw_name for raw_name in rename if raw_name not in raw.columns]
-    if missing:
-        raise SourceError(
-            f"{dataset.system} source {where}: column(s) {', '.join(missing)} missing "
-            f"(dataset {dataset.name} needs {', '.join(rename)})"
-        )
-    extra = [c for c in raw.columns if c not in rename]
-    if extra:
-        log.warning(
-            "%s source %s: ignoring unexpected column(s) %s",
-            dataset.system,
-            where,
-            ", ".join(map(str, extra)),
-        )
-    selected = raw[list(rename)]
+    selected = raw[_house_columns(list(raw.columns), dataset, where)]
     hashes = raw_row_hashes(selected)
     row_filter = ROW_FILTER.get()
     positions = None
     if row_filter is not None:
-        keys = _stripped(_text_column(selected[dataset.key_raw]))
-        keep, first = row_filter(dataset.name, hashes, key_hashes(keys))
+        keep, first = row_filter(
+            dataset.name,
+            hashes,
+            lambda: key_hashes(_stripped(_text_column(selected[dataset.key_raw]))),
+        )
         positions = first + np.flatnonzero(keep)
         selected, hashes = selected[keep], hashes[keep]
-    frame = _as_text(selected).rename(columns=rename)
+    frame = _as_text(selected).rename(columns=dataset.rename)
     # Record keys and references are identifiers: stripped here, so that the landing tables
     # match records by plain equality (validation strips every value anyway).
     for name in ("source_record_id", *dataset.parents):
-        stripped = _stripped(frame[name].to_numpy(dtype=object))
-        frame[name] = pd.Series(stripped, index=frame.index, dtype=object)
+        identifiers = _stripped(frame[name].to_numpy(dtype=object))
+        frame[name] = pd.Series(identifiers, index=frame.index, dtype=object)
+    return _with_lineage(frame, hashes, positions, dataset, batch_id, extracted_at)
+
+
+def house_text_frame(
+    text: Any, dataset: Dataset, batch_id: str, extracted_at: datetime
+) -> pd.DataFrame:
+    """:func:`house_frame` of an Arrow table of landed text (the source's columns that
+    ``dataset`` reads, :mod:`sqlite_arrow`): hashed, filtered and stripped in Arrow; the
+    columns come as Arrow-backed strings. ``row_hash`` is the hash of the text
+    (:func:`sqlite_arrow.row_hashes`)."""
+    import pyarrow as pa
+
+    hashes = sqlite_arrow.row_hashes(text)
+    row_filter = ROW_FILTER.get()
+    positions = None
+    if row_filter is not None:
+        key = text.column(dataset.key_raw)
+        keep, first = row_filter(
+            dataset.name,
+            hashes,
+            lambda: key_hashes(stripped(key).to_numpy(zero_copy_only=False)),
+        )
+        positions = first + np.flatnonzero(keep)
+        text, hashes = text.filter(pa.array(keep)), hashes[keep]
+    text = text.rename_columns([dataset.rename[c] for c in text.column_names])
+    for name in ("source_record_id", *dataset.parents):
+        at = text.column_names.index(name)
+        text = text.set_column(at, name, stripped(text.column(name)))
+    frame = text.to_pandas(types_mapper=pd.ArrowDtype)
+    return _with_lineage(frame, hashes, positions, dataset, batch_id, extracted_at)
+
+
+def _with_lineage(
+    frame: pd.DataFrame,
+    hashes: np.ndarray,
+    positions: np.ndarray | None,
+    dataset: Dataset,
+    batch_id: str,
+    extracted_at: datetime,
+) -> pd.DataFrame:
     frame.insert(0, "source_system", dataset.system)
     frame["batch_id"] = batch_id
     frame["extracted_at"] = pd.Timestamp(extracted_at)
@@ -273,11 +328,60 @@ def house_frame(
 def read_sql_table(
     url: str, dataset: Dataset, batch_id: str, extracted_at: datetime, chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
-    """Read ``dataset.raw`` from a SQL source in chunks of house-named text rows."""
+    """Read ``dataset.raw`` from a SQL source in chunks of house-named text rows.
+
+    A SQLite file is read into Arrow (:mod:`sqlite_arrow`); other databases, and SQLite
+    views and tables without row ids, through their driver's cursor.
+    """
     where = f"{_safe(url)} table {dataset.raw}"
+    database = _sqlite_file(url, dataset)
+    if database is not None:
+        columns = _house_columns(
+            list(sqlite_arrow.table_columns(database, dataset.raw)), dataset, where
+        )
+        batches = sqlite_arrow.text_batches(database, dataset.raw, columns, chunk_rows, where)
+        try:
+            first = next(batches, None)
+        except sqlite_arrow.Unsupported as reason:
+            log.info("%s: read through the driver's cursor (%s)", where, reason)
+        else:
+            if first is not None:
+                yield house_text_frame(first, dataset, batch_id, extracted_at)
+            for text in batches:
+                yield house_text_frame(text, dataset, batch_id, extracted_at)
+            return
     for raw in _sql_rows(url, dataset, chunk_rows):
         # outside the source's error handling: an error here is not the source's
         yield house_frame(raw, dataset, where, batch_id, extracted_at)
+
+
+def _sqlite_file(url: str, dataset: Dataset) -> Path | None:
+    """The file of a SQLite source that holds ``dataset.raw`` as a table; None for other
+    databases (and in-memory SQLite). Missing files and tables are the source's errors."""
+    parsed = sa.engine.make_url(url)
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
+        return None
+    path = Path(parsed.database)
+    if not path.is_file():
+        raise SourceError(
+            f"{dataset.system} source {_safe(url)}: database file {parsed.database} not found"
+        )
+    try:
+        with sqlite_arrow.readonly(path) as conn:
+            found = conn.execute(
+                "SELECT type FROM sqlite_master WHERE name = ? COLLATE NOCASE", (dataset.raw,)
+            ).fetchone()
+    except sqlite3.Error as error:
+        raise SourceError(
+            f"{dataset.system} source {_safe(url)}: cannot read table {dataset.raw}: {error}"
+        ) from error
+    if found is None:
+        raise SourceError(f"{dataset.system} source {_safe(url)}: table {dataset.raw} not found")
+    return path if found[0] == "table" else None
 
 
 def _sql_rows(url: str, dataset: Dataset, chunk_rows: int) -> Iterator[pd.DataFrame]:

@@ -163,7 +163,10 @@ class Diff:
                 f'WHERE "row_hash" IN (SELECT "row_hash" FROM {temp})'
             )
         ]
-        source_keys = kept.loc[kept["row_hash"].isin(changed), "source_record_id"].tolist()
+        source_keys = [
+            None if pd.isna(k) else k  # None or NA (Arrow-backed text) for a blank key
+            for k in kept.loc[kept["row_hash"].isin(changed), "source_record_id"].tolist()
+        ]
         record_keys = pd.Series(list(dict.fromkeys(landed_keys + source_keys)), dtype=object)
         pending_keys = [BLANK_KEY if k is None else k for k in record_keys]
         # every landed row of those records goes; its content is kept for unchanged rows

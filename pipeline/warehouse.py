@@ -196,7 +196,33 @@ def _python_values(df: pd.DataFrame) -> list[tuple]:
     return list(zip(*columns, strict=True))
 
 
-def _copy_text(df: pd.DataFrame) -> memoryview | None:
+NUL_REPLACEMENT = "\ufffd"
+
+
+def _without_nul(array: Any, df: pd.DataFrame, name: str, table: str) -> Any:
+    """A text column's NUL characters, which PostgreSQL text cannot store (one would fail
+    the whole write), as U+FFFD, with a warning naming the table, the column and the
+    records (``source_record_id``, where the table has one); the rows are written."""
+    import pyarrow.compute as pc
+
+    found = pc.fill_null(pc.match_substring(array, "\x00"), False).to_numpy(zero_copy_only=False)
+    records = ""
+    if "source_record_id" in df.columns:
+        keys = df["source_record_id"].to_numpy(dtype=object)[found]
+        shown = ", ".join(str(k) for k in keys[:5]) + (", …" if len(keys) > 5 else "")
+        records = f" (source_record_id {shown})"
+    log.warning(
+        "%s: %s value(s) of column %s hold NUL characters, which PostgreSQL text cannot "
+        "store; written with U+FFFD in their place%s",
+        table,
+        int(found.sum()),
+        name,
+        records,
+    )
+    return pc.replace_substring(array, "\x00", NUL_REPLACEMENT)
+
+
+def _copy_text(df: pd.DataFrame, table: str = "") -> memoryview | None:
     """``df`` in PostgreSQL's COPY text format (tabs, ``\\N`` for NULL), built column by column
     in Arrow's C++ kernels; None when a column holds values it cannot take as they are."""
     import pyarrow as pa
@@ -223,9 +249,12 @@ def _copy_text(df: pd.DataFrame) -> memoryview | None:
             array = pa.nulls(len(series), pa.string())
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             array = array.cast(pa.string())
-            # One scan for the characters COPY text escapes; most columns hold none, and
-            # four replacement passes over every value were a tenth of validate's time.
-            if pc.any(pc.match_substring_regex(array, r"[\\\t\n\r]")).as_py():
+            # One scan for the characters COPY text escapes (and NUL, which it cannot
+            # take); most columns hold none, and four replacement passes over every value
+            # were a tenth of validate's time.
+            if pc.any(pc.match_substring_regex(array, r"[\\\t\n\r\x00]")).as_py():
+                if pc.any(pc.match_substring(array, "\x00")).as_py():
+                    array = _without_nul(array, df, name, table)
                 for plain, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
                     array = pc.replace_substring(array, plain, escaped)
         elif (
@@ -264,12 +293,17 @@ def insert_frame(conn: Connection, table: str, df: pd.DataFrame, chunk_rows: int
         with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({quoted}) FROM STDIN') as copy:
             for start in range(0, len(df), chunk_rows):
                 chunk = df.iloc[start : start + chunk_rows]
-                text = _copy_text(chunk)
+                text = _copy_text(chunk, table)
                 if text is not None:
                     copy.write(text)
                 else:  # unusual Python objects in a column: the driver renders them
                     for row in _python_values(chunk):
-                        copy.write_row(row)
+                        copy.write_row(
+                            tuple(
+                                v.replace("\x00", NUL_REPLACEMENT) if isinstance(v, str) else v
+                                for v in row
+                            )
+                        )
         return len(df)
     placeholders = ", ".join(
         "?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in df.columns

@@ -246,3 +246,12 @@ def test_datetimes_cast_to_copy_text_as_strftime_renders_them(unit: str) -> None
     assert warehouse._datetime_arrow_text(finer, "opened_at") is None
     text = bytes(warehouse._copy_text(pd.DataFrame({"opened_at": finer})))
     assert text == b"2026-01-01 00:00:00.000000\n"
+
+
+def test_copy_text_writes_nul_as_replacement_character(caplog):
+    frame = pd.DataFrame({"source_record_id": ["K1", "K2"], "x": ["a\x00b", "c\td"]})
+    with caplog.at_level("WARNING", logger="pipeline.warehouse"):
+        text = bytes(warehouse._copy_text(frame, "raw_t"))
+    assert text == "K1\ta\ufffdb\nK2\tc\\td\n".encode()
+    assert "raw_t: 1 value(s) of column x hold NUL characters" in caplog.text
+    assert "source_record_id K1" in caplog.text

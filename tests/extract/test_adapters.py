@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from pipeline.datasets import DATASETS
 from pipeline.extract import finance, land_system, sales, service
 from pipeline.extract.base import SourceError, detect_encoding, read_file
+from pipeline.quarters import Quarter
+from pipeline.runner import make_context, run_stage
 from pipeline.warehouse import read_table
+from tests.conftest import settings_for
 
 EXTRACTED_AT = datetime(2026, 11, 23, 1, 0, 0)
 
@@ -145,3 +150,47 @@ def test_land_system_is_idempotent_and_atomic(demo_context, tmp_path):
     with pytest.raises(SourceError):
         land_system(type(demo_context)(**{**demo_context.__dict__, "settings": broken}), "sales")
     pd.testing.assert_frame_equal(read_table(demo_context.engine, "raw_sales_orders"), before)
+
+
+def test_nul_characters_land_on_postgresql_with_a_warning(demo_sources, tmp_path, caplog):
+    """PostgreSQL text cannot hold NUL: one such value must not fail the whole landing."""
+    sources = tmp_path / "sources"
+    shutil.copytree(demo_sources, sources)
+    with sqlite3.connect(sources / "sales.db") as conn:
+        conn.execute("UPDATE crm_customer SET address = 'Room 1' || char(0) || 'B' WHERE rowid = 3")
+        key = conn.execute("SELECT cust_no FROM crm_customer WHERE rowid = 3").fetchone()[0]
+    conn.close()
+    payments = sources / "finance" / "payments.csv"
+    raw = payments.read_bytes().decode("gb18030").splitlines(keepends=True)
+    payment = raw[1].split(",")[0]
+    raw[1] = raw[1].replace(",", ",\x00", 1)
+    payments.write_bytes("".join(raw).encode("gb18030"))
+
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"t_nul_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    settings = settings_for(sources, url, tmp_path / "out")
+    ctx = make_context(settings, Quarter(2026, 4), "b1", EXTRACTED_AT)
+    try:
+        with caplog.at_level("WARNING", logger="pipeline.warehouse"):
+            run_stage(ctx, "extract_sales")
+            run_stage(ctx, "extract_finance")
+        customers = read_table(ctx.engine, "raw_sales_customers")
+        address = customers.loc[customers["source_record_id"] == key, "address"].item()
+        assert address == "Room 1\ufffdB"
+        landed = read_table(ctx.engine, "raw_finance_payments")
+        assert landed["source_record_id"].tolist()[0] == payment
+        assert "\ufffd" in "".join(str(v) for v in landed.iloc[0].tolist())
+    finally:
+        ctx.engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(
+        w.startswith("raw_sales_customers: 1 value(s) of column address hold NUL") and key in w
+        for w in warnings
+    )
+    assert any(w.startswith("raw_finance_payments: 1 value(s)") and payment in w for w in warnings)

@@ -171,9 +171,10 @@ def test_nul_characters_land_on_postgresql_with_a_warning(demo_sources, tmp_path
     with admin.begin() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    settings = settings_for(sources, url, tmp_path / "out")
-    ctx = make_context(settings, Quarter(2026, 4), "b1", EXTRACTED_AT)
+    ctx = None
     try:
+        settings = settings_for(sources, url, tmp_path / "out")
+        ctx = make_context(settings, Quarter(2026, 4), "b1", EXTRACTED_AT)
         with caplog.at_level("WARNING", logger="pipeline.warehouse"):
             run_stage(ctx, "extract_sales")
             run_stage(ctx, "extract_finance")
@@ -184,7 +185,8 @@ def test_nul_characters_land_on_postgresql_with_a_warning(demo_sources, tmp_path
         assert landed["source_record_id"].tolist()[0] == payment
         assert "\ufffd" in "".join(str(v) for v in landed.iloc[0].tolist())
     finally:
-        ctx.engine.dispose()
+        if ctx is not None:
+            ctx.engine.dispose()
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()

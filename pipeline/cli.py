@@ -251,8 +251,14 @@ def bench(
     ] = "1000,10000,100000",
     history_sizes: Annotated[
         str,
-        typer.Option(help="Customer counts also run with 4 and 8 quarters of history ('' = none)."),
+        typer.Option(
+            help="Customer counts also run with --history-quarters of history ('' = none)."
+        ),
     ] = "10000",
+    history_quarters: Annotated[
+        str,
+        typer.Option(help="Quarters of history for the --history-sizes runs, comma-separated."),
+    ] = "4,8",
     warehouse: Annotated[
         str, typer.Option(help="Warehouse for the runs: postgres or sqlite.")
     ] = "postgres",
@@ -301,6 +307,7 @@ def bench(
         pg_url=pg_url,
         as_of=date.fromisoformat(as_of) if as_of else None,
         history_sizes=_int_list(history_sizes),
+        history_quarters=tuple(_int_list(history_quarters)),
         comparisons=comparisons,
         keep=keep,
         reuse_sources=reuse_sources,

@@ -385,16 +385,8 @@ def _sqlite_file(url: str, dataset: Dataset) -> Path | None:
 
 
 def _sql_rows(url: str, dataset: Dataset, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """``dataset.raw``'s rows as they come from the driver, ``chunk_rows`` at a time."""
-    parsed = sa.engine.make_url(url)
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and parsed.database
-        and not Path(parsed.database).is_file()
-    ):
-        raise SourceError(
-            f"{dataset.system} source {_safe(url)}: database file {parsed.database} not found"
-        )
+    """``dataset.raw``'s rows as they come from the driver, ``chunk_rows`` at a time (a
+    missing SQLite file is caught before, by :func:`_sqlite_file`)."""
     engine = sa.create_engine(url)
     try:
         inspector = sa.inspect(engine)

@@ -199,13 +199,11 @@ def _python_values(df: pd.DataFrame) -> list[tuple]:
 NUL_REPLACEMENT = "\ufffd"
 
 
-def _without_nul(array: Any, df: pd.DataFrame, name: str, table: str) -> Any:
-    """A text column's NUL characters, which PostgreSQL text cannot store (one would fail
-    the whole write), as U+FFFD, with a warning naming the table, the column and the
-    records (``source_record_id``, where the table has one); the rows are written."""
-    import pyarrow.compute as pc
-
-    found = pc.fill_null(pc.match_substring(array, "\x00"), False).to_numpy(zero_copy_only=False)
+def _warn_nul(table: str, df: pd.DataFrame, name: str, found: np.ndarray) -> None:
+    """The warning for values of column ``name`` of ``df`` (True in ``found``) whose NUL
+    characters, which PostgreSQL text cannot store (one would fail the whole write), are
+    written as U+FFFD: it names the table, the column and the records
+    (``source_record_id``, where the table has one)."""
     records = ""
     if "source_record_id" in df.columns:
         keys = df["source_record_id"].to_numpy(dtype=object)[found]
@@ -219,16 +217,40 @@ def _without_nul(array: Any, df: pd.DataFrame, name: str, table: str) -> Any:
         name,
         records,
     )
-    return pc.replace_substring(array, "\x00", NUL_REPLACEMENT)
+
+
+def _without_nul(array: Any) -> tuple[Any, np.ndarray]:
+    """A text column (Arrow) with U+FFFD for its NUL characters, and where they were."""
+    import pyarrow.compute as pc
+
+    found = pc.fill_null(pc.match_substring(array, "\x00"), False).to_numpy(zero_copy_only=False)
+    return pc.replace_substring(array, "\x00", NUL_REPLACEMENT), found
+
+
+def _rows_without_nul(rows: list[tuple], df: pd.DataFrame, table: str) -> list[tuple]:
+    """:func:`_python_values` rows of ``df`` with U+FFFD for NUL characters in text
+    (:func:`_warn_nul`), for the rows the driver renders."""
+    columns = list(zip(*rows, strict=True)) if rows else []
+    for i, (name, values) in enumerate(zip(df.columns, columns, strict=True)):
+        found = np.array([isinstance(v, str) and "\x00" in v for v in values], dtype=bool)
+        if found.any():
+            _warn_nul(table, df, name, found)
+            columns[i] = tuple(
+                v.replace("\x00", NUL_REPLACEMENT) if f else v
+                for v, f in zip(values, found, strict=True)
+            )
+    return list(zip(*columns, strict=True))
 
 
 def _copy_text(df: pd.DataFrame, table: str = "") -> memoryview | None:
     """``df`` in PostgreSQL's COPY text format (tabs, ``\\N`` for NULL), built column by column
-    in Arrow's C++ kernels; None when a column holds values it cannot take as they are."""
+    in Arrow's C++ kernels; None when a column holds values it cannot take as they are.
+    NUL characters become U+FFFD, with a warning naming ``table`` (:func:`_warn_nul`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     columns = []
+    nul: dict[str, np.ndarray] = {}  # column -> rows whose NUL characters were replaced
     for name in df.columns:
         series = df[name]
         if series.dtype.kind == "M":
@@ -254,7 +276,7 @@ def _copy_text(df: pd.DataFrame, table: str = "") -> memoryview | None:
             # were a tenth of validate's time.
             if pc.any(pc.match_substring_regex(array, r"[\\\t\n\r\x00]")).as_py():
                 if pc.any(pc.match_substring(array, "\x00")).as_py():
-                    array = _without_nul(array, df, name, table)
+                    array, nul[name] = _without_nul(array)
                 for plain, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
                     array = pc.replace_substring(array, plain, escaped)
         elif (
@@ -269,6 +291,8 @@ def _copy_text(df: pd.DataFrame, table: str = "") -> memoryview | None:
         columns.append(array)
     if not columns:
         return None
+    for name, found in nul.items():  # only now: the driver renders frames returned None
+        _warn_nul(table, df, name, found)
     rows = pc.binary_join_element_wise(
         *columns, "\t", null_handling="replace", null_replacement="\\N"
     )
@@ -297,13 +321,8 @@ def insert_frame(conn: Connection, table: str, df: pd.DataFrame, chunk_rows: int
                 if text is not None:
                     copy.write(text)
                 else:  # unusual Python objects in a column: the driver renders them
-                    for row in _python_values(chunk):
-                        copy.write_row(
-                            tuple(
-                                v.replace("\x00", NUL_REPLACEMENT) if isinstance(v, str) else v
-                                for v in row
-                            )
-                        )
+                    for row in _rows_without_nul(_python_values(chunk), chunk, table):
+                        copy.write_row(row)
         return len(df)
     placeholders = ", ".join(
         "?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in df.columns

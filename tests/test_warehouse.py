@@ -255,3 +255,22 @@ def test_copy_text_writes_nul_as_replacement_character(caplog):
     assert text == "K1\ta\ufffdb\nK2\tc\\td\n".encode()
     assert "raw_t: 1 value(s) of column x hold NUL characters" in caplog.text
     assert "source_record_id K1" in caplog.text
+
+
+def test_nul_in_text_is_written_on_both_copy_paths(engine, caplog):
+    """COPY text built in Arrow, and rows the driver renders (a column mixing numbers and
+    text): either way PostgreSQL gets U+FFFD for NUL, with a warning; SQLite stores NUL."""
+    arrow = pd.DataFrame({"source_record_id": ["K1", "K2"], "x": ["a\x00b", "c"]})
+    driver = arrow.assign(n=pd.Series([1, "2"], dtype=object))
+    assert warehouse._copy_text(driver) is None  # the driver renders these rows
+    with caplog.at_level("WARNING", logger="pipeline.warehouse"):
+        warehouse.replace_table(engine, "t_arrow", arrow)
+        warehouse.replace_table(engine, "t_driver", driver)
+    expected = "a\ufffdb" if engine.dialect.name == "postgresql" else "a\x00b"
+    for table in ("t_arrow", "t_driver"):
+        back = warehouse.read_table(engine, table).sort_values("source_record_id")
+        assert back["x"].tolist() == [expected, "c"]
+    if engine.dialect.name == "postgresql":
+        for table in ("t_arrow", "t_driver"):
+            assert caplog.text.count(f"{table}: 1 value(s) of column x hold NUL characters") == 1
+        assert "source_record_id K1" in caplog.text

@@ -336,18 +336,16 @@ def read_sql_table(
     where = f"{_safe(url)} table {dataset.raw}"
     database = _sqlite_file(url, dataset)
     if database is not None:
-        columns = _house_columns(
-            list(sqlite_arrow.table_columns(database, dataset.raw)), dataset, where
-        )
-        batches = sqlite_arrow.text_batches(database, dataset.raw, columns, chunk_rows, where)
+        declared = sqlite_arrow.table_columns(database, dataset.raw)
+        columns = _house_columns(list(declared), dataset, where)
         try:
-            first = next(batches, None)
+            row_id = sqlite_arrow.rowid(database, dataset.raw, declared)
         except sqlite_arrow.Unsupported as reason:
             log.info("%s: read through the driver's cursor (%s)", where, reason)
         else:
-            if first is not None:
-                yield house_text_frame(first, dataset, batch_id, extracted_at)
-            for text in batches:
+            for text in sqlite_arrow.text_batches(
+                database, dataset.raw, row_id, declared, columns, chunk_rows, where
+            ):
                 yield house_text_frame(text, dataset, batch_id, extracted_at)
             return
     for raw in _sql_rows(url, dataset, chunk_rows):
@@ -403,10 +401,7 @@ def _sql_rows(url: str, dataset: Dataset, chunk_rows: int) -> Iterator[pd.DataFr
                 cursor.execute(f"SELECT * FROM {table}")
                 names = [d[0] for d in cursor.description]
                 while rows := cursor.fetchmany(chunk_rows):
-                    grid = np.empty((len(rows), len(names)), dtype=object)
-                    grid[:] = rows
-                    # one block, taken as it is (a dict of columns is copied column by column)
-                    yield pd.DataFrame(grid, columns=names, dtype=object, copy=False)
+                    yield rows_frame(rows, names)
             finally:
                 cursor.close()
     except (sa.exc.OperationalError, sa.exc.DBAPIError) as error:
@@ -415,6 +410,14 @@ def _sql_rows(url: str, dataset: Dataset, chunk_rows: int) -> Iterator[pd.DataFr
         ) from error
     finally:
         engine.dispose()
+
+
+def rows_frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
+    """A driver's row tuples as one object block: the tuples fill a numpy array in C, and
+    the frame takes it as it is (a dict of columns is copied column by column)."""
+    grid = np.empty((len(rows), len(names)), dtype=object)
+    grid[:] = rows
+    return pd.DataFrame(grid, columns=names, dtype=object, copy=False)
 
 
 def _safe(url: str) -> str:

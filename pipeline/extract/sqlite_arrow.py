@@ -41,7 +41,7 @@ _ROWID_NAMES = ("rowid", "_rowid_", "oid")
 
 
 class Unsupported(Exception):
-    """The table cannot be read by row id (a view, or a table WITHOUT ROWID)."""
+    """The table cannot be read by row id (a table WITHOUT ROWID)."""
 
 
 def _quote(name: str) -> str:
@@ -55,18 +55,24 @@ def table_columns(path: Path, table: str) -> dict[str, str]:
         return {row[1]: row[2] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")}
 
 
+def _uri(path: Path) -> str:
+    """``path`` as a read-only SQLite URI (for ``sqlite3`` and the ADBC driver alike)."""
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
 @contextmanager
 def readonly(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn = sqlite3.connect(_uri(path), uri=True)
     try:
         yield conn
     finally:
         conn.close()
 
 
-def _rowid(path: Path, table: str) -> str:
-    """The name under which ``table``'s row id can be selected; :class:`Unsupported` if none."""
-    taken = {c.lower() for c in table_columns(path, table)}
+def rowid(path: Path, table: str, declared: dict[str, str]) -> str:
+    """The name under which ``table`` (columns ``declared``, :func:`table_columns`) selects
+    its row id; :class:`Unsupported` if it has none."""
+    taken = {c.lower() for c in declared}
     name = next((n for n in _ROWID_NAMES if n not in taken), None)
     if name is None:
         raise Unsupported(f"every row id alias is a column of {table}")
@@ -208,16 +214,22 @@ def _parts(column: str, declared: str) -> list[str]:
 
 
 def text_batches(
-    path: Path, table: str, columns: list[str], chunk_rows: int, where: str
+    path: Path,
+    table: str,
+    row_id: str,
+    declared: dict[str, str],
+    columns: list[str],
+    chunk_rows: int,
+    where: str,
 ) -> Iterator[Any]:
     """``columns`` of ``table`` as Arrow tables of landed text (column names as in the
     source), ``chunk_rows`` rows at a time, in row id order (the order of ``SELECT *``).
 
-    Raises :class:`Unsupported` before yielding anything when the table has no row id.
-    Each column is selected as one part per SQLite type (:func:`_parts`); the driver types
-    a part from its first rows, and from the first value it cannot take on (a part that
-    held only NULL so far) the rows are read through ``sqlite3`` and rendered in Python
-    (:func:`base._as_text`).
+    ``row_id``: how the table selects its row id (:func:`rowid`); ``declared``: its columns
+    and declared types (:func:`table_columns`). Each column is selected as one part per
+    SQLite type (:func:`_parts`); the driver types a part from its first rows, and from the
+    first value it cannot take on (a part that held only NULL so far) the rows are read
+    through ``sqlite3`` and rendered in Python (:func:`base._as_text`).
     """
     import adbc_driver_sqlite.dbapi as adbc
     import pyarrow as pa
@@ -225,16 +237,14 @@ def text_batches(
 
     from pipeline.extract.base import SourceError
 
-    rowid = _rowid(path, table)
-    declared = table_columns(path, table)
     parts = [_parts(c, declared.get(c, "")) for c in columns]
     owner = [c for c, p in zip(columns, parts, strict=True) for _ in p]  # part -> column
     expressions = ", ".join(e for p in parts for e in p)
     last = None  # the row id of the last row yielded
-    with adbc.connect(f"{path.resolve().as_uri()}?mode=ro") as conn, conn.cursor() as cursor:
+    with adbc.connect(_uri(path)) as conn, conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
         try:
-            cursor.execute(f"SELECT {rowid}, {expressions} FROM {_quote(table)} ORDER BY {rowid}")
+            cursor.execute(f"SELECT {row_id}, {expressions} FROM {_quote(table)} ORDER BY {row_id}")
             for batch in _read_ahead(cursor.fetch_record_batch()):
                 texts, at = [], 1
                 for column, column_parts in zip(columns, parts, strict=True):
@@ -267,9 +277,9 @@ def text_batches(
                 owner[int(mismatch.group(1)) - 1],
                 last,
             )
-    after = "" if last is None else f" WHERE {rowid} > {int(last)}"
+    after = "" if last is None else f" WHERE {row_id} > {int(last)}"
     plain = ", ".join(_quote(c) for c in columns)
-    sql = f"SELECT {rowid}, {plain} FROM {_quote(table)}{after} ORDER BY {rowid}"
+    sql = f"SELECT {row_id}, {plain} FROM {_quote(table)}{after} ORDER BY {row_id}"
     yield from _python_batches(path, sql, columns, chunk_rows, where)
 
 
@@ -280,16 +290,13 @@ def _python_batches(
     path renders them."""
     import pyarrow as pa
 
-    from pipeline.extract.base import SourceError, _as_text
+    from pipeline.extract.base import SourceError, _as_text, rows_frame
 
     with readonly(path) as conn:
         try:
             cursor = conn.execute(sql)
             while rows := cursor.fetchmany(chunk_rows):
-                grid = np.empty((len(rows), len(columns) + 1), dtype=object)
-                grid[:] = rows
-                raw = pd.DataFrame(grid[:, 1:], columns=columns, dtype=object, copy=False)
-                text = _as_text(raw)
+                text = _as_text(rows_frame(rows, ["rowid", *columns]).iloc[:, 1:])
                 yield pa.table({c: pa.array(text[c].to_numpy(), type=pa.string()) for c in columns})
         except sqlite3.Error as error:
             raise SourceError(f"{where}: cannot read: {error}") from error
@@ -303,8 +310,8 @@ def row_hashes(table: Any) -> np.ndarray:
     if not table.num_rows:
         return np.array([], dtype=np.int64)
     names = [f"c{i}" for i in range(table.num_columns)]
-    frame = table.rename_columns(names)  # noqa: F841 (read by DuckDB by name)
     with duckdb.connect() as conn:
-        hashed = conn.sql(f"SELECT hash({', '.join(names)}) AS h FROM frame").arrow().read_all()
+        conn.register("text_rows", table.rename_columns(names))
+        hashed = conn.sql(f"SELECT hash({', '.join(names)}) AS h FROM text_rows").arrow().read_all()
     values = hashed.column("h").to_numpy()
     return values.astype(np.uint64, copy=False).view(np.int64)

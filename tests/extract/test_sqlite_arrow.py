@@ -186,3 +186,22 @@ def test_read_ahead_keeps_order_raises_where_the_reader_failed_and_stops_when_cl
     assert next(ahead) == 0
     ahead.close()  # the consumer stops early: the reading thread ends too
     assert not any(t.name == "sqlite-read-ahead" for t in threading.enumerate())
+
+
+def test_a_column_named_rowid_does_not_hide_the_row_id(tmp_path):
+    path = tmp_path / "sales.db"
+    columns = [LINES.key_raw, *(c.raw for c in LINES.columns)]
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE {LINES.raw} ({', '.join(columns)}, rowid TEXT)")
+        conn.executemany(
+            f"INSERT INTO {LINES.raw} VALUES ({', '.join('?' for _ in columns)}, ?)",
+            [(*_line(i), f"r{9 - i}") for i in range(9)],
+        )
+    conn.close()
+    url = f"sqlite:///{path}"
+    assert sqlite_arrow.rowid(path, LINES.raw, sqlite_arrow.table_columns(path, LINES.raw)) == (
+        "_rowid_"
+    )
+    frame = _arrow_frame(url, 4)
+    assert frame["source_record_id"].tolist() == [str(i) for i in range(9)]  # insertion order
+    assert _values(frame) == _values(_cursor_frame(url, 4))

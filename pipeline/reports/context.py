@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.quarters import Quarter
 from pipeline.reports import charts
-from pipeline.reports.render import normalise_language, translator
+from pipeline.reports.render import catalog, normalise_language, translator
 from pipeline.settings import Settings
 
 SHARE_METRICS = ("csat_top2_share", "first_response_sla_share", "retention_rate")
@@ -488,6 +488,24 @@ def finding_category(code: str) -> str:
     return "invalid"
 
 
+def _finding_text(record: dict[str, Any], language: str, stale_after_days: int) -> str:
+    """What is wrong, for archive staff: the catalog's sentence for the finding code, about
+    the field in their words. A code the catalog does not know keeps the producer's
+    ``field: code detail``."""
+    messages, t = catalog(language), translator(language)
+    code, field = str(record.get("code") or ""), str(record.get("field") or "")
+    if f"finding.{code}" not in messages:
+        detail = str(record.get("detail") or "")
+        return " ".join(x for x in (f"{field}:" if field else "", code, detail) if x)
+    return t(f"finding.{code}", field=messages.get(f"field.{field}", field), days=stale_after_days)
+
+
+def _grade(value: Any, t: Any) -> str:
+    """A credit grade A-D as it is; ``none`` (no credit standing) and missing in words."""
+    text = _text(value)
+    return t("grade.none") if text == "none" else text
+
+
 def _severity_rank(value: str) -> int:
     return SEVERITY_ORDER.get(str(value).lower(), 9)
 
@@ -521,6 +539,68 @@ def _generic_table(
         frame = frame.head(max_rows)
     rows = [[_cell(v) for v in record] for record in frame.itertuples(index=False)]
     return {"columns": columns, "rows": rows, "total": len(df)}
+
+
+# The resolution stage's evidence grammar: ``name (exact), address (bigram jaccard >= 0.3)``
+# (fields agreed) and ``name=exact; uscc=missing`` (every field's level).
+_AGREED_RE = re.compile(r"(?<![\w/])([a-z_]+(?:/[a-z_]+)?) \(([a-z][a-z ]*(?: >= [\d.]+)?)\)")
+_LEVEL_RE = re.compile(
+    r"(?<![\w/])([a-z_]+(?:/[a-z_]+)?)=([a-z][a-z ]*(?: >= [\d.]+)?)(?=;|$|\s\|)"
+)
+_JACCARD_RE = re.compile(r"bigram jaccard >= ([\d.]+)")
+
+
+def localise_match_text(text: Any, language: str) -> Any:
+    """A resolution evidence string (fields agreed, levels per field, merge/split notes) in
+    ``language``. Fields and levels the catalog does not name are kept as they are."""
+    if not isinstance(text, str) or not text:
+        return text
+    messages, t = catalog(language), translator(language)
+
+    def level(label: str) -> str | None:
+        jaccard = _JACCARD_RE.fullmatch(label)
+        if jaccard:
+            return t("level.bigram jaccard", threshold=jaccard.group(1))
+        return messages.get(f"level.{label}")
+
+    def pair(form: str):
+        def replace(m: re.Match[str]) -> str:
+            field, label = messages.get(f"field.{m[1]}"), level(m[2])
+            if field is None or label is None:
+                return m[0]
+            return t(form, field=field, level=label)
+
+        return replace
+
+    text = _AGREED_RE.sub(pair("match.field_level"), text)
+    text = _LEVEL_RE.sub(pair("match.field_is"), text)
+    for english, replacement in (
+        (" agreed: ", f" {t('match.agreed')}: "),
+        (" decided same", f" {t('decision.same')}"),
+        (" decided different", f" {t('decision.different')}"),
+        ("records moved to ", f"{t('match.moved_to')} "),
+        ("; no longer matched: ", f"; {t('match.no_longer')}: "),
+        ("no scored pair links them now", t("match.no_pair")),
+    ):
+        text = text.replace(english, replacement)
+    return text
+
+
+def _localised_matches(df: pd.DataFrame | None, language: str) -> pd.DataFrame | None:
+    """The merge or review table with its codes and evidence in the report language (the
+    attached CSV files keep the warehouse's codes: ``id_l,id_r`` rows feed decisions back)."""
+    if df is None or df.empty:
+        return df
+    out = df.copy()
+    if "event_type" in out.columns:
+        t = translator(language)
+        out["event_type"] = [
+            t(f"event.{v}") if isinstance(v, str) else v for v in out["event_type"]
+        ]
+    for column in ("fields_agreed", "evidence"):
+        if column in out.columns:
+            out[column] = [localise_match_text(v, language) for v in out[column]]
+    return out
 
 
 def _evidence_frame(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -649,7 +729,7 @@ def build_archive_context(
             source_record_id=str(record.get("source_record_id") or ""),
             field=str(record.get("field") or ""),
             code=record["code"],
-            detail=str(record.get("detail") or ""),
+            detail=_finding_text(record, language, settings.validation.stale_after_days),
         )
 
     both_ends_rows, tier_change_rows = [], []
@@ -684,7 +764,7 @@ def build_archive_context(
                     "name": names.get(r["customer_id"], ""),
                     "kind": kind,
                     "value_tier": _text(r.get("value_tier")),
-                    "credit_grade": _text(r.get("credit_grade")),
+                    "credit_grade": _grade(r.get("credit_grade"), t),
                     "lifecycle": t(f"lifecycle.{_text(r.get('lifecycle_stage'))}"),
                     "flags": ", ".join(flags),
                     "owner": owner or unassigned,
@@ -710,8 +790,8 @@ def build_archive_context(
                 for col in ("value_tier", "credit_grade"):
                     if col not in keep:
                         continue
-                    a = "–" if _is_missing(r[f"{col}_before"]) else str(r[f"{col}_before"])
-                    b = "–" if _is_missing(r[f"{col}_now"]) else str(r[f"{col}_now"])
+                    a = "–" if _is_missing(r[f"{col}_before"]) else _grade(r[f"{col}_before"], t)
+                    b = "–" if _is_missing(r[f"{col}_now"]) else _grade(r[f"{col}_now"], t)
                     if a != b:
                         changes.append((col, a, b))
                 if not changes:
@@ -730,7 +810,9 @@ def build_archive_context(
                 )
                 add("tier_change", "info", r["customer_id"], owner, detail=text)
 
-    review = _generic_table(match_review, max_rows=settings.reports.pdf_section_max_rows)
+    review = _generic_table(
+        _localised_matches(match_review, language), max_rows=settings.reports.pdf_section_max_rows
+    )
     if match_review is not None and not match_review.empty:
         add_rows = match_review.shape[0]
         for i in range(add_rows):
@@ -743,7 +825,9 @@ def build_archive_context(
             add("review_pair", "warning", "", archive_owner, detail=" ↔ ".join(ids))
     # the long evidence text is in the attached CSV; the PDF keeps what agreed and how strongly
     merges = _generic_table(
-        resolution_events, max_rows=settings.reports.pdf_section_max_rows, leave_out=("evidence",)
+        _localised_matches(resolution_events, language),
+        max_rows=settings.reports.pdf_section_max_rows,
+        leave_out=("evidence",),
     )
 
     for i, item in enumerate(items, start=1):

@@ -10,9 +10,16 @@ from pipeline.reports.render import translator
 
 
 def localised_headers(worklist: pd.DataFrame, language: str) -> pd.DataFrame:
-    """The worklist with column headers in the report language (one row per action item)."""
+    """The worklist with column headers, categories and severities in the report language
+    (one row per action item); ``code`` keeps the finding code to filter on."""
     t = translator(language)
-    return worklist.rename(columns={c: t(f"column.{c}") for c in worklist.columns})
+    labels = {
+        column: worklist[column].map(lambda v, c=column: t(f"{c}.{v}") if v else v)
+        for column in ("category", "severity")
+        if column in worklist.columns
+    }
+    frame = worklist.assign(**labels)
+    return frame.rename(columns={c: t(f"column.{c}") for c in frame.columns})
 
 
 def worklist_csv(worklist: pd.DataFrame, language: str) -> bytes:

@@ -12,6 +12,7 @@ from pipeline.reports.context import (
     build_archive_context,
     build_satisfaction_context,
     format_change,
+    localise_match_text,
     mask_contact,
     report_date,
 )
@@ -190,3 +191,68 @@ def test_merge_and_review_tables_are_capped_with_every_row_kept(tmp_path: Path) 
     full = ctx["evidence"]["merges"]
     assert len(full) == 12 and "quarter" not in full.columns
     assert not full["evidence"].str.contains("13800130001").any()
+
+
+@pytest.mark.parametrize("language", ["zh_CN", "en"])
+def test_every_finding_code_and_match_label_has_words(language: str) -> None:
+    """The archive staff read sentences, not codes: every finding the validation stage
+    writes and every field and level the customer matcher labels is in the catalog."""
+    from pipeline.reports.render import catalog
+    from pipeline.transform.resolve import CUSTOMER_FIELDS, _level_labels
+    from pipeline.validation.findings import SEVERITY
+
+    messages = catalog(language)
+    assert {f"finding.{code}" for code in SEVERITY} <= set(messages)
+    for field, labels in _level_labels(CUSTOMER_FIELDS).items():
+        assert f"field.{field}" in messages
+        for label in labels.values():
+            assert label.startswith("bigram jaccard") or f"level.{label}" in messages, label
+    text = localise_match_text("name=bigram jaccard >= 0.7; uscc=missing", language)
+    assert "jaccard" not in text and "uscc" not in text, text
+
+
+def test_findings_and_match_evidence_read_in_the_report_language(settings: Settings) -> None:
+    findings = pd.DataFrame(
+        {
+            "customer_record_id": ["C1", "C2", "C3"],
+            "source_system": "sales",
+            "source_record_id": ["C1", "C2", "C3"],
+            "field": ["account_manager", "updated_at", "weird_field"],
+            "finding": ["account_manager_missing", "stale_file", "made_up_code"],
+            "severity": ["high", "medium", "low"],
+            "detail": ["no responsible account manager", "old", "producer's own words"],
+            "account_manager": ["王芳", "王芳", "王芳"],
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "event_type": ["merge", "split"],
+            "customer_id": ["CUST-000001", "CUST-000002"],
+            "fields_agreed": ["name (bigram jaccard >= 0.3), uscc (exact)", "city (exact)"],
+            "evidence": ["a~b p=1.000 decided same agreed: uscc (exact)", "records moved to X"],
+        }
+    )
+    review = pd.DataFrame(
+        {"id_l": ["a"], "id_r": ["b"], "evidence": ["name=exact; uscc=missing; phone=different"]}
+    )
+    ctx = build_archive_context(findings, None, None, None, review, events, settings, QUARTER)
+    detail = dict(zip(ctx["worklist"]["code"], ctx["worklist"]["detail"], strict=True))
+    assert detail["account_manager_missing"] == "未指定负责的客户经理"
+    assert detail["stale_file"] == "档案超过 92 天未更新"
+    assert detail["made_up_code"] == "weird_field: made_up_code producer's own words"
+    assert [row[0] for row in ctx["merges"]["rows"]] == ["合并", "拆分"]
+    agreed = ctx["merges"]["columns"].index("fields_agreed")
+    assert ctx["merges"]["rows"][0][agreed] == "名称(相似度 ≥ 0.3), 统一社会信用代码(一致)"
+    assert ctx["review"]["rows"][0][2] == "名称:一致; 统一社会信用代码:缺失; 电话:不同"
+    # the attached evidence files keep the warehouse's codes (id_l,id_r rows feed decisions)
+    assert ctx["evidence"]["merges"]["event_type"].tolist() == ["merge", "split"]
+
+
+def test_worklist_file_names_categories_and_severities_in_words() -> None:
+    from pipeline.reports.worklist import worklist_csv
+
+    worklist = pd.DataFrame(
+        {"item_id": ["1"], "category": ["incomplete"], "severity": ["high"], "code": ["x_missing"]}
+    )
+    text = worklist_csv(worklist, "zh_CN").decode("utf-8-sig").splitlines()
+    assert text == ["事项编号,类别,严重程度,问题代码", "1,档案不完整,高,x_missing"]

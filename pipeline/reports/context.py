@@ -140,12 +140,23 @@ def _column(df: pd.DataFrame, *names: str) -> str | None:
     return next((n for n in names if n in df.columns), None)
 
 
-def _settings_rows(section: Any) -> list[dict[str, str]]:
+def _segment_label(dimension: str, segment: str, t: Any) -> str:
+    """A breakdown segment as readers name it: tiers in words (``unknown``: not tiered),
+    ``unknown`` (no value on file) in the report language; regions and industries as
+    they are."""
+    if dimension == "tier":
+        return t("tier.-") if segment == "unknown" else t(f"tier.{segment}")
+    return t("segment.unknown") if segment == "unknown" else segment
+
+
+def _settings_rows(section: Any, language: str) -> list[dict[str, str]]:
+    """One row per setting: its name in words, its key (what to change) and its value."""
+    messages = catalog(language)
     rows = []
     for key, value in section.model_dump(mode="json").items():
         if isinstance(value, dict):
             value = "; ".join(f"{k}: {v}" for k, v in value.items())
-        rows.append({"name": key, "value": str(value)})
+        rows.append({"name": messages.get(f"param.{key}", key), "key": key, "value": str(value)})
     return rows
 
 
@@ -154,9 +165,11 @@ def _shorten(text: str, limit: int = 90) -> str:
 
 
 def _coverage(
-    quarantine: pd.DataFrame | None, rows_used: dict[str, int] | None
+    quarantine: pd.DataFrame | None, rows_used: dict[str, int] | None, language: str
 ) -> list[dict[str, str]]:
-    """One row per dataset: rows used (staged) and rows quarantined, with the top reasons."""
+    """One row per dataset: rows used (staged) and rows quarantined, with the top reasons
+    (by defect code, in words; a code the catalog does not know shows its rule's reason)."""
+    messages = catalog(language)
     counts: dict[str, int] = {}
     reasons: dict[str, str] = {}
     if quarantine is not None and not quarantine.empty and "dataset" in quarantine.columns:
@@ -166,10 +179,23 @@ def _coverage(
         else:
             counts = quarantine.groupby("dataset").size().astype(int).to_dict()
         reason_col = _column(quarantine, "reason", "reasons", "rule")
-        if reason_col:
-            for dataset, group in quarantine.groupby("dataset"):
+        code_col = "defect" if "defect" in quarantine.columns else None
+        for dataset, group in quarantine.groupby("dataset"):
+            if code_col:
+                labels = [
+                    messages.get(f"defect.{code}") or _shorten(str(reason).split("; ")[0])
+                    for code, reason in zip(
+                        group[code_col],
+                        group[reason_col] if reason_col else group[code_col],
+                        strict=True,
+                    )
+                ]
+                top = pd.Series(labels, dtype=object).value_counts().head(3)
+            elif reason_col:
                 top = group[reason_col].astype(str).value_counts().head(3)
-                reasons[dataset] = "; ".join(f"{_shorten(k)} ({v:,})" for k, v in top.items())
+            else:
+                continue
+            reasons[dataset] = "; ".join(f"{_shorten(k)} ({v:,})" for k, v in top.items())
     datasets = sorted(set(counts) | set(rows_used or {}))
     result = []
     for dataset in datasets:
@@ -178,7 +204,7 @@ def _coverage(
         total = (used or 0) + bad
         result.append(
             {
-                "dataset": dataset,
+                "dataset": messages.get(f"dataset.{dataset}", dataset),
                 "rows_used": _int(used),
                 "rows_quarantined": _int(bad),
                 "share_quarantined": f"{bad / total * 100:.2f}%" if total else "–",
@@ -384,7 +410,7 @@ def build_satisfaction_context(
                 )
             small = bool(group.get("is_small_group", pd.Series([False])).fillna(False).any())
             n = group["n"].max() if "n" in group.columns else None
-            label = t(f"tier.{segment}") if dimension == "tier" else segment
+            label = _segment_label(dimension, segment, t)
             table_rows.append({"segment": label, "n": _int(n), "small": small, "cells": cells})
         breakdowns.append(
             {
@@ -418,7 +444,7 @@ def build_satisfaction_context(
                 {
                     "metric": t(f"metric.{r['metric']}"),
                     "dimension": t(f"dimension.{r['dimension']}"),
-                    "segment": str(r["segment"]),
+                    "segment": _segment_label(str(r["dimension"]), str(r["segment"]), t),
                     "value": format_value(r["metric"], r["value"], scale),
                     "previous": format_value(r["metric"], r.get("previous_value"), scale),
                     "change": change,
@@ -446,10 +472,10 @@ def build_satisfaction_context(
             for m in (*KPI_METRICS, "resolution_p90_hours")
         ],
         "thresholds": [
-            {"section": "tiers", "rows": _settings_rows(settings.tiers)},
-            {"section": "metrics", "rows": _settings_rows(settings.metrics)},
+            {"section": "tiers", "rows": _settings_rows(settings.tiers, language)},
+            {"section": "metrics", "rows": _settings_rows(settings.metrics, language)},
         ],
-        "coverage": _coverage(quarantine, rows_used),
+        "coverage": _coverage(quarantine, rows_used, language),
         "headline": [
             {"label": k["label"], "value": k["value"], "change": k["change"]} for k in kpis
         ],

@@ -90,8 +90,8 @@ def test_movers_skip_small_groups(settings: Settings) -> None:
     )
     assert all(m["segment"] != "华北" for m in ctx["top_moves"])
     coverage = {c["dataset"]: c for c in ctx["coverage"]}
-    assert coverage["service_surveys"]["rows_quarantined"] == "3"
-    assert coverage["service_surveys"]["share_quarantined"] == "0.30%"
+    assert coverage["服务-满意度调查"]["rows_quarantined"] == "3"
+    assert coverage["服务-满意度调查"]["share_quarantined"] == "0.30%"
 
 
 def test_change_direction() -> None:
@@ -256,3 +256,32 @@ def test_worklist_file_names_categories_and_severities_in_words() -> None:
     )
     text = worklist_csv(worklist, "zh_CN").decode("utf-8-sig").splitlines()
     assert text == ["事项编号,类别,严重程度,问题代码", "1,档案不完整,高,x_missing"]
+
+
+def test_satisfaction_appendix_names_datasets_defects_and_settings_in_words(
+    settings: Settings,
+) -> None:
+    quarantine = pd.DataFrame(
+        {
+            "dataset": ["finance_invoices"] * 3 + ["sales_orders", "made_up_dataset"],
+            "defect": ["missing_required"] * 2 + ["negative_amount", "my_rule", "my_rule"],
+            "reasons": [
+                "required field amount_cny is blank",
+                "required field invoice_date is blank",
+                "amount_cny is negative",
+                "order looks odd; amount_cny is negative",
+                "looks odd",
+            ],
+        }
+    )
+    ctx = build_satisfaction_context(
+        metrics_frame(), customer_quarter_frame(), quarantine, settings, QUARTER
+    )
+    coverage = {c["dataset"]: c["reasons"] for c in ctx["coverage"]}
+    # grouped by defect code, not by the reason text that names each field
+    assert coverage["财务-发票"] == "必填字段为空 (2); 金额为负 (1)"
+    assert coverage["销售-订单"] == "order looks odd (1)"  # a code the catalog lacks
+    assert coverage["made_up_dataset"] == "looks odd (1)"
+    rows = {r["key"]: r["name"] for section in ctx["thresholds"] for r in section["rows"]}
+    assert rows["first_response_sla_hours"] == "首次响应时限(小时)"
+    assert all(name != key for key, name in rows.items()), rows

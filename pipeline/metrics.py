@@ -17,6 +17,8 @@ Before the resolution stage has run, each source record counts as its own custom
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -24,10 +26,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.quarters import Quarter
+from pipeline.readahead import read_ahead
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform import satisfaction, tiers
-from pipeline.warehouse import read_query, read_table, replace_partition, table_exists
+from pipeline.warehouse import (
+    read_query,
+    read_table,
+    replace_partition,
+    stream_query,
+    table_exists,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ class MetricInputs:
     tickets: pd.DataFrame  # ticket_id, customer_id, opened_at, channel, category, ...
     surveys: pd.DataFrame  # customer_id, answered_at, csat_score, nps_score
     contacts: pd.DataFrame  # customer_id, contacted_at
+    # customer_id -> first order date, for orders older than those in ``sales`` (a window)
+    first_purchases: pd.Series | None = None
 
 
 def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | None) -> pd.Series:
@@ -60,17 +71,17 @@ def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | None) -> pd.S
     return records.map(lookup).astype(object)
 
 
-def build_inputs(
+def _customers(
     stg: dict[str, pd.DataFrame], xref: pd.DataFrame | None, core: pd.DataFrame | None
-) -> MetricInputs:
-    """Map the staging frames onto golden customers (pure). Without ``xref`` every source
-    record is its own customer; records missing from ``xref`` are dropped with a warning."""
-    sales_customers = stg["sales_customers"]
+) -> pd.DataFrame:
+    """customer_id, region, industry, account_manager: the golden customers, or without
+    ``core`` the customer records of the three sources (``stg``: the three account tables)."""
     if core is not None:
         customers = core.copy()
         if "region" not in customers.columns:
             customers["region"] = customers.get("province")
     else:
+        sales_customers = stg["sales_customers"]
         customers = pd.DataFrame(
             {
                 "customer_id": _map_ids(sales_customers["source_record_id"], "sales", xref),
@@ -92,8 +103,15 @@ def build_inputs(
     # Python strings, as in the frames mapped by _map_ids: pandas' Arrow-backed ``str`` is
     # slow to factorize and look up (isin) at 100,000 customers, and mixing the two in one
     # merge converts every time.
-    customers = customers.astype({"customer_id": object})
+    return customers.astype({"customer_id": object})
 
+
+def build_inputs(
+    stg: dict[str, pd.DataFrame], xref: pd.DataFrame | None, core: pd.DataFrame | None
+) -> MetricInputs:
+    """Map the staging frames onto golden customers (pure). Without ``xref`` every source
+    record is its own customer; records missing from ``xref`` are dropped with a warning."""
+    customers = _customers(stg, xref, core)
     orders = stg["sales_orders"]
     orders = orders[orders["order_status"].fillna("") != "cancelled"]
     lines = stg["sales_order_lines"].merge(
@@ -102,10 +120,34 @@ def build_inputs(
         right_on="source_record_id",
         suffixes=("_line", ""),
     )
+    frames = {
+        "sales": _sales(lines, xref),
+        "invoices": _invoices(stg["finance_invoices"], xref),
+        "tickets": _tickets(stg["service_tickets"], xref),
+        "surveys": _surveys(stg["service_surveys"], xref),
+        "contacts": _contacts(stg["service_contact_log"], xref),
+    }
+    for name, frame in frames.items():
+        frames[name] = _mapped_only(name, frame)
+    invoices, payments = tiers.with_invoice_keys(
+        frames.pop("invoices"), _payments(stg["finance_payments"])
+    )
+    return MetricInputs(customers=customers, invoices=invoices, payments=payments, **frames)
+
+
+# One builder per input frame, shared by build_inputs (whole tables) and InputWindow
+# (chunks of recent history). Record ids become Python strings: grouping on and counting
+# Arrow-backed text (distinct orders, duplicate invoice ids) was a third of the computation
+# at 100,000 customers.
+
+
+def _sales(lines: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+    """Order lines (or per-order sums) of non-cancelled orders with the order's
+    ``customer_record_id`` and ``order_date``."""
     sales = pd.DataFrame(
         {
             "customer_id": _map_ids(lines["customer_record_id"], "sales", xref),
-            "order_id": lines["order_record_id"],
+            "order_id": lines["order_record_id"].astype(object),
             "order_date": lines["order_date"],
             "amount_cny": lines["amount_cny"].astype("float64"),
             "cost_cny": lines["cost_cny"].astype("float64"),
@@ -113,60 +155,62 @@ def build_inputs(
     )
     if "contribution_cny" in lines:  # lines already summed per order (load_inputs)
         sales["contribution_cny"] = lines["contribution_cny"].astype("float64")
-    inv = stg["finance_invoices"]
-    invoices = pd.DataFrame(
+    return sales
+
+
+def _invoices(inv: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "invoice_id": inv["source_record_id"],
+            "invoice_id": inv["source_record_id"].astype(object),
             "customer_id": _map_ids(inv["customer_record_id"], "finance", xref),
             "invoice_date": inv["invoice_date"],
             "due_date": inv["due_date"],
             "amount_cny": inv["amount_cny"].astype("float64"),
         }
     )
-    pay = stg["finance_payments"]
-    payments = pd.DataFrame(
+
+
+def _payments(pay: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "invoice_id": pay["invoice_record_id"],
+            "invoice_id": pay["invoice_record_id"].astype(object),
             "paid_date": pay["paid_date"],
             "amount_cny": pay["amount_cny"].astype("float64"),
         }
     )
-    invoices, payments = tiers.with_invoice_keys(invoices, payments)
-    tk = stg["service_tickets"]
-    tickets = tk.rename(columns={"source_record_id": "ticket_id"}).assign(
-        customer_id=_map_ids(tk["customer_record_id"], "service", xref)
+
+
+def _tickets(tk: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+    tickets = tk.rename(columns={"source_record_id": "ticket_id"})
+    return tickets.assign(
+        ticket_id=tickets["ticket_id"].astype(object),
+        customer_id=_map_ids(tk["customer_record_id"], "service", xref),
     )
-    sv = stg["service_surveys"]
-    surveys = sv.assign(customer_id=_map_ids(sv["customer_record_id"], "service", xref))
-    cl = stg["service_contact_log"]
-    contacts = cl.assign(customer_id=_map_ids(cl["customer_record_id"], "service", xref))
-    frames = {
-        "sales": sales,
-        "invoices": invoices,
-        "tickets": tickets,
-        "surveys": surveys,
-        "contacts": contacts,
-    }
-    # Record ids as Python strings too: grouping on and counting Arrow-backed text
-    # (distinct orders, duplicate invoice ids) was a third of the computation at 100,000
-    # customers.
-    for name, column in (
-        ("sales", "order_id"),
-        ("invoices", "invoice_id"),
-        ("tickets", "ticket_id"),
-    ):
-        frames[name] = frames[name].astype({column: object})
-    payments = payments.astype({"invoice_id": object})
-    for name, frame in frames.items():
-        unmapped = int(frame["customer_id"].isna().sum())
-        if unmapped:
-            log.warning(
-                "%s: %d rows have no golden customer in core_customer_xref; left out",
-                name,
-                unmapped,
-            )
-            frames[name] = frame[frame["customer_id"].notna()]
-    return MetricInputs(customers=customers, payments=payments, **frames)
+
+
+def _surveys(sv: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+    return sv.assign(customer_id=_map_ids(sv["customer_record_id"], "service", xref))
+
+
+def _contacts(cl: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+    return cl.assign(customer_id=_map_ids(cl["customer_record_id"], "service", xref))
+
+
+def _mapped_only(name: str, frame: pd.DataFrame, unmapped: Counter | None = None) -> pd.DataFrame:
+    """The rows mapped to a golden customer; the others are counted in ``unmapped`` when
+    given (a stream's chunks, logged once), else logged."""
+    count = int(frame["customer_id"].isna().sum())
+    if not count:
+        return frame
+    if unmapped is not None:
+        unmapped[name] += count
+    else:
+        _warn_unmapped(name, count)
+    return frame[frame["customer_id"].notna()]
+
+
+def _warn_unmapped(name: str, count: int) -> None:
+    log.warning("%s: %d rows have no golden customer in core_customer_xref; left out", name, count)
 
 
 def customer_quarter(
@@ -188,6 +232,7 @@ def customer_quarter(
         settings.tiers,
         settings.timezone,
         None if previous is None else previous[["customer_id", "credit_grade"]],
+        inputs.first_purchases,
     )
 
 
@@ -313,21 +358,235 @@ def _read_staging(engine: Engine, name: str) -> pd.DataFrame:
     return _as_datetimes(read_table(engine, table, columns))
 
 
-def load_inputs(engine: Engine) -> MetricInputs:
-    """Read the staging tables (the columns used; order lines summed per order) and the
-    resolved customers from the warehouse."""
-    stg = {name: _read_staging(engine, name) for name in STAGING}
+def _read_core(engine: Engine) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(core_customer_xref, core_customers), or (None, None) before resolution has run."""
     if table_exists(engine, "core_customer_xref") and table_exists(engine, "core_customers"):
         xref = read_table(
             engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"]
         )
-        core = read_table(engine, "core_customers")
-    else:
-        log.warning(
-            "core_customer_xref/core_customers not found: each source record counts as one customer"
-        )
-        xref, core = None, None
+        return xref, read_table(engine, "core_customers")
+    log.warning(
+        "core_customer_xref/core_customers not found: each source record counts as one customer"
+    )
+    return None, None
+
+
+def load_inputs(engine: Engine) -> MetricInputs:
+    """Read the staging tables (the columns used; order lines summed per order) and the
+    resolved customers from the warehouse: all of history (see :class:`InputWindow`)."""
+    stg = {name: _read_staging(engine, name) for name in STAGING}
+    xref, core = _read_core(engine)
     return build_inputs(stg, xref, core)
+
+
+ACCOUNTS = ("sales_customers", "service_accounts", "finance_accounts")
+
+# The frames read in time order (invoices before the payments keyed on them): staging
+# table, the column the window slides on. Rows without a time are never in a quarter.
+FEEDS = {
+    "sales": ("sales_orders", "order_date"),
+    "invoices": ("finance_invoices", "invoice_date"),
+    "payments": ("finance_payments", "window_date"),
+    "tickets": ("service_tickets", "opened_at"),
+    "surveys": ("service_surveys", "answered_at"),
+    "contacts": ("service_contact_log", "contacted_at"),
+}
+
+# Orders of non-cancelled orders with their lines summed, by order date.
+SALES_FEED = f"""
+SELECT o.customer_record_id, o.source_record_id AS order_record_id, o.order_date,
+       l.amount_cny, l.cost_cny, l.contribution_cny
+FROM stg_sales_orders o
+JOIN ({ORDER_LINE_TOTALS}) l ON l.order_record_id = o.source_record_id
+WHERE (o.order_status IS NULL OR o.order_status <> 'cancelled') AND o.order_date IS NOT NULL
+ORDER BY o.order_date
+"""
+
+# Payments by the date of their invoice: they enter and leave the window with it.
+# Payments of invoices not staged can match nothing and are left out.
+PAYMENTS_FEED = """
+SELECT p.invoice_record_id, p.paid_date, p.amount_cny, i.invoice_date AS window_date
+FROM stg_finance_payments p
+JOIN (SELECT source_record_id, MIN(invoice_date) AS invoice_date
+      FROM stg_finance_invoices WHERE invoice_date IS NOT NULL
+      GROUP BY source_record_id) i ON i.source_record_id = p.invoice_record_id
+ORDER BY i.invoice_date
+"""
+
+
+# The feeds sort whole tables: PostgreSQL's default work_mem (4 MB) sorts the orders on
+# disk, twice as slow at 100,000 customers. Six sessions at most use this much each.
+SORT_SETTINGS = {"work_mem": "64MB"}
+
+
+def lookback_quarters(settings: Settings) -> dict[str, int]:
+    """Per input frame: how many quarters before a quarter ``q`` compute_quarter(q) reads
+    with an empty cache (it computes q-2 and q-1 too, and the credit grades of q-3)."""
+    t = settings.tiers
+    value = -(-t.value_window_months // 3)
+    credit = -(-t.credit_window_months // 3)
+    sales = max(value, t.churn_quiet_quarters, t.loyal_window_quarters, 2)
+    return {
+        "sales": 2 + sales - 1,
+        "invoices": 3 + credit - 1,
+        "payments": 3 + credit - 1,
+        "tickets": 3,  # complaints of q-3 (rising or not at q-2); open ones are kept
+        "surveys": 3,
+        "contacts": 3,
+    }
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks of one stream as one frame. A chunk whose column held only NULLs has it as
+    objects; it takes the type the other chunks give the column."""
+    parts = [p for p in parts if len(p)] or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    for column in parts[0].columns:
+        typed = [p[column].dtype for p in parts if p[column].dtype != object]
+        if not typed or len(typed) == len(parts):
+            continue
+        for i, part in enumerate(parts):
+            if part[column].dtype == object and part[column].isna().all():
+                parts[i] = part.assign(**{column: part[column].astype(typed[0])})
+    return pd.concat(parts, ignore_index=True)
+
+
+class InputWindow:
+    """The metric inputs of the quarters a run computes, oldest quarter first, holding only
+    the history those quarters read: memory follows the windows (about 11 quarters of
+    invoices, 6 of orders, 4 of tickets with the default settings), not the length of
+    history.
+
+    Each input is one query in time order, read ``chunk_rows`` rows at a time. Rows
+    leaving the window are folded into what later quarters still need from them: each
+    customer's first purchase (lifecycle), and complaints still open (kept). Every
+    computation filters its own window, so the results equal those over all of history
+    (:func:`load_inputs`).
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, chunk_rows: int | None = None):
+        self.engine = engine
+        self.chunk_rows = chunk_rows or settings.sources.chunk_rows
+        self.back = lookback_quarters(settings)
+        self.xref, core = _read_core(engine)
+        accounts = {} if core is not None else {n: _read_staging(engine, n) for n in ACCOUNTS}
+        self.customers = _customers(accounts, self.xref, core)
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.ahead: dict[str, pd.DataFrame] = {}
+        # All six queries start now, each in a thread of its own: the database sorts them
+        # side by side, and each stream is read one chunk ahead of the computation.
+        self.streams = {
+            name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}")
+            for name in FEEDS
+        }
+        self.first_purchases = pd.Series(dtype="datetime64[ns]")
+        self.unmapped: Counter = Counter()
+        self.quarter: Quarter | None = None
+
+    def _sql(self, name: str) -> str:
+        if name == "sales":
+            return SALES_FEED
+        if name == "payments":
+            return PAYMENTS_FEED
+        table, time = f"stg_{FEEDS[name][0]}", FEEDS[name][1]
+        columns = [
+            f'"{c["name"]}"'
+            for c in sa.inspect(self.engine).get_columns(table)
+            if c["name"] not in UNUSED_COLUMNS
+        ]
+        return (
+            f'SELECT {", ".join(columns)} FROM "{table}" WHERE "{time}" IS NOT NULL '
+            f'ORDER BY "{time}"'
+        )
+
+    def _stream(self, name: str) -> Iterator[pd.DataFrame]:
+        needs = {"sales": ("sales_order_lines",), "payments": ("finance_invoices",)}
+        for table in (FEEDS[name][0], *needs.get(name, ())):
+            if not table_exists(self.engine, f"stg_{table}"):
+                read_table(self.engine, f"stg_{table}")  # raises "run the stage first"
+        for chunk in stream_query(
+            self.engine, self._sql(name), self.chunk_rows, pg_settings=SORT_SETTINGS
+        ):
+            chunk = _as_datetimes(chunk)
+            xref = self.xref
+            if name == "sales":
+                frame = _sales(chunk, xref)
+            elif name == "invoices":  # keyed here, once per row, in the reading thread
+                frame = _invoices(chunk, xref)
+                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
+            elif name == "payments":
+                frame = _payments(chunk).assign(window_date=chunk["window_date"])
+                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
+            elif name == "tickets":
+                frame = _tickets(chunk, xref)
+            elif name == "surveys":
+                frame = _surveys(chunk, xref)
+            else:
+                frame = _contacts(chunk, xref)
+            yield frame if name == "payments" else _mapped_only(name, frame, self.unmapped)
+
+    def _advance(self, name: str, horizon: pd.Timestamp, start: pd.Timestamp) -> None:
+        """Read rows up to ``horizon`` (exclusive); drop those before ``start``."""
+        time = "order_date" if name == "sales" else FEEDS[name][1]
+        parts = [self.frames[name]] if name in self.frames else []
+        while True:
+            chunk = self.ahead.pop(name, None)
+            if chunk is None:
+                chunk = next(self.streams[name], None)
+                if chunk is None:
+                    break
+            inside = (chunk[time] < horizon).to_numpy()
+            if not inside.all():
+                self.ahead[name] = chunk[~inside]
+                parts.append(chunk[inside])
+                break
+            parts.append(chunk)
+        frame = _concat(parts)
+        old = (frame[time] < start).to_numpy()
+        if old.any():
+            keep = ~old
+            if name == "sales":
+                first = frame[old].groupby("customer_id")["order_date"].min()
+                self.first_purchases = (
+                    pd.concat([self.first_purchases, first]).groupby(level=0).min()
+                )
+            elif name == "tickets":  # complaints open at ``start`` may be open at a later end
+                complaint = (frame["category"] == tiers.COMPLAINT_CATEGORY).to_numpy()
+                open_ = (frame["resolved_at"].isna() | (frame["resolved_at"] >= start)).to_numpy()
+                keep |= complaint & open_
+            frame = frame[keep].reset_index(drop=True)
+        self.frames[name] = frame
+
+    def inputs_for(self, quarter: Quarter) -> MetricInputs:
+        """The inputs compute_quarter(quarter) needs, with an empty cache. Quarters must
+        come oldest first."""
+        if self.quarter is not None and quarter < self.quarter:
+            raise ValueError(f"{quarter} comes before {self.quarter}: quarters go oldest first")
+        self.quarter = quarter
+        # two days' margin either side: *_at columns are UTC, quarters local
+        margin = pd.Timedelta(days=2)
+        horizon = pd.Timestamp(quarter.shift(1).start_date) + margin
+        for name in FEEDS:
+            start = pd.Timestamp(quarter.shift(-self.back[name]).start_date) - margin
+            self._advance(name, horizon, start)
+        return MetricInputs(
+            customers=self.customers,
+            sales=self.frames["sales"],
+            invoices=self.frames["invoices"],
+            payments=self.frames["payments"],
+            tickets=self.frames["tickets"],
+            surveys=self.frames["surveys"],
+            contacts=self.frames["contacts"],
+            first_purchases=self.first_purchases,
+        )
+
+    def close(self) -> None:
+        """Stop the streams (their connections close) and log the rows left out."""
+        for stream in self.streams.values():
+            stream.close()
+        for name, count in sorted(self.unmapped.items()):
+            _warn_unmapped(name, count)
 
 
 def write_quarter(engine: Engine, quarter: Quarter, frames: dict[str, pd.DataFrame]) -> int:
@@ -345,18 +604,22 @@ def compute_history(
     """Compute and write ``quarter`` and the ``quarters - 1`` before it (those already in
     ``mart_metrics`` are skipped unless ``recompute``); returns rows written per quarter.
     A plain function for a CLI subcommand such as ``crm-pipeline metrics --history 8``."""
-    inputs = load_inputs(engine)
     done: set[str] = set()
     if not recompute and table_exists(engine, "mart_metrics"):
         done = set(read_table(engine, "mart_metrics", ["quarter"])["quarter"].astype(str))
+    window = InputWindow(engine, settings)
     cache = QuarterCache()
     written: dict[str, int] = {}
-    for offset in range(quarters - 1, -1, -1):
-        q = quarter.shift(-offset)
-        if offset and str(q) in done:
-            continue
-        written[str(q)] = write_quarter(engine, q, compute_quarter(inputs, q, settings, cache))
-        log.info("metrics for %s written (%d rows)", q, written[str(q)])
+    try:
+        for offset in range(quarters - 1, -1, -1):
+            q = quarter.shift(-offset)
+            if offset and str(q) in done:
+                continue
+            frames = compute_quarter(window.inputs_for(q), q, settings, cache)
+            written[str(q)] = write_quarter(engine, q, frames)
+            log.info("metrics for %s written (%d rows)", q, written[str(q)])
+    finally:
+        window.close()
     return written
 
 

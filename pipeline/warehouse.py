@@ -434,8 +434,6 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
     as floats, booleans with NULLs and columns of only NULLs as objects, NUMERIC as floats).
     None when a column's type is not one this path knows; the caller then uses the driver."""
     import adbc_driver_postgresql.dbapi as adbc
-    import pyarrow as pa
-    import pyarrow.compute as pc
     from psycopg import sql as pgsql
 
     driver = conn.connection.driver_connection
@@ -457,6 +455,15 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
     with reader.cursor() as cursor:
         cursor.execute(sql)
         table = cursor.fetch_arrow_table()
+    return _arrow_frame(table, described)
+
+
+def _arrow_frame(table: Any, described: list[tuple[str, str]]) -> pd.DataFrame:
+    """An Arrow table read by ADBC as the frame ``pd.read_sql`` gives (see _read_arrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = [name for name, _ in described]
     if not table.num_rows:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in names})
     columns = []
@@ -469,6 +476,70 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
         if table.column(name).null_count == len(table):
             frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     return frame
+
+
+def stream_query(
+    engine: Engine,
+    sql: str,
+    chunk_rows: int,
+    params: dict[str, Any] | None = None,
+    pg_settings: dict[str, str] | None = None,
+) -> Generator[pd.DataFrame, None, None]:
+    """The rows of a SELECT as frames of up to ``chunk_rows`` rows, typed as
+    :func:`read_query` types them (per chunk: a chunk whose column holds only NULLs has
+    it as objects). At least one frame, empty when there are no rows. On PostgreSQL the
+    ADBC driver streams record batches (``pg_settings``: ``SET`` for its session first);
+    elsewhere the driver's cursor fetches in chunks. Memory follows ``chunk_rows``, not
+    the result."""
+    import pyarrow as pa
+
+    if engine.dialect.name == "postgresql":
+        import adbc_driver_postgresql.dbapi as adbc
+        from psycopg import sql as pgsql
+
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            if params:
+                sql = _PARAMETER.sub(
+                    lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql
+                )
+            with driver.cursor() as cursor:
+                cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+                described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
+        if all(kind is not None for _, kind in described):
+            uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            with adbc.connect(uri, autocommit=True) as connection, connection.cursor() as cur:
+                for name, value in (pg_settings or {}).items():
+                    cur.execute(f"SET {name} = '{value}'")
+                cur.execute(sql)
+                pending: list[Any] = []
+                rows, sent = 0, False
+                for batch in cur.fetch_record_batch():
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    while rows >= chunk_rows:
+                        table = pa.Table.from_batches(pending)
+                        yield _arrow_frame(table.slice(0, chunk_rows), described)
+                        rest = table.slice(chunk_rows)
+                        pending, rows, sent = rest.to_batches(), rest.num_rows, True
+                if rows or not sent:
+                    table = (
+                        pa.Table.from_batches(pending)
+                        if pending
+                        else pa.table({name: pa.array([], pa.null()) for name, _ in described})
+                    )
+                    yield _arrow_frame(table, described)
+            return
+    named = sa.text(_PARAMETER.sub(r":\1", sql))
+    with engine.connect().execution_options(stream_results=True) as conn:
+        sent = False
+        for frame in pd.read_sql(
+            named, conn, params=params or None, coerce_float=True, chunksize=chunk_rows
+        ):
+            sent = True
+            yield frame
+        if not sent:
+            yield pd.read_sql(named, conn, params=params or None, coerce_float=True)
 
 
 def read_query(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -247,3 +247,114 @@ def test_history_longer_than_the_data_on_postgresql(demo) -> None:
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _with_old_history(stg: dict[str, pd.DataFrame], xref: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The staging frames plus rows from years before every window: the only order of a
+    customer who never bought again, a complaint still open and one open until 2025Q1."""
+    stg = dict(stg)
+    ordered = set(stg["sales_orders"]["customer_record_id"])
+    mapped = set(xref.loc[xref["source_system"] == "sales", "source_record_id"])
+    buyer = sorted(set(stg["sales_customers"]["source_record_id"]) & mapped - ordered)[0]
+    order = (
+        stg["sales_orders"]
+        .iloc[[0]]
+        .assign(
+            source_record_id="O-OLD-1",
+            customer_record_id=buyer,
+            order_date=pd.Timestamp("2020-03-02"),
+            order_status="completed",
+        )
+    )
+    line = (
+        stg["sales_order_lines"]
+        .iloc[[0]]
+        .assign(
+            source_record_id="L-OLD-1",
+            order_record_id="O-OLD-1",
+            amount_cny=5000.0,
+            cost_cny=float("nan"),
+        )
+    )
+    stg["sales_orders"] = pd.concat([stg["sales_orders"], order], ignore_index=True)
+    stg["sales_order_lines"] = pd.concat([stg["sales_order_lines"], line], ignore_index=True)
+    tickets = stg["service_tickets"]
+    complaints = tickets.iloc[[0, 1]].assign(
+        source_record_id=["T-OLD-1", "T-OLD-2"],
+        category=metrics.tiers.COMPLAINT_CATEGORY,
+        opened_at=[pd.Timestamp("2020-06-01 02:00"), pd.Timestamp("2021-01-04 09:30")],
+        first_response_at=[pd.Timestamp("2020-06-01 05:00"), pd.Timestamp("2021-01-04 10:00")],
+        resolved_at=[pd.NaT, pd.Timestamp("2025-03-03 08:00")],
+    )
+    stg["service_tickets"] = pd.concat([tickets, complaints], ignore_index=True)
+    return stg, buyer
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend) -> None:
+    """compute_history holds only a window of history per quarter (read in small chunks
+    here, so windows start and end inside chunks); every output frame of every trend
+    quarter equals the one computed over all of history in memory, including a customer
+    whose only purchase and complaints older than every window."""
+    import uuid
+
+    settings, stg, truth = demo
+    xref = truth.rename(columns={"entity_id": "customer_id"})
+    stg, buyer = _with_old_history(stg, xref)
+    admin, schema = None, f"t_{uuid.uuid4().hex[:10]}"
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/wh.db"
+    else:
+        base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        url = f"{base}?options=-csearch_path%3D{schema}"
+    try:
+        engine = create_engine(url)
+        settings = settings.model_copy(update={"warehouse_url": url})
+        for name, frame in stg.items():
+            replace_table(engine, f"stg_{name}", frame)
+        replace_table(engine, "core_customer_xref", xref)
+        customers = stg["sales_customers"].merge(
+            xref[xref["source_system"] == "sales"], on="source_record_id"
+        )
+        core = (
+            customers[["customer_id", "province", "industry", "account_manager"]]
+            .drop_duplicates("customer_id")
+            .merge(xref[["customer_id"]].drop_duplicates(), how="right")
+        )
+        replace_table(engine, "core_customers", core)
+
+        everything = metrics.load_inputs(engine)
+        window = metrics.InputWindow(engine, settings, chunk_rows=257)
+        full_cache, window_cache = metrics.QuarterCache(), metrics.QuarterCache()
+        try:
+            for q in (Q3.shift(-i) for i in range(7, -1, -1)):
+                inputs = window.inputs_for(q)
+                expected = metrics.compute_quarter(everything, q, settings, full_cache)
+                got = metrics.compute_quarter(inputs, q, settings, window_cache)
+                for table, frame in expected.items():
+                    pd.testing.assert_frame_equal(
+                        got[table].reset_index(drop=True),
+                        frame.reset_index(drop=True),
+                        check_dtype=False,
+                        obj=f"{table} {q}",
+                    )
+            # the window slid: the oldest rows left it and were folded in
+            assert window.frames["sales"]["order_date"].min() >= pd.Timestamp("2025-01-01")
+            assert len(window.frames["sales"]) < len(everything.sales)
+            assert "T-OLD-1" in set(window.frames["tickets"]["ticket_id"])
+            assert "T-OLD-2" not in set(window.frames["tickets"]["ticket_id"])
+            golden = xref.set_index(["source_system", "source_record_id"])["customer_id"]
+            assert golden[("sales", buyer)] in window.first_purchases.index
+            with pytest.raises(ValueError, match="oldest first"):
+                window.inputs_for(Q3.previous())
+        finally:
+            window.close()
+        stage = expected["mart_customer_quarter"].set_index("customer_id")["lifecycle_stage"]
+        assert stage[golden[("sales", buyer)]] == "churned"  # bought in 2020, not potential
+    finally:
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')

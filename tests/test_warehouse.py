@@ -274,3 +274,39 @@ def test_nul_in_text_is_written_on_both_copy_paths(engine, caplog):
         for table in ("t_arrow", "t_driver"):
             assert caplog.text.count(f"{table}: 1 value(s) of column x hold NUL characters") == 1
         assert "source_record_id K1" in caplog.text
+
+
+def test_stream_query_gives_read_query_in_chunks(engine):
+    """Chunks of at most chunk_rows rows that together are the frame read_query gives; an
+    empty result is one empty frame with the columns; parameters bind on both paths."""
+    frame = pd.concat([_frame("q")] * 7, ignore_index=True)
+    frame["customer_id"] = [f"CUST-{i:04d}" for i in range(len(frame))]
+    warehouse.replace_table(engine, "streamed", frame)
+    sql = "SELECT * FROM streamed WHERE amount_cny > %(low)s ORDER BY customer_id"
+    whole = warehouse.read_query(engine, sql, {"low": 1.0})
+    chunks = list(warehouse.stream_query(engine, sql, 4, params={"low": 1.0}))
+    assert [len(c) for c in chunks] == [4] * (len(whole) // 4) + (
+        [len(whole) % 4] if len(whole) % 4 else []
+    )
+    joined = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole, check_dtype=False)
+    empty = list(warehouse.stream_query(engine, sql, 4, params={"low": 1e9}))
+    assert len(empty) == 1 and empty[0].empty
+    assert list(empty[0].columns) == list(whole.columns)
+
+
+def test_read_ahead_closes_the_reader_when_stopped():
+    from pipeline.readahead import read_ahead
+
+    closed = []
+
+    def reader():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    ahead = read_ahead(reader(), depth=1)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed == [True]  # its connection would be released here

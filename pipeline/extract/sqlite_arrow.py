@@ -22,17 +22,16 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from queue import Full, Queue
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.arrowtext import stripped
+from pipeline.readahead import read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -149,46 +148,6 @@ def _invalid_text(array: Any) -> bool:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _read_ahead(reader: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """The batches of ``reader``, read in a thread of their own while the caller works on
-    the ones before (the driver reads without holding the GIL, so SQLite's scan overlaps
-    the rendering and hashing); the reader's errors are raised where its batches were."""
-    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for batch in reader:
-                if not put(("batch", batch)):
-                    return
-            put(("end", None))
-        except BaseException as error:  # handed to the caller
-            put(("error", error))
-
-    thread = threading.Thread(target=produce, name="sqlite-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _affinity_is_text(declared: str) -> bool:
     """SQLite's rule: a declared type naming CHAR, CLOB or TEXT (and not INT) gives the
     column TEXT affinity, so it holds only text, blobs and NULL."""
@@ -245,7 +204,7 @@ def text_batches(
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
         try:
             cursor.execute(f"SELECT {row_id}, {expressions} FROM {_quote(table)} ORDER BY {row_id}")
-            for batch in _read_ahead(cursor.fetch_record_batch()):
+            for batch in read_ahead(cursor.fetch_record_batch(), name="sqlite-read-ahead"):
                 texts, at = [], 1
                 for column, column_parts in zip(columns, parts, strict=True):
                     raw = [batch.column(at + i) for i in range(len(column_parts))]

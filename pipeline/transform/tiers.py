@@ -94,17 +94,32 @@ def value_tiers(sales: pd.DataFrame, quarter: Quarter, settings: TierSettings) -
     return per_customer
 
 
+NO_INVOICE_KEY = np.iinfo(np.int64).min
+
+
+def invoice_keys(ids: pd.Series) -> np.ndarray:
+    """One 64-bit integer per invoice id (its hash; ``NO_INVOICE_KEY`` for no id): the same
+    for the same id in any frame or chunk, so invoices and payments read apart match
+    without a shared table of ids. Distinct ids colliding is a 1 in 10**7 chance among
+    two million invoices."""
+    values = ids.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    keys = pd.util.hash_array(np.where(missing, "", values).astype(object), categorize=False)
+    keys = keys.view(np.int64)
+    keys[keys == NO_INVOICE_KEY] += 1  # the sentinel is never a real id's key
+    keys[missing] = NO_INVOICE_KEY
+    return keys
+
+
 def with_invoice_keys(
     invoices: pd.DataFrame, payments: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Copies with ``invoice_key``: one integer per invoice id, shared by invoices and
-    payments (-1 for no id). Made once per run (pipeline.metrics.build_inputs), every
-    quarter's credit grades match payments to invoices by it instead of hashing text."""
-    ids = pd.concat([invoices["invoice_id"], payments["invoice_id"]], ignore_index=True)
-    codes, _ = pd.factorize(ids.astype(object))
+    """Copies with ``invoice_key`` (:func:`invoice_keys`). Made once per run
+    (pipeline.metrics), every quarter's credit grades match payments to invoices by it
+    instead of hashing text."""
     return (
-        invoices.assign(invoice_key=codes[: len(invoices)]),
-        payments.assign(invoice_key=codes[len(invoices) :]),
+        invoices.assign(invoice_key=invoice_keys(invoices["invoice_id"])),
+        payments.assign(invoice_key=invoice_keys(payments["invoice_id"])),
     )
 
 
@@ -133,13 +148,16 @@ def invoice_status(
         sample = ", ".join(map(str, inv.loc[duplicated, "invoice_id"].head(5)))
         raise ValueError(f"invoice ids must be unique; duplicated: {sample}")
     pay = payments[payments["paid_date"] <= end]
-    # Positional codes instead of text ids: sorting and grouping stay fast at millions of rows.
-    keys = inv["invoice_key"].to_numpy(dtype="int64")  # -1: no id
+    # Integer keys instead of text ids: sorting and grouping stay fast at millions of rows.
+    # Each payment finds its invoice's position in a hash table of the invoices' keys.
+    keys = inv["invoice_key"].to_numpy(dtype="int64")
     pay_keys = pay["invoice_key"].to_numpy(dtype="int64")
-    position = np.full(max(keys.max(initial=-1), pay_keys.max(initial=-1)) + 2, -1)
-    position[np.where(keys >= 0, keys, len(position) - 1)] = np.arange(len(inv))
-    position[-1] = -1  # no id matches nothing
-    code = position[np.where(pay_keys >= 0, pay_keys, len(position) - 1)]
+    with_id = np.flatnonzero(keys != NO_INVOICE_KEY)
+    index = pd.Index(keys[with_id])
+    if not index.is_unique:  # ids are unique (checked above): two ids share a hash
+        raise ValueError("two invoice ids have the same invoice_key; rename one")
+    found = index.get_indexer(pay_keys)  # -1: no invoice; it picks the -1 appended
+    code = np.where(pay_keys != NO_INVOICE_KEY, np.append(with_id, -1)[found], -1)
     keep = code >= 0
     code = code[keep]
     paid_on = pay["paid_date"].to_numpy()[keep]
@@ -261,6 +279,7 @@ def lifecycle_stages(
     unresolved: pd.Series,
     quarter: Quarter,
     settings: TierSettings,
+    earlier_first_purchase: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per customer in ``customers``: ``customer_id``, ``lifecycle_stage``.
 
@@ -270,12 +289,17 @@ def lifecycle_stages(
     ``at_risk_drop_share`` of last quarter's, or an invoice overdue more than
     ``overdue_risk_days``); loyal (bought in at least ``loyal_min_active_quarters`` of the
     last ``loyal_window_quarters`` and no unresolved complaint); otherwise active.
-    ``overdue_days`` has ``customer_id``, ``max_overdue_days``.
+    ``overdue_days`` has ``customer_id``, ``max_overdue_days``. ``earlier_first_purchase``
+    (customer_id -> date): first purchases on orders no longer in ``sales`` (a window of
+    recent history), all before its oldest order.
     """
     ids = pd.Index(pd.unique(customers.astype(object)), name="customer_id")
     end = _ts(quarter.end_date)
     upto = sales[sales["order_date"] <= end]
-    first_purchase = upto.groupby("customer_id")["order_date"].min().reindex(ids)
+    first = upto.groupby("customer_id")["order_date"].min()
+    if earlier_first_purchase is not None and len(earlier_first_purchase):
+        first = pd.concat([first, earlier_first_purchase]).groupby(level=0).min()
+    first_purchase = first.reindex(ids)
     span = max(settings.churn_quiet_quarters, settings.loyal_window_quarters, 2)
     per_q = quarterly_purchases(upto, quarter, span)
     orders = per_q.pivot_table(
@@ -315,13 +339,15 @@ def customer_quarter(
     settings: TierSettings,
     timezone: str,
     previous_grades: pd.DataFrame | None = None,
+    earlier_first_purchase: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per customer in ``customers`` (``customer_id``, ``region``, ``industry``,
     ``account_manager``) for ``quarter``: value tier, contribution, credit grade, lifecycle
     stage, risk flags and the both-ends markers (``is_big_customer``, ``is_risk_customer``).
 
     ``previous_grades`` (``customer_id``, ``credit_grade``) are the previous quarter's
-    grades, e.g. its own output: computed here when not given.
+    grades, e.g. its own output: computed here when not given. ``earlier_first_purchase``:
+    see :func:`lifecycle_stages`.
     """
     tiers = value_tiers(sales, quarter, settings)
     grades = credit_grades(invoices, payments, quarter, settings)
@@ -329,7 +355,13 @@ def customer_quarter(
         previous_grades = credit_grades(invoices, payments, quarter.previous(), settings)
     unresolved = unresolved_complaints(tickets, quarter, timezone)
     stages = lifecycle_stages(
-        customers["customer_id"], sales, grades, unresolved, quarter, settings
+        customers["customer_id"],
+        sales,
+        grades,
+        unresolved,
+        quarter,
+        settings,
+        earlier_first_purchase,
     )
     out = customers[["customer_id", "region", "industry", "account_manager"]].drop_duplicates(
         "customer_id"

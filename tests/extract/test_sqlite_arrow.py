@@ -170,22 +170,24 @@ def test_missing_column_and_table_name_the_source(tmp_path):
 def test_read_ahead_keeps_order_raises_where_the_reader_failed_and_stops_when_closed():
     import threading
 
+    from pipeline.readahead import read_ahead
+
     def reader(fail_at: int | None):
         for i in range(10):
             if i == fail_at:
                 raise OSError("[SQLite] Type mismatch in column 3")
             yield i
 
-    assert list(sqlite_arrow._read_ahead(reader(None))) == list(range(10))
+    assert list(read_ahead(reader(None))) == list(range(10))
     got = []
     with pytest.raises(OSError, match="column 3"):
-        for i in sqlite_arrow._read_ahead(reader(6)):
+        for i in read_ahead(reader(6)):
             got.append(i)
     assert got == [0, 1, 2, 3, 4, 5]
-    ahead = sqlite_arrow._read_ahead(reader(None), depth=1)
+    ahead = read_ahead(reader(None), depth=1)
     assert next(ahead) == 0
     ahead.close()  # the consumer stops early: the reading thread ends too
-    assert not any(t.name == "sqlite-read-ahead" for t in threading.enumerate())
+    assert not any(t.name == "read-ahead" for t in threading.enumerate())
 
 
 def test_a_column_named_rowid_does_not_hide_the_row_id(tmp_path):

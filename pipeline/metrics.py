@@ -477,8 +477,7 @@ class InputWindow:
         # All six queries start now, each in a thread of its own: the database sorts them
         # side by side, and each stream is read one chunk ahead of the computation.
         self.streams = {
-            name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}")
-            for name in FEEDS
+            name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}") for name in FEEDS
         }
         self.first_purchases = pd.Series(dtype="datetime64[ns]")
         self.unmapped: Counter = Counter()

@@ -64,9 +64,30 @@ class MetricInputs:
     first_purchases: pd.Series | None = None
 
 
-def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | None) -> pd.Series:
+class GoldenIds:
+    """core_customer_xref as one lookup per source system, built once: mapping a chunk
+    costs only its own lookups (the lookup's hash table is kept with it)."""
+
+    def __init__(self, xref: pd.DataFrame):
+        self.by_system = {
+            system: group.set_index("source_record_id")["customer_id"]
+            for system, group in xref.groupby("source_system", sort=False)
+        }
+        for lookup in self.by_system.values():  # hash tables built here, not in the threads
+            _ = lookup.index.is_unique
+
+    def map(self, records: pd.Series, system: str) -> pd.Series:
+        lookup = self.by_system.get(system)
+        if lookup is None:
+            return pd.Series(None, index=records.index, dtype=object)
+        return records.map(lookup).astype(object)
+
+
+def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | GoldenIds | None) -> pd.Series:
     if xref is None:
         return records.astype(object)
+    if isinstance(xref, GoldenIds):
+        return xref.map(records, system)
     lookup = xref[xref["source_system"] == system].set_index("source_record_id")["customer_id"]
     return records.map(lookup).astype(object)
 
@@ -141,7 +162,7 @@ def build_inputs(
 # at 100,000 customers.
 
 
-def _sales(lines: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+def _sales(lines: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     """Order lines (or per-order sums) of non-cancelled orders with the order's
     ``customer_record_id`` and ``order_date``."""
     sales = pd.DataFrame(
@@ -158,7 +179,7 @@ def _sales(lines: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
     return sales
 
 
-def _invoices(inv: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+def _invoices(inv: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "invoice_id": inv["source_record_id"].astype(object),
@@ -180,7 +201,7 @@ def _payments(pay: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _tickets(tk: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+def _tickets(tk: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     tickets = tk.rename(columns={"source_record_id": "ticket_id"})
     return tickets.assign(
         ticket_id=tickets["ticket_id"].astype(object),
@@ -188,11 +209,11 @@ def _tickets(tk: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
     )
 
 
-def _surveys(sv: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+def _surveys(sv: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     return sv.assign(customer_id=_map_ids(sv["customer_record_id"], "service", xref))
 
 
-def _contacts(cl: pd.DataFrame, xref: pd.DataFrame | None) -> pd.DataFrame:
+def _contacts(cl: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     return cl.assign(customer_id=_map_ids(cl["customer_record_id"], "service", xref))
 
 
@@ -381,8 +402,8 @@ def load_inputs(engine: Engine) -> MetricInputs:
 
 ACCOUNTS = ("sales_customers", "service_accounts", "finance_accounts")
 
-# The frames read in time order (invoices before the payments keyed on them): staging
-# table, the column the window slides on. Rows without a time are never in a quarter.
+# The frames read in time order: staging table, the column the window slides on (in the
+# table and the frame). Rows without a time are never in a quarter.
 FEEDS = {
     "sales": ("sales_orders", "order_date"),
     "invoices": ("finance_invoices", "invoice_date"),
@@ -413,6 +434,11 @@ JOIN (SELECT source_record_id, MIN(invoice_date) AS invoice_date
 ORDER BY i.invoice_date
 """
 
+
+# Rows per chunk of a feed. Up to three chunks per feed are held beyond the window (read
+# ahead), so small chunks keep that overhead small: at 10,000 customers a quarter of
+# invoices is about 16,000 rows.
+FEED_CHUNK_ROWS = 50_000
 
 # The feeds sort whole tables: PostgreSQL's default work_mem (4 MB) sorts the orders on
 # disk, twice as slow at 100,000 customers. Six sessions at most use this much each.
@@ -465,23 +491,25 @@ class InputWindow:
     (:func:`load_inputs`).
     """
 
-    def __init__(self, engine: Engine, settings: Settings, chunk_rows: int | None = None):
+    def __init__(self, engine: Engine, settings: Settings, chunk_rows: int = FEED_CHUNK_ROWS):
         self.engine = engine
-        self.chunk_rows = chunk_rows or settings.sources.chunk_rows
+        self.chunk_rows = chunk_rows
         self.back = lookback_quarters(settings)
-        self.xref, core = _read_core(engine)
+        xref, core = _read_core(engine)
         accounts = {} if core is not None else {n: _read_staging(engine, n) for n in ACCOUNTS}
-        self.customers = _customers(accounts, self.xref, core)
+        self.customers = _customers(accounts, xref, core)
+        self.golden = None if xref is None else GoldenIds(xref)
         self.frames: dict[str, pd.DataFrame] = {}
         self.ahead: dict[str, pd.DataFrame] = {}
-        # All six queries start now, each in a thread of its own: the database sorts them
-        # side by side, and each stream is read one chunk ahead of the computation.
-        self.streams = {
-            name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}") for name in FEEDS
-        }
         self.first_purchases = pd.Series(dtype="datetime64[ns]")
         self.unmapped: Counter = Counter()
         self.quarter: Quarter | None = None
+        # Last, as the threads use all of the above. The six queries start now, each in a
+        # thread of its own: the database sorts them side by side, and each stream is read
+        # one chunk ahead of the computation.
+        self.streams = {
+            name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}") for name in FEEDS
+        }
 
     def _sql(self, name: str) -> str:
         if name == "sales":
@@ -508,7 +536,7 @@ class InputWindow:
             self.engine, self._sql(name), self.chunk_rows, pg_settings=SORT_SETTINGS
         ):
             chunk = _as_datetimes(chunk)
-            xref = self.xref
+            xref = self.golden
             if name == "sales":
                 frame = _sales(chunk, xref)
             elif name == "invoices":  # keyed here, once per row, in the reading thread
@@ -526,9 +554,10 @@ class InputWindow:
             yield frame if name == "payments" else _mapped_only(name, frame, self.unmapped)
 
     def _advance(self, name: str, horizon: pd.Timestamp, start: pd.Timestamp) -> None:
-        """Read rows up to ``horizon`` (exclusive); drop those before ``start``."""
-        time = "order_date" if name == "sales" else FEEDS[name][1]
-        parts = [self.frames[name]] if name in self.frames else []
+        """Read rows up to ``horizon`` (exclusive); drop those before ``start``, chunk by
+        chunk (the first quarter's read passes over all older history)."""
+        time = FEEDS[name][1]
+        parts = [self._retire(name, self.frames[name], start)] if name in self.frames else []
         while True:
             chunk = self.ahead.pop(name, None)
             if chunk is None:
@@ -538,24 +567,26 @@ class InputWindow:
             inside = (chunk[time] < horizon).to_numpy()
             if not inside.all():
                 self.ahead[name] = chunk[~inside]
-                parts.append(chunk[inside])
+                parts.append(self._retire(name, chunk[inside], start))
                 break
-            parts.append(chunk)
-        frame = _concat(parts)
-        old = (frame[time] < start).to_numpy()
-        if old.any():
-            keep = ~old
-            if name == "sales":
-                first = frame[old].groupby("customer_id")["order_date"].min()
-                self.first_purchases = (
-                    pd.concat([self.first_purchases, first]).groupby(level=0).min()
-                )
-            elif name == "tickets":  # complaints open at ``start`` may be open at a later end
-                complaint = (frame["category"] == tiers.COMPLAINT_CATEGORY).to_numpy()
-                open_ = (frame["resolved_at"].isna() | (frame["resolved_at"] >= start)).to_numpy()
-                keep |= complaint & open_
-            frame = frame[keep].reset_index(drop=True)
-        self.frames[name] = frame
+            parts.append(self._retire(name, chunk, start))
+        self.frames[name] = _concat(parts)
+
+    def _retire(self, name: str, frame: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+        """``frame`` without its rows before ``start``, folded into what later quarters
+        still need of them: first purchases, and complaints that may still be open."""
+        old = (frame[FEEDS[name][1]] < start).to_numpy()
+        if not old.any():
+            return frame
+        keep = ~old
+        if name == "sales":
+            first = frame[old].groupby("customer_id")["order_date"].min()
+            self.first_purchases = pd.concat([self.first_purchases, first]).groupby(level=0).min()
+        elif name == "tickets":  # a complaint open at ``start`` may be open at a later end
+            complaint = (frame["category"] == tiers.COMPLAINT_CATEGORY).to_numpy()
+            open_ = (frame["resolved_at"].isna() | (frame["resolved_at"] >= start)).to_numpy()
+            keep |= complaint & open_
+        return frame[keep].reset_index(drop=True)
 
     def inputs_for(self, quarter: Quarter) -> MetricInputs:
         """The inputs compute_quarter(quarter) needs, with an empty cache. Quarters must

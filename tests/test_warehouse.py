@@ -310,3 +310,5 @@ def test_read_ahead_closes_the_reader_when_stopped():
     assert next(ahead) == 0
     ahead.close()
     assert closed == [True]  # its connection would be released here
+    read_ahead(reader(), depth=1).close()  # closed before anything was asked of it
+    assert closed == [True, True]

@@ -420,7 +420,18 @@ SELECT o.customer_record_id, o.source_record_id AS order_record_id, o.order_date
 FROM stg_sales_orders o
 JOIN ({ORDER_LINE_TOTALS}) l ON l.order_record_id = o.source_record_id
 WHERE (o.order_status IS NULL OR o.order_status <> 'cancelled') AND o.order_date IS NOT NULL
+  {{floor}}
 ORDER BY o.order_date
+"""
+
+# Each customer record's first order (with lines, not cancelled) before the window's floor.
+FIRST_ORDERS = """
+SELECT o.customer_record_id, MIN(o.order_date) AS order_date
+FROM stg_sales_orders o
+WHERE (o.order_status IS NULL OR o.order_status <> 'cancelled') AND o.order_date IS NOT NULL
+  AND o.order_date < %(floor)s
+  AND EXISTS (SELECT 1 FROM stg_sales_order_lines l WHERE l.order_record_id = o.source_record_id)
+GROUP BY o.customer_record_id
 """
 
 # Payments by the date of their invoice: they enter and leave the window with it.
@@ -431,9 +442,13 @@ FROM stg_finance_payments p
 JOIN (SELECT source_record_id, MIN(invoice_date) AS invoice_date
       FROM stg_finance_invoices WHERE invoice_date IS NOT NULL
       GROUP BY source_record_id) i ON i.source_record_id = p.invoice_record_id
+{floor}
 ORDER BY i.invoice_date
 """
 
+
+# Windows reach two days further either side: *_at columns are UTC, quarters local.
+MARGIN = pd.Timedelta(days=2)
 
 # Rows per chunk of a feed. Up to three chunks per feed are held beyond the window (read
 # ahead), so small chunks keep that overhead small: at 10,000 customers a quarter of
@@ -491,10 +506,24 @@ class InputWindow:
     (:func:`load_inputs`).
     """
 
-    def __init__(self, engine: Engine, settings: Settings, chunk_rows: int = FEED_CHUNK_ROWS):
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        first: Quarter | None = None,
+        chunk_rows: int = FEED_CHUNK_ROWS,
+    ):
         self.engine = engine
         self.chunk_rows = chunk_rows
+        self.first = first
         self.back = lookback_quarters(settings)
+        # Rows older than the first quarter's windows are never read row by row (``first``:
+        # the oldest quarter asked for; without it, all history streams through).
+        self.floors = (
+            {}
+            if first is None
+            else {name: self._start(first, name).strftime("%Y-%m-%d") for name in FEEDS}
+        )
         xref, core = _read_core(engine)
         accounts = {} if core is not None else {n: _read_staging(engine, n) for n in ACCOUNTS}
         self.customers = _customers(accounts, xref, core)
@@ -504,6 +533,7 @@ class InputWindow:
         self.first_purchases = pd.Series(dtype="datetime64[ns]")
         self.unmapped: Counter = Counter()
         self.quarter: Quarter | None = None
+        self._before_floors()
         # Last, as the threads use all of the above. The six queries start now, each in a
         # thread of its own: the database sorts them side by side, and each stream is read
         # one chunk ahead of the computation.
@@ -511,29 +541,73 @@ class InputWindow:
             name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}") for name in FEEDS
         }
 
-    def _sql(self, name: str) -> str:
-        if name == "sales":
-            return SALES_FEED
-        if name == "payments":
-            return PAYMENTS_FEED
-        table, time = f"stg_{FEEDS[name][0]}", FEEDS[name][1]
-        columns = [
+    def _start(self, quarter: Quarter, name: str) -> pd.Timestamp:
+        """The oldest time of feed ``name`` that compute_quarter(quarter) can use."""
+        return pd.Timestamp(quarter.shift(-self.back[name]).start_date) - MARGIN
+
+    def _columns(self, table: str) -> str:
+        return ", ".join(
             f'"{c["name"]}"'
             for c in sa.inspect(self.engine).get_columns(table)
             if c["name"] not in UNUSED_COLUMNS
-        ]
-        return (
-            f'SELECT {", ".join(columns)} FROM "{table}" WHERE "{time}" IS NOT NULL '
+        )
+
+    def _sql(self, name: str) -> tuple[str, dict[str, str]]:
+        """The feed's query and its parameters: rows from the floor on, in time order."""
+        floor = self.floors.get(name)
+        params = {} if floor is None else {"floor": floor}
+        if name == "sales":
+            return SALES_FEED.format(
+                floor="AND o.order_date >= %(floor)s" if params else ""
+            ), params
+        if name == "payments":
+            return PAYMENTS_FEED.format(
+                floor="WHERE i.invoice_date >= %(floor)s" if params else ""
+            ), params
+        table, time = f"stg_{FEEDS[name][0]}", FEEDS[name][1]
+        since = f' AND "{time}" >= %(floor)s' if params else ""
+        sql = (
+            f'SELECT {self._columns(table)} FROM "{table}" WHERE "{time}" IS NOT NULL{since} '
             f'ORDER BY "{time}"'
         )
+        return sql, params
+
+    def _before_floors(self) -> None:
+        """What the quarters need of the history before the floors, as aggregates: each
+        customer's first purchase, and the complaints still open at the floor."""
+        if "sales" in self.floors:
+            first = _as_datetimes(
+                read_query(self.engine, FIRST_ORDERS, {"floor": self.floors["sales"]})
+            )
+            mapped = first.assign(
+                customer_id=_map_ids(first["customer_record_id"], "sales", self.golden)
+            )
+            mapped = mapped[mapped["customer_id"].notna()]
+            self.first_purchases = mapped.groupby("customer_id")["order_date"].min()
+        if "tickets" in self.floors:
+            table = "stg_service_tickets"
+            open_complaints = (
+                f'SELECT {self._columns(table)} FROM "{table}" '
+                "WHERE opened_at IS NOT NULL AND opened_at < %(floor)s AND category = %(category)s "
+                "AND (resolved_at IS NULL OR resolved_at >= %(floor)s)"
+            )
+            found = read_query(
+                self.engine,
+                open_complaints,
+                {"floor": self.floors["tickets"], "category": tiers.COMPLAINT_CATEGORY},
+            )
+            self.frames["tickets"] = _mapped_only(
+                "tickets", _tickets(_as_datetimes(found), self.golden), self.unmapped
+            )
 
     def _stream(self, name: str) -> Iterator[pd.DataFrame]:
         needs = {"sales": ("sales_order_lines",), "payments": ("finance_invoices",)}
         for table in (FEEDS[name][0], *needs.get(name, ())):
             if not table_exists(self.engine, f"stg_{table}"):
                 read_table(self.engine, f"stg_{table}")  # raises "run the stage first"
+        sql, params = self._sql(name)
         for chunk in stream_query(
-            self.engine, self._sql(name), self.chunk_rows, pg_settings=SORT_SETTINGS
+            self.engine, sql, self.chunk_rows, params=params, pg_settings=SORT_SETTINGS
         ):
             chunk = _as_datetimes(chunk)
             xref = self.golden
@@ -591,15 +665,13 @@ class InputWindow:
     def inputs_for(self, quarter: Quarter) -> MetricInputs:
         """The inputs compute_quarter(quarter) needs, with an empty cache. Quarters must
         come oldest first."""
-        if self.quarter is not None and quarter < self.quarter:
-            raise ValueError(f"{quarter} comes before {self.quarter}: quarters go oldest first")
+        earliest = self.quarter or self.first
+        if earliest is not None and quarter < earliest:
+            raise ValueError(f"{quarter} comes before {earliest}: quarters go oldest first")
         self.quarter = quarter
-        # two days' margin either side: *_at columns are UTC, quarters local
-        margin = pd.Timedelta(days=2)
-        horizon = pd.Timestamp(quarter.shift(1).start_date) + margin
+        horizon = pd.Timestamp(quarter.shift(1).start_date) + MARGIN
         for name in FEEDS:
-            start = pd.Timestamp(quarter.shift(-self.back[name]).start_date) - margin
-            self._advance(name, horizon, start)
+            self._advance(name, horizon, self._start(quarter, name))
         return MetricInputs(
             customers=self.customers,
             sales=self.frames["sales"],
@@ -637,14 +709,16 @@ def compute_history(
     done: set[str] = set()
     if not recompute and table_exists(engine, "mart_metrics"):
         done = set(read_table(engine, "mart_metrics", ["quarter"])["quarter"].astype(str))
-    window = InputWindow(engine, settings)
+    todo = [
+        quarter.shift(-offset)
+        for offset in range(quarters - 1, -1, -1)
+        if not offset or str(quarter.shift(-offset)) not in done
+    ]
+    window = InputWindow(engine, settings, first=todo[0])
     cache = QuarterCache()
     written: dict[str, int] = {}
     try:
-        for offset in range(quarters - 1, -1, -1):
-            q = quarter.shift(-offset)
-            if offset and str(q) in done:
-                continue
+        for q in todo:
             frames = compute_quarter(window.inputs_for(q), q, settings, cache)
             written[str(q)] = write_quarter(engine, q, frames)
             log.info("metrics for %s written (%d rows)", q, written[str(q)])

@@ -290,12 +290,16 @@ def _with_old_history(stg: dict[str, pd.DataFrame], xref: pd.DataFrame) -> dict[
     return stg, buyer
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend) -> None:
+@pytest.mark.parametrize(
+    ("backend", "floors"),
+    [("sqlite", True), ("sqlite", False), ("postgresql", True), ("postgresql", False)],
+)
+def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend, floors) -> None:
     """compute_history holds only a window of history per quarter (read in small chunks
     here, so windows start and end inside chunks); every output frame of every trend
     quarter equals the one computed over all of history in memory, including a customer
-    whose only purchase and complaints older than every window."""
+    whose only purchase and complaints older than every window. With floors (the oldest
+    quarter known), older history is read as SQL aggregates; without, it streams by."""
     import uuid
 
     settings, stg, truth = demo
@@ -327,7 +331,8 @@ def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend
         replace_table(engine, "core_customers", core)
 
         everything = metrics.load_inputs(engine)
-        window = metrics.InputWindow(engine, settings, chunk_rows=257)
+        first = Q3.shift(-7) if floors else None
+        window = metrics.InputWindow(engine, settings, first=first, chunk_rows=257)
         full_cache, window_cache = metrics.QuarterCache(), metrics.QuarterCache()
         try:
             for q in (Q3.shift(-i) for i in range(7, -1, -1)):

@@ -450,11 +450,6 @@ ORDER BY i.invoice_date
 # Windows reach two days further either side: *_at columns are UTC, quarters local.
 MARGIN = pd.Timedelta(days=2)
 
-# Rows per chunk of a feed. Up to three chunks per feed are held beyond the window (read
-# ahead), so small chunks keep that overhead small: at 10,000 customers a quarter of
-# invoices is about 16,000 rows.
-FEED_CHUNK_ROWS = 50_000
-
 # The feeds sort whole tables: PostgreSQL's default work_mem (4 MB) sorts the orders on
 # disk, twice as slow at 100,000 customers. Six sessions at most use this much each.
 SORT_SETTINGS = {"work_mem": "64MB"}
@@ -499,11 +494,12 @@ class InputWindow:
     invoices, 6 of orders, 4 of tickets with the default settings), not the length of
     history.
 
-    Each input is one query in time order, read ``chunk_rows`` rows at a time. Rows
-    leaving the window are folded into what later quarters still need from them: each
-    customer's first purchase (lifecycle), and complaints still open (kept). Every
+    Each input is one query in time order from the first quarter's window on, read
+    ``chunk_rows`` rows at a time (``sources.chunk_rows``). What the quarters need of
+    older history comes as aggregates: each customer's first purchase (lifecycle) and the
+    complaints still open. Rows leaving the window later are folded in the same way. Every
     computation filters its own window, so the results equal those over all of history
-    (:func:`load_inputs`).
+    (:func:`load_inputs`); memory is the windows plus up to three chunks per input.
     """
 
     def __init__(
@@ -511,10 +507,10 @@ class InputWindow:
         engine: Engine,
         settings: Settings,
         first: Quarter | None = None,
-        chunk_rows: int = FEED_CHUNK_ROWS,
+        chunk_rows: int | None = None,
     ):
         self.engine = engine
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows or settings.sources.chunk_rows
         self.first = first
         self.back = lookback_quarters(settings)
         # Rows older than the first quarter's windows are never read row by row (``first``:

@@ -12,6 +12,10 @@ for each computed quarter, the partitions ``quarter=<q>`` of:
 
 Before the resolution stage has run, each source record counts as its own customer
 (a warning is logged).
+
+The stage reads its inputs through :class:`InputWindow`: each input once, in time order,
+holding only the quarters the rules look back on, so memory does not grow with the length
+of history. :func:`load_inputs` reads all of history at once (for checks and tools).
 """
 
 from __future__ import annotations

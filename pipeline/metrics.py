@@ -405,6 +405,15 @@ def load_inputs(engine: Engine) -> MetricInputs:
 
 
 ACCOUNTS = ("sales_customers", "service_accounts", "finance_accounts")
+FEED_TABLES = (
+    "sales_orders",
+    "sales_order_lines",
+    "finance_invoices",
+    "finance_payments",
+    "service_tickets",
+    "service_surveys",
+    "service_contact_log",
+)
 
 # The frames read in time order: staging table, the column the window slides on (in the
 # table and the frame). Rows without a time are never in a quarter.
@@ -533,6 +542,9 @@ class InputWindow:
         self.first_purchases = pd.Series(dtype="datetime64[ns]")
         self.unmapped: Counter = Counter()
         self.quarter: Quarter | None = None
+        for table in FEED_TABLES:
+            if not table_exists(engine, f"stg_{table}"):
+                read_table(engine, f"stg_{table}")  # raises "run the stage first"
         self._before_floors()
         # Last, as the threads use all of the above. The six queries start now, each in a
         # thread of its own: the database sorts them side by side, and each stream is read
@@ -575,36 +587,33 @@ class InputWindow:
     def _before_floors(self) -> None:
         """What the quarters need of the history before the floors, as aggregates: each
         customer's first purchase, and the complaints still open at the floor."""
-        if "sales" in self.floors:
-            first = _as_datetimes(
-                read_query(self.engine, FIRST_ORDERS, {"floor": self.floors["sales"]})
-            )
-            mapped = first.assign(
-                customer_id=_map_ids(first["customer_record_id"], "sales", self.golden)
-            )
-            mapped = mapped[mapped["customer_id"].notna()]
-            self.first_purchases = mapped.groupby("customer_id")["order_date"].min()
-        if "tickets" in self.floors:
-            table = "stg_service_tickets"
-            open_complaints = (
-                f'SELECT {self._columns(table)} FROM "{table}" '
-                "WHERE opened_at IS NOT NULL AND opened_at < %(floor)s AND category = %(category)s "
-                "AND (resolved_at IS NULL OR resolved_at >= %(floor)s)"
-            )
-            found = read_query(
-                self.engine,
-                open_complaints,
-                {"floor": self.floors["tickets"], "category": tiers.COMPLAINT_CATEGORY},
-            )
-            self.frames["tickets"] = _mapped_only(
-                "tickets", _tickets(_as_datetimes(found), self.golden), self.unmapped
-            )
+        if not self.floors:
+            return
+        first = _as_datetimes(
+            read_query(self.engine, FIRST_ORDERS, {"floor": self.floors["sales"]})
+        )
+        first = first.assign(
+            customer_id=_map_ids(first["customer_record_id"], "sales", self.golden)
+        )
+        self.first_purchases = (
+            first[first["customer_id"].notna()].groupby("customer_id")["order_date"].min()
+        )
+        table = "stg_service_tickets"
+        open_complaints = (
+            f'SELECT {self._columns(table)} FROM "{table}" '
+            "WHERE opened_at IS NOT NULL AND opened_at < %(floor)s AND category = %(category)s "
+            "AND (resolved_at IS NULL OR resolved_at >= %(floor)s)"
+        )
+        found = read_query(
+            self.engine,
+            open_complaints,
+            {"floor": self.floors["tickets"], "category": tiers.COMPLAINT_CATEGORY},
+        )
+        self.frames["tickets"] = _mapped_only(
+            "tickets", _tickets(_as_datetimes(found), self.golden), self.unmapped
+        )
 
     def _stream(self, name: str) -> Iterator[pd.DataFrame]:
-        needs = {"sales": ("sales_order_lines",), "payments": ("finance_invoices",)}
-        for table in (FEEDS[name][0], *needs.get(name, ())):
-            if not table_exists(self.engine, f"stg_{table}"):
-                read_table(self.engine, f"stg_{table}")  # raises "run the stage first"
         sql, params = self._sql(name)
         for chunk in stream_query(
             self.engine, sql, self.chunk_rows, params=params, pg_settings=SORT_SETTINGS

@@ -512,23 +512,12 @@ def stream_query(
                 for name, value in (pg_settings or {}).items():
                     cur.execute(f"SET {name} = '{value}'")
                 cur.execute(sql)
-                pending: list[Any] = []
-                rows, sent = 0, False
-                for batch in cur.fetch_record_batch():
-                    pending.append(batch)
-                    rows += batch.num_rows
-                    while rows >= chunk_rows:
-                        table = pa.Table.from_batches(pending)
-                        yield _arrow_frame(table.slice(0, chunk_rows), described)
-                        rest = table.slice(chunk_rows)
-                        pending, rows, sent = rest.to_batches(), rest.num_rows, True
-                if rows or not sent:
-                    table = (
-                        pa.Table.from_batches(pending)
-                        if pending
-                        else pa.table({name: pa.array([], pa.null()) for name, _ in described})
-                    )
+                sent = False
+                for table in _rebatched(cur.fetch_record_batch(), chunk_rows):
+                    sent = True
                     yield _arrow_frame(table, described)
+                if not sent:
+                    yield _arrow_frame(pa.table({}), described)
             return
     named = sa.text(_PARAMETER.sub(r":\1", sql))
     with engine.connect().execution_options(stream_results=True) as conn:
@@ -636,23 +625,32 @@ def stream_text_rows(
 
     def chunks() -> Generator[np.ndarray, None, None]:
         try:
-            pending: list[pa.RecordBatch] = []
-            rows = 0
-            for batch in reader:
-                pending.append(batch)
-                rows += batch.num_rows
-                while rows >= chunk_rows:
-                    table = pa.Table.from_batches(pending)
-                    yield _object_block(table.slice(0, chunk_rows), kept)
-                    rest = table.slice(chunk_rows)
-                    pending, rows = rest.to_batches(), rest.num_rows
-            if rows:
-                yield _object_block(pa.Table.from_batches(pending), kept)
+            for table in _rebatched(reader, chunk_rows):
+                yield _object_block(table, kept)
         finally:
             cursor.close()
             connection.close()
 
     return kept, chunks()
+
+
+def _rebatched(batches: Iterable[Any], chunk_rows: int) -> Generator[Any, None, None]:
+    """Arrow record batches as tables of ``chunk_rows`` rows (the last one shorter; none
+    when there are no rows)."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_rows)
+            rest = table.slice(chunk_rows)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
 
 
 def _text(kind: Any) -> bool:

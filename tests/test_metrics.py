@@ -72,6 +72,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     return settings, stg, truth
 
 
+def _write_core(engine: sa.Engine, stg: dict[str, pd.DataFrame], xref: pd.DataFrame) -> None:
+    """core_customer_xref from the generator's truth, core_customers from the sales records."""
+    replace_table(engine, "core_customer_xref", xref)
+    sales_rows = stg["sales_customers"].merge(
+        xref[xref["source_system"] == "sales"], on="source_record_id"
+    )
+    core = (
+        sales_rows[["customer_id", "province", "industry", "account_manager"]]
+        .drop_duplicates("customer_id")
+        .merge(xref[["customer_id"]].drop_duplicates(), how="right")
+    )
+    replace_table(engine, "core_customers", core)
+
+
 def _warehouse(demo, tmp_path, with_core: bool):
     settings, stg, truth = demo
     settings = settings.model_copy(update={"warehouse_url": f"sqlite:///{tmp_path}/wh.db"})
@@ -79,17 +93,7 @@ def _warehouse(demo, tmp_path, with_core: bool):
     for name, frame in stg.items():
         replace_table(engine, f"stg_{name}", frame)
     if with_core:
-        xref = truth.rename(columns={"entity_id": "customer_id"})
-        replace_table(engine, "core_customer_xref", xref)
-        sales_rows = stg["sales_customers"].merge(
-            xref[xref["source_system"] == "sales"], on="source_record_id"
-        )
-        core = (
-            sales_rows[["customer_id", "province", "industry", "account_manager"]]
-            .drop_duplicates("customer_id")
-            .merge(xref[["customer_id"]].drop_duplicates(), how="right")
-        )
-        replace_table(engine, "core_customers", core)
+        _write_core(engine, stg, truth.rename(columns={"entity_id": "customer_id"}))
     ctx = StageContext(settings, engine, Q3, "b1", datetime(2026, 11, 23))
     return ctx
 
@@ -319,16 +323,7 @@ def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend
         settings = settings.model_copy(update={"warehouse_url": url})
         for name, frame in stg.items():
             replace_table(engine, f"stg_{name}", frame)
-        replace_table(engine, "core_customer_xref", xref)
-        customers = stg["sales_customers"].merge(
-            xref[xref["source_system"] == "sales"], on="source_record_id"
-        )
-        core = (
-            customers[["customer_id", "province", "industry", "account_manager"]]
-            .drop_duplicates("customer_id")
-            .merge(xref[["customer_id"]].drop_duplicates(), how="right")
-        )
-        replace_table(engine, "core_customers", core)
+        _write_core(engine, stg, xref)
 
         everything = metrics.load_inputs(engine)
         first = Q3.shift(-7) if floors else None

@@ -460,6 +460,15 @@ ORDER BY i.invoice_date
 """
 
 
+# The builder of each feed's frame (payments have no customer of their own)
+BUILDERS = {
+    "sales": _sales,
+    "invoices": _invoices,
+    "tickets": _tickets,
+    "surveys": _surveys,
+    "contacts": _contacts,
+}
+
 # Windows reach two days further either side: *_at columns are UTC, quarters local.
 MARGIN = pd.Timedelta(days=2)
 
@@ -614,27 +623,19 @@ class InputWindow:
         )
 
     def _stream(self, name: str) -> Iterator[pd.DataFrame]:
+        """The feed's chunks built as the input frames (run in the feed's thread)."""
         sql, params = self._sql(name)
         for chunk in stream_query(
             self.engine, sql, self.chunk_rows, params=params, pg_settings=SORT_SETTINGS
         ):
             chunk = _as_datetimes(chunk)
-            xref = self.golden
-            if name == "sales":
-                frame = _sales(chunk, xref)
-            elif name == "invoices":  # keyed here, once per row, in the reading thread
-                frame = _invoices(chunk, xref)
-                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
-            elif name == "payments":
+            if name == "payments":
                 frame = _payments(chunk).assign(window_date=chunk["window_date"])
-                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
-            elif name == "tickets":
-                frame = _tickets(chunk, xref)
-            elif name == "surveys":
-                frame = _surveys(chunk, xref)
             else:
-                frame = _contacts(chunk, xref)
-            yield frame if name == "payments" else _mapped_only(name, frame, self.unmapped)
+                frame = _mapped_only(name, BUILDERS[name](chunk, self.golden), self.unmapped)
+            if name in ("invoices", "payments"):  # keyed once per row, here
+                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
+            yield frame
 
     def _advance(self, name: str, horizon: pd.Timestamp, start: pd.Timestamp) -> None:
         """Read rows up to ``horizon`` (exclusive); drop those before ``start``, chunk by

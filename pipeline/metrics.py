@@ -443,19 +443,23 @@ SELECT o.customer_record_id, MIN(o.order_date) AS order_date
 FROM stg_sales_orders o
 WHERE (o.order_status IS NULL OR o.order_status <> 'cancelled') AND o.order_date IS NOT NULL
   AND o.order_date < %(floor)s
-  AND EXISTS (SELECT 1 FROM stg_sales_order_lines l WHERE l.order_record_id = o.source_record_id)
+  AND o.source_record_id IN (SELECT order_record_id FROM stg_sales_order_lines)
 GROUP BY o.customer_record_id
 """
+
+# Below, CROSS JOIN ... WHERE is an inner join. SQLite then keeps the payments outside and
+# indexes the subquery, instead of scanning the payments once per invoice (a minute
+# instead of 0.05 s on the demo). PostgreSQL plans it as the same hash join.
 
 # Payments by the date of their invoice: they enter and leave the window with it.
 # Payments of invoices not staged can match nothing and are left out.
 PAYMENTS_FEED = """
 SELECT p.invoice_record_id, p.paid_date, p.amount_cny, i.invoice_date AS window_date
 FROM stg_finance_payments p
-JOIN (SELECT source_record_id, MIN(invoice_date) AS invoice_date
-      FROM stg_finance_invoices WHERE invoice_date IS NOT NULL
-      GROUP BY source_record_id) i ON i.source_record_id = p.invoice_record_id
-{floor}
+CROSS JOIN (SELECT source_record_id, MIN(invoice_date) AS invoice_date
+            FROM stg_finance_invoices WHERE invoice_date IS NOT NULL
+            GROUP BY source_record_id) i
+WHERE i.source_record_id = p.invoice_record_id {floor}
 ORDER BY i.invoice_date
 """
 
@@ -583,7 +587,7 @@ class InputWindow:
             ), params
         if name == "payments":
             return PAYMENTS_FEED.format(
-                floor="WHERE i.invoice_date >= %(floor)s" if params else ""
+                floor="AND i.invoice_date >= %(floor)s" if params else ""
             ), params
         table, time = f"stg_{FEEDS[name][0]}", FEEDS[name][1]
         since = f' AND "{time}" >= %(floor)s' if params else ""

@@ -434,18 +434,11 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
     as floats, booleans with NULLs and columns of only NULLs as objects, NUMERIC as floats).
     None when a column's type is not one this path knows; the caller then uses the driver."""
     import adbc_driver_postgresql.dbapi as adbc
-    from psycopg import sql as pgsql
 
-    driver = conn.connection.driver_connection
-    if params:  # inlined as literals, quoted by psycopg (ADBC binds differently)
-        sql = _PARAMETER.sub(lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql)
-    with driver.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
-        described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
-    names = [name for name, _ in described]
-    if any(kind is None for _, kind in described) or len(set(names)) != len(names):
+    sql, described = _arrow_plan(conn, sql, params)
+    if described is None:
         return None
-    uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    uri = _adbc_uri(conn.engine)
     key = (os.getpid(), uri)
     reader = _ADBC_CONNECTIONS.get(key)
     if reader is None:
@@ -456,6 +449,30 @@ def _read_arrow(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFr
         cursor.execute(sql)
         table = cursor.fetch_arrow_table()
     return _arrow_frame(table, described)
+
+
+def _adbc_uri(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _arrow_plan(
+    conn: Connection, sql: str, params: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]] | None]:
+    """``sql`` with its parameters inlined as literals, quoted by psycopg (ADBC binds
+    differently), and its columns with the Arrow type each is read as: None when a
+    column's type is not one the Arrow path knows, or two columns share a name."""
+    from psycopg import sql as pgsql
+
+    driver = conn.connection.driver_connection
+    if params:
+        sql = _PARAMETER.sub(lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql)
+    with driver.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+        described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
+    names = [name for name, _ in described]
+    if any(kind is None for _, kind in described) or len(set(names)) != len(names):
+        return sql, None
+    return sql, described
 
 
 def _arrow_frame(table: Any, described: list[tuple[str, str]]) -> pd.DataFrame:
@@ -495,23 +512,17 @@ def stream_query(
 
     if engine.dialect.name == "postgresql":
         import adbc_driver_postgresql.dbapi as adbc
-        from psycopg import sql as pgsql
 
         with engine.connect() as conn:
-            driver = conn.connection.driver_connection
-            if params:
-                sql = _PARAMETER.sub(
-                    lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql
-                )
-            with driver.cursor() as cursor:
-                cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
-                described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
-        if all(kind is not None for _, kind in described):
-            uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            with adbc.connect(uri, autocommit=True) as connection, connection.cursor() as cur:
+            inlined, described = _arrow_plan(conn, sql, params or {})
+        if described is not None:
+            with (
+                adbc.connect(_adbc_uri(engine), autocommit=True) as connection,
+                connection.cursor() as cur,
+            ):
                 for name, value in (pg_settings or {}).items():
                     cur.execute(f"SET {name} = '{value}'")
-                cur.execute(sql)
+                cur.execute(inlined)
                 sent = False
                 for table in _rebatched(cur.fetch_record_batch(), chunk_rows):
                     sent = True
@@ -607,7 +618,7 @@ def stream_text_rows(
     import adbc_driver_postgresql.dbapi as adbc
     import pyarrow as pa
 
-    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    uri = _adbc_uri(engine)
     connection = adbc.connect(uri, autocommit=True)
     try:
         cursor = connection.cursor()

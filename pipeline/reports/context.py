@@ -553,9 +553,12 @@ def _generic_table(
     limit_columns: int = 7,
     max_rows: int | None = None,
     leave_out: tuple[str, ...] = (),
+    language: str | None = None,
 ) -> dict[str, Any]:
     """Any evidence table as header + masked string cells (columns kept as the producer names
-    them), at most ``max_rows`` rows; ``total`` says how many there are in all."""
+    them), at most ``max_rows`` rows; ``total`` says how many there are in all. With a
+    ``language``, the rows shown have their match codes and evidence in it
+    (:func:`_localised_matches`)."""
     if df is None or df.empty:
         return {"columns": [], "rows": [], "total": 0}
     columns = [c for c in df.columns if c not in _HIDDEN_COLUMNS and c not in leave_out]
@@ -563,6 +566,8 @@ def _generic_table(
     frame = df[columns].sort_values(columns[: min(3, len(columns))], kind="stable")
     if max_rows is not None:
         frame = frame.head(max_rows)
+    if language is not None:
+        frame = _localised_matches(frame, language)
     rows = [[_cell(v) for v in record] for record in frame.itertuples(index=False)]
     return {"columns": columns, "rows": rows, "total": len(df)}
 
@@ -612,11 +617,10 @@ def localise_match_text(text: Any, language: str) -> Any:
     return text
 
 
-def _localised_matches(df: pd.DataFrame | None, language: str) -> pd.DataFrame | None:
-    """The merge or review table with its codes and evidence in the report language (the
-    attached CSV files keep the warehouse's codes: ``id_l,id_r`` rows feed decisions back)."""
-    if df is None or df.empty:
-        return df
+def _localised_matches(df: pd.DataFrame, language: str) -> pd.DataFrame:
+    """Rows of the merge or review table with their codes and evidence in the report
+    language (the attached CSV files keep the warehouse's codes: ``id_l,id_r`` rows feed
+    decisions back)."""
     out = df.copy()
     if "event_type" in out.columns:
         t = translator(language)
@@ -837,7 +841,7 @@ def build_archive_context(
                 add("tier_change", "info", r["customer_id"], owner, detail=text)
 
     review = _generic_table(
-        _localised_matches(match_review, language), max_rows=settings.reports.pdf_section_max_rows
+        match_review, max_rows=settings.reports.pdf_section_max_rows, language=language
     )
     if match_review is not None and not match_review.empty:
         add_rows = match_review.shape[0]
@@ -851,9 +855,10 @@ def build_archive_context(
             add("review_pair", "warning", "", archive_owner, detail=" ↔ ".join(ids))
     # the long evidence text is in the attached CSV; the PDF keeps what agreed and how strongly
     merges = _generic_table(
-        _localised_matches(resolution_events, language),
+        resolution_events,
         max_rows=settings.reports.pdf_section_max_rows,
         leave_out=("evidence",),
+        language=language,
     )
 
     for i, item in enumerate(items, start=1):

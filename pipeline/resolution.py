@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.memo import Memo
 from pipeline.settings import ResolutionSettings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform.resolve import (
@@ -28,7 +29,7 @@ from pipeline.transform.resolve import (
     pair_evidence,
     score_pairs,
 )
-from pipeline.transform.standardize import standardize_customers
+from pipeline.transform.standardize import customer_memos, standardize_customers
 from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,11 @@ def resolve_customers(
     decisions: pd.DataFrame | None,
     quarter: str,
     phone_region: str = "CN",
+    memos: dict[str, Memo] | None = None,
 ) -> Resolution:
-    """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``."""
-    standardized = standardize_customers(records, phone_region)
+    """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``.
+    ``memos``: :func:`customer_memos` for the standardization."""
+    standardized = standardize_customers(records, phone_region, memos)
     log.info("standardized %s records", len(standardized))
     scored = score_pairs(
         standardized, threshold=min(settings.review_lower, settings.match_threshold)
@@ -532,14 +535,13 @@ def run(ctx: StageContext) -> StageResult:
     )
     decisions = load_decisions(ctx.engine, ctx.settings.resolution.decisions_file)
     quarter = str(ctx.quarter)
+    phone_region = ctx.settings.validation.phone_region
+    memos = customer_memos(ctx.engine, phone_region)
     result = resolve_customers(
-        records,
-        ctx.settings.resolution,
-        previous,
-        decisions,
-        quarter,
-        ctx.settings.validation.phone_region,
+        records, ctx.settings.resolution, previous, decisions, quarter, phone_region, memos
     )
+    for memo in memos.values():
+        memo.save()
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)
     replace_table(ctx.engine, "core_customers", result.customers)

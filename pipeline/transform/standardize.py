@@ -1,22 +1,28 @@
 """Pure standardization of customer attributes for matching and golden records.
 
 Every function here takes plain values (or a DataFrame) and returns new values; nothing
-touches the outside world. Grain of :func:`standardize_customers`: one row per source
+touches the outside world except the memos (:func:`customer_memos`), which remember the
+slow parts' results in the warehouse. Grain of :func:`standardize_customers`: one row per source
 customer record in, one row per source customer record out.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import unicodedata
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TypeVar
 
 import pandas as pd
 import phonenumbers
+from sqlalchemy.engine import Engine
 from stdnum.cn import uscc as stdnum_uscc
+
+from pipeline.memo import Memo, code_version
 
 T = TypeVar("T")
 
@@ -597,7 +603,7 @@ def _map_unique(values: pd.Series, function: Callable[[object], T]) -> list[T]:
     """``function`` applied to each distinct value once (exports repeat values a lot)."""
     cache: dict[object, T] = {}
     out = []
-    for value in values:
+    for value in values.to_numpy(dtype=object):
         key = None if not isinstance(value, str) else value
         if key not in cache:
             cache[key] = function(key)
@@ -605,32 +611,69 @@ def _map_unique(values: pd.Series, function: Callable[[object], T]) -> list[T]:
     return out
 
 
-def standardize_customers(df: pd.DataFrame, phone_region: str = "CN") -> pd.DataFrame:
+def _fields_json(parts: CompanyName | Address) -> str:
+    return json.dumps(astuple(parts), ensure_ascii=False)
+
+
+def customer_memos(engine: Engine | None, phone_region: str = "CN") -> dict[str, Memo]:
+    """The slow parts of :func:`standardize_customers` (company names, USCCs, phones and
+    addresses), remembered in the warehouse (``engine``) by column: the customer files
+    change little between runs, so most values are looked up, not parsed again."""
+    version = code_version(sys.modules[__name__], ["phonenumbers", "python-stdnum"])
+    return {
+        "customer_name": Memo(
+            engine,
+            "company_name",
+            version,
+            split_company_name,
+            encode=_fields_json,
+            decode=lambda text: CompanyName(*json.loads(text)),
+        ),
+        "uscc": Memo(engine, "uscc", version, standardize_uscc),
+        "phone": Memo(
+            engine, f"phone {phone_region}", version, lambda v: standardize_phone(v, phone_region)
+        ),
+        "address": Memo(
+            engine,
+            "address",
+            version,
+            split_address,
+            encode=_fields_json,
+            decode=lambda text: Address(*json.loads(text)),
+        ),
+    }
+
+
+def standardize_customers(
+    df: pd.DataFrame, phone_region: str = "CN", memos: dict[str, Memo] | None = None
+) -> pd.DataFrame:
     """Add standardized matching columns to customer records; one row per source record.
 
     Reads ``customer_name, uscc, phone, email, address`` and optional ``province, city``;
     returns a copy with ``name_core, name_legal_form, name_branch, name_region, uscc_valid,
     phone_e164, phone_number (E.164 without extension), email_std, email_domain,
-    address_std, province_std, city_std``.
+    address_std, province_std, city_std``. ``memos`` (:func:`customer_memos` of the same
+    region) are used and added to; without them each distinct value is computed once.
     """
     out = df.copy()
     for column in ("customer_name", "uscc", "phone", "email", "address", "province", "city"):
         if column not in out.columns:
             out[column] = None
-    names = _map_unique(out["customer_name"], split_company_name)
+    memos = memos if memos is not None else customer_memos(None, phone_region)
+    names = memos["customer_name"].map(out["customer_name"].to_numpy(dtype=object))
     out["name_core"] = [n.core for n in names]
     out["name_legal_form"] = [n.legal_form for n in names]
     out["name_branch"] = [n.branch for n in names]
     out["name_region"] = [n.region for n in names]
-    out["uscc_valid"] = _map_unique(out["uscc"], standardize_uscc)
-    phones = _map_unique(out["phone"], lambda v: standardize_phone(v, phone_region))
+    out["uscc_valid"] = memos["uscc"].map(out["uscc"].to_numpy(dtype=object))
+    phones = memos["phone"].map(out["phone"].to_numpy(dtype=object))
     out["phone_e164"] = phones
     out["phone_number"] = [p.split(";")[0] if isinstance(p, str) else None for p in phones]
     out["email_std"] = _map_unique(out["email"], standardize_email)
     out["email_domain"] = [
         e.split("@", 1)[1] if isinstance(e, str) else None for e in out["email_std"]
     ]
-    addresses = _map_unique(out["address"], split_address)
+    addresses = memos["address"].map(out["address"].to_numpy(dtype=object))
     out["address_std"] = [a.rest for a in addresses]
     province = _map_unique(out["province"], normalize_region)
     city = _map_unique(out["city"], normalize_region)

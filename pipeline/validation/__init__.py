@@ -42,7 +42,7 @@ from pipeline.stages import StageContext, StageResult
 from pipeline.transform.staging import cast_column, stage_frame, text_values
 from pipeline.validation.checks import SuiteRunner
 from pipeline.validation.docs import write_docs
-from pipeline.validation.findings import customer_findings
+from pipeline.validation.findings import customer_findings, phone_memo
 from pipeline.validation.quarantine import QUARANTINE_COLUMNS, split_rows
 from pipeline.validation.rules import (
     CARRIED_VALUES,
@@ -799,6 +799,7 @@ def run(ctx: StageContext) -> StageResult:
                 and findings_inputs.keys() >= FINDINGS_INPUTS.keys()
                 and not blocked & set(FINDINGS_INPUTS)
             ):
+                phones = phone_memo(ctx.engine, settings.phone_region)
                 finding = findings_pool.submit(
                     customer_findings,
                     findings_inputs["sales_customers"],
@@ -808,6 +809,7 @@ def run(ctx: StageContext) -> StageResult:
                     as_of=ctx.extracted_at,
                     stale_after_days=settings.stale_after_days,
                     phone_region=settings.phone_region,
+                    phones=phones,
                 )
         findings = pd.DataFrame() if finding is None else finding.result()
     order = list(DATASETS)  # the workers finish in any order; reports list datasets in this
@@ -815,6 +817,7 @@ def run(ctx: StageContext) -> StageResult:
     errors.sort(key=lambda e: min((order.index(n) for n in e.datasets if n in order), default=0))
     blocked = {name for e in errors for name in e.datasets}
     if finding is not None:
+        phones.save()
         warehouse.replace_partition(
             ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
         )

@@ -8,13 +8,16 @@ problem, never the personal value (names, phones and emails stay out of the repo
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import phonenumbers
+from sqlalchemy.engine import Engine
 from stdnum.cn import uscc as stdnum_uscc
 
+from pipeline.memo import Memo, code_version
 from pipeline.quarters import Quarter
 from pipeline.stages import StageContext, StageResult
 
@@ -55,12 +58,29 @@ def is_valid_uscc(value: str | None) -> bool:
     return value is not None and bool(stdnum_uscc.is_valid(value))
 
 
-def valid_phones(phones: pd.Series, region: str = "CN") -> pd.Series:
+def phone_memo(engine: Engine | None, region: str = "CN") -> Memo[bool]:
+    """:func:`is_valid_phone` for ``region``, remembered in the warehouse (``engine``) so
+    that each number is parsed once, not once per run: parsing is most of the findings'
+    time. Without an engine each distinct number is parsed once per call."""
+    return Memo(
+        engine,
+        f"valid_phone {region}",
+        code_version(sys.modules[__name__], ["phonenumbers"]),
+        lambda value: is_valid_phone(value, region),
+        encode=lambda valid: "1" if valid else "0",
+        decode=lambda text: text == "1",
+    )
+
+
+def valid_phones(
+    phones: pd.Series, region: str = "CN", memo: Memo[bool] | None = None
+) -> pd.Series:
     """:func:`is_valid_phone` of each value, each distinct number checked once (shared office
-    lines repeat; parsing is most of the findings' time)."""
-    codes, uniques = pd.factorize(phones.to_numpy(dtype=object), use_na_sentinel=True)
-    valid = np.array([is_valid_phone(v, region) for v in uniques] + [False], dtype=bool)
-    return pd.Series(valid[codes], index=phones.index)
+    lines repeat), or looked up in ``memo`` (:func:`phone_memo` of the same region)."""
+    memo = memo if memo is not None else phone_memo(None, region)
+    return pd.Series(
+        np.array(memo.map(phones.to_numpy(dtype=object)), dtype=bool), index=phones.index
+    )
 
 
 def is_valid_phone(value: str | None, region: str = "CN") -> bool:
@@ -148,12 +168,15 @@ def customer_findings(
     as_of: datetime,
     stale_after_days: int = 92,
     phone_region: str = "CN",
+    phones: Memo[bool] | None = None,
 ) -> pd.DataFrame:
     """Findings on valid staged rows of sales_customers, sales_contacts and service_contact_log.
 
     A file is stale when ``updated_at`` is more than ``stale_after_days`` before ``as_of``
-    (the extraction time of the batch, i.e. the day of the review).
+    (the extraction time of the batch, i.e. the day of the review). ``phones``: the
+    remembered phone checks (:func:`phone_memo` of ``phone_region``) to use and add to.
     """
+    phones = phones if phones is not None else phone_memo(None, phone_region)
     parts: list[pd.DataFrame] = []
     cust = customers.assign(_customer=customers["source_record_id"])
     sales = {"dataset": "sales_customers", "system": "sales"}
@@ -175,7 +198,7 @@ def customer_findings(
         )
     )
     phone_present = _present(cust["phone"])
-    phone_ok = valid_phones(cust["phone"], phone_region)
+    phone_ok = valid_phones(cust["phone"], phone_region, phones)
     parts.append(
         _rows(
             cust,
@@ -253,7 +276,7 @@ def customer_findings(
     people = {"dataset": "sales_contacts", "system": "sales"}
     for field in ("mobile_phone", "office_phone"):
         present = _present(cont[field])
-        ok = valid_phones(cont[field], phone_region)
+        ok = valid_phones(cont[field], phone_region, phones)
         parts.append(
             _rows(
                 cont,
@@ -327,6 +350,7 @@ def findings_for_quarter(
     as_of: datetime,
     stale_after_days: int = 92,
     phone_region: str = "CN",
+    phones: Memo[bool] | None = None,
 ) -> pd.DataFrame:
     """The archive review of ``quarter``: findings on the files as known at the quarter's end.
 
@@ -348,6 +372,7 @@ def findings_for_quarter(
         as_of=review_at.to_pydatetime(),
         stale_after_days=stale_after_days,
         phone_region=phone_region,
+        phones=phones,
     )
 
 
@@ -367,6 +392,7 @@ def run_quality_findings(ctx: StageContext) -> StageResult:
                 f"quality_findings for {ctx.quarter} needs {table}: run the ingest (validate) first"
             )
         staged[name] = warehouse.read_table(ctx.engine, table)
+    phones = phone_memo(ctx.engine, ctx.settings.validation.phone_region)
     findings = findings_for_quarter(
         staged["sales_customers"],
         staged["sales_contacts"],
@@ -376,7 +402,9 @@ def run_quality_findings(ctx: StageContext) -> StageResult:
         ctx.extracted_at,
         stale_after_days=ctx.settings.validation.stale_after_days,
         phone_region=ctx.settings.validation.phone_region,
+        phones=phones,
     )
+    phones.save()
     warehouse.replace_partition(
         ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
     )

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+from datetime import date, datetime
 
+import numpy as np
 import pandas as pd
 
 from pipeline.reports.render import translator
+
+# Workbook properties fixed, so that the same worklist gives the same bytes.
+_CREATED = datetime(2000, 1, 1)
 
 
 def localised_headers(worklist: pd.DataFrame, language: str) -> pd.DataFrame:
@@ -14,7 +19,9 @@ def localised_headers(worklist: pd.DataFrame, language: str) -> pd.DataFrame:
     (one row per action item); ``code`` keeps the finding code to filter on."""
     t = translator(language)
     labels = {
-        column: worklist[column].map(lambda v, c=column: t(f"{c}.{v}") if v else v)
+        column: worklist[column].map(
+            lambda v, c=column: t(f"{c}.{v}") if isinstance(v, str) and v else v
+        )
         for column in ("category", "severity")
         if column in worklist.columns
     }
@@ -28,52 +35,55 @@ def worklist_csv(worklist: pd.DataFrame, language: str) -> bytes:
 
 
 def worklist_xlsx(worklist: pd.DataFrame, language: str) -> bytes:
-    """XLSX bytes with a frozen, filterable header row (streamed: memory and time follow rows)."""
-    from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
+    """XLSX bytes with a frozen, filterable header row, written row by row by XlsxWriter
+    (memory and time follow rows). Text is always written as text: a value such as
+    ``=HYPERLINK(...)`` in a customer name is shown, never run as a formula."""
+    import xlsxwriter
 
     frame = localised_headers(worklist, language)
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("worklist")
-    sheet.freeze_panes = "A2"
-    for i, name in enumerate(frame.columns, start=1):
+    buffer = io.BytesIO()
+    book = xlsxwriter.Workbook(
+        buffer,
+        {
+            "constant_memory": True,
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+            "nan_inf_to_errors": True,
+        },
+    )
+    book.set_properties({"created": _CREATED})
+    sheet = book.add_worksheet("worklist")
+    bold, day = book.add_format({"bold": True}), book.add_format({"num_format": "yyyy-mm-dd"})
+    for i, name in enumerate(frame.columns):
         sample = [len(str(v)) for v in frame[name].head(200) if v is not None and v == v]
         width = max([len(str(name)), *sample])
-        sheet.column_dimensions[get_column_letter(i)].width = min(max(10, width + 2), 60)
-    last = f"{get_column_letter(max(len(frame.columns), 1))}{len(frame) + 1}"
-    sheet.auto_filter.ref = f"A1:{last}"
-    sheet.append(list(frame.columns))
-    for row in frame.astype(object).where(frame.notna(), None).itertuples(index=False):
-        sheet.append([_cell(v) for v in row])
-    buffer = io.BytesIO()
-    book.save(buffer)
-    # Fixed timestamps so the same worklist gives the same bytes.
-    return _normalise_xlsx(buffer.getvalue())
+        sheet.set_column(i, i, min(max(10, width + 2), 60))
+        sheet.write_string(0, i, str(name), bold)
+    sheet.freeze_panes(1, 0)
+    sheet.autofilter(0, 0, len(frame), max(len(frame.columns) - 1, 0))
+    columns = [frame[c].astype(object).where(frame[c].notna(), None).to_numpy() for c in frame]
+    text = sheet.write_string
+    for row in range(len(frame)):
+        for column, values in enumerate(columns):
+            value = values[row]
+            if isinstance(value, str):
+                text(row + 1, column, value)
+            elif value is not None:
+                _write(sheet, row + 1, column, value, day)
+    book.close()
+    return buffer.getvalue()
 
 
-def _cell(value: object) -> object:
-    """A value openpyxl writes as it is (numpy scalars to Python, timestamps to datetime)."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        return value.item()
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    return value
-
-
-def _normalise_xlsx(data: bytes) -> bytes:
-    import re
-    import zipfile
-
-    source = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            content = source.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                content = re.sub(
-                    rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b"2000-01-01T00:00:00Z", content
-                )
-            fixed = zipfile.ZipInfo(info.filename, date_time=(2000, 1, 1, 0, 0, 0))
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            target.writestr(fixed, content)
-    return out.getvalue()
+def _write(sheet, row: int, column: int, value: object, day) -> None:
+    """A cell that is not text: booleans, numbers, dates (as dates), else its text."""
+    if isinstance(value, bool | np.bool_):
+        sheet.write_boolean(row, column, bool(value))
+    elif isinstance(value, int | float | np.integer | np.floating):
+        sheet.write_number(row, column, float(value))
+    elif isinstance(value, datetime | date):
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+        sheet.write_datetime(row, column, stamp.to_pydatetime(), day)
+    else:
+        sheet.write_string(row, column, str(value))

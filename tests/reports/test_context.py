@@ -258,6 +258,44 @@ def test_worklist_file_names_categories_and_severities_in_words() -> None:
     assert text == ["事项编号,类别,严重程度,问题代码", "1,档案不完整,高,x_missing"]
 
 
+def test_worklist_workbook_holds_the_rows_as_text_dates_and_no_formulas() -> None:
+    import io
+    import time
+    from datetime import date
+
+    from openpyxl import load_workbook
+
+    from pipeline.reports.worklist import worklist_xlsx
+
+    worklist = pd.DataFrame(
+        {
+            "item_id": ["1", "2"],
+            "category": ["incomplete", None],
+            "severity": ["high", "low"],
+            "customer_name": ['=HYPERLINK("http://x","点我")', "华创科技\n(北京)"],
+            "detail": ["http://example.cn/" + "x" * 300, None],
+            "deadline": [date(2026, 10, 15), None],
+        }
+    )
+    data = worklist_xlsx(worklist, "zh_CN")
+    time.sleep(1.1)
+    assert worklist_xlsx(worklist, "zh_CN") == data  # the same worklist, the same bytes
+    sheet = load_workbook(io.BytesIO(data)).active
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:F3"
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == ("事项编号", "类别", "严重程度", "客户名称", "问题说明", "完成期限")
+    assert rows[1][:5] == (
+        "1",
+        "档案不完整",
+        "高",
+        '=HYPERLINK("http://x","点我")',
+        "http://example.cn/" + "x" * 300,
+    )
+    assert rows[1][5].date() == date(2026, 10, 15)
+    assert sheet["D2"].data_type == "s"  # text, not a formula Excel would run
+    assert rows[2] == ("2", None, "低", "华创科技\n(北京)", None, None)
+
+
 def test_satisfaction_appendix_names_datasets_defects_and_settings_in_words(
     settings: Settings,
 ) -> None:

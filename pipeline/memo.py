@@ -11,7 +11,11 @@ computed again only for values not seen before.
 versions of the libraries it relies on. Any change to either computes the results afresh,
 and the old version's rows are deleted. Results are
 what the function returns for the value alone, so a remembered result is the result.
-Values longer than :data:`MAX_VALUE_CHARS`, or that the warehouse cannot store exactly
+Values that runs stop looking up (a phone number corrected, a customer gone) go when a
+run that looked values up finds more than :data:`PRUNE_SHARE` of the remembered ones unused:
+the kind is then written afresh with only the values that run used, so the table follows
+the customer files instead of growing with their history. Values longer than
+:data:`MAX_VALUE_CHARS`, or that the warehouse cannot store exactly
 (NUL, text that is not UTF-8), are computed every time and never written.
 """
 
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 
 TABLE = "memo_values"
 MAX_VALUE_CHARS = 200
+# Rewrite a kind when more than this share of its remembered values (and more than
+# PRUNE_AT_LEAST of them) went unused in a run.
+PRUNE_SHARE = 0.25
+PRUNE_AT_LEAST = 1_000
 T = TypeVar("T")
 
 
@@ -64,8 +72,9 @@ class Memo(Generic[T]):
     """``function(value)`` for many values, each distinct value computed once and the
     results remembered in the warehouse for the next run.
 
-    ``encode`` turns a result into text (or None) for the table, ``decode`` turns it back;
-    both default to the identity (results that are text or None). Without an engine the
+    ``encode`` turns a result into text (or None) for the table; ``decode`` turns a list of
+    them back into results, all at once (JSON is parsed fastest as one array). Both default
+    to the identity (results that are text or None). Without an engine the
     memo lives only as long as the object.
     """
 
@@ -76,11 +85,13 @@ class Memo(Generic[T]):
         version: str,
         function: Callable[[str | None], T],
         encode: Callable[[T], str | None] = _identity,
-        decode: Callable[[str | None], T] = _identity,
+        decode: Callable[[list[str | None]], list[T]] = _identity,
     ) -> None:
         self.engine, self.kind, self.version, self.function = engine, kind, version, function
         self.encode, self.decode = encode, decode
         self._known: dict[str | None, T] = {}
+        self._loaded = 0  # values read from the warehouse
+        self._used: set[str | None] = set()  # values looked up that were known
         self._new: dict[str, str | None] = {}
         self.hits = self.misses = 0
         if engine is not None:
@@ -97,19 +108,20 @@ class Memo(Generic[T]):
             'WHERE "kind" = %(kind)s AND "version" = %(version)s',
             {"kind": self.kind, "version": self.version},
         )
-        decode = self.decode
-        self._known = {
-            value: decode(result if isinstance(result, str) else None)
-            for value, result in zip(rows["value"], rows["result"], strict=True)
-        }
+        values = rows["value"].to_numpy(dtype=object).tolist()
+        results = rows["result"].to_numpy(dtype=object)
+        results = [r if isinstance(r, str) else None for r in results]
+        self._loaded = len(values)
+        self._known = dict(zip(values, self.decode(results), strict=True))
 
     def map(self, values: Iterable[object]) -> list[T]:
         """The function's result for each value (anything but text counts as None)."""
-        known, out = self._known, []
+        known, used, out = self._known, self._used, []
         for value in values:
             key = value if isinstance(value, str) else None
             try:
                 out.append(known[key])
+                used.add(key)
                 self.hits += 1
             except KeyError:
                 result = known[key] = self.function(key)
@@ -120,36 +132,49 @@ class Memo(Generic[T]):
         return out
 
     def save(self) -> int:
-        """Write the results computed since loading; the number written. The old versions'
-        rows of the same function go at the same time."""
+        """Write the results computed since loading; the number of rows written. The old
+        versions' rows of the same kind go at the same time, and so do the values this
+        memo did not use when they are more than :data:`PRUNE_SHARE` of those loaded."""
         from pipeline import warehouse
 
-        if self.engine is None or not self._new:
+        unused = self._loaded - len(self._used - self._new.keys() - {None})
+        prune = unused > max(PRUNE_AT_LEAST, PRUNE_SHARE * self._loaded)
+        rows = self._new
+        if prune:
+            kept = {
+                value: self.encode(self._known[value])
+                for value in self._used - self._new.keys()
+                if value is not None and _storable(value)
+            }
+            rows = {**kept, **self._new}
+        if self.engine is None or not (self._new or prune):
             return 0
         frame = pd.DataFrame(
             {
                 "kind": self.kind,
                 "version": self.version,
-                "value": pd.Series(list(self._new), dtype=object),
-                "result": pd.Series(list(self._new.values()), dtype=object),
+                "value": pd.Series(list(rows), dtype=object),
+                "result": pd.Series(list(rows.values()), dtype=object),
             }
         )
+        stale = "" if prune else ' AND "version" <> :version'
         with self.engine.begin() as conn:
             if sa.inspect(conn).has_table(TABLE):
                 conn.execute(
-                    sa.text(
-                        f'DELETE FROM "{TABLE}" WHERE "kind" = :kind AND "version" <> :version'
-                    ),
+                    sa.text(f'DELETE FROM "{TABLE}" WHERE "kind" = :kind{stale}'),
                     {"kind": self.kind, "version": self.version},
                 )
             written = warehouse.insert_frame(conn, TABLE, frame)
         log.info(
-            "%s (%s): %s values remembered, %s computed, %s new written",
+            "%s (%s): %s values remembered, %s computed, %s rows written%s",
             self.kind,
             self.version,
             self.hits,
             self.misses,
             written,
+            f" (rewritten without {unused} unused values)" if prune else "",
         )
+        self._loaded = (len(kept) if prune else self._loaded) + len(self._new)
+        self._used = set()
         self._new = {}
         return written

@@ -119,8 +119,12 @@ def resolve_customers(
     memos: dict[str, Memo] | None = None,
 ) -> Resolution:
     """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``.
-    ``memos``: :func:`customer_memos` for the standardization."""
+    ``memos``: :func:`customer_memos` for the standardization, saved (and let go) as soon
+    as it is done."""
     standardized = standardize_customers(records, phone_region, memos)
+    for memo in (memos or {}).values():
+        memo.save()
+    del memos
     log.info("standardized %s records", len(standardized))
     scored = score_pairs(
         standardized, threshold=min(settings.review_lower, settings.match_threshold)
@@ -536,12 +540,15 @@ def run(ctx: StageContext) -> StageResult:
     decisions = load_decisions(ctx.engine, ctx.settings.resolution.decisions_file)
     quarter = str(ctx.quarter)
     phone_region = ctx.settings.validation.phone_region
-    memos = customer_memos(ctx.engine, phone_region)
     result = resolve_customers(
-        records, ctx.settings.resolution, previous, decisions, quarter, phone_region, memos
+        records,
+        ctx.settings.resolution,
+        previous,
+        decisions,
+        quarter,
+        phone_region,
+        customer_memos(ctx.engine, phone_region),
     )
-    for memo in memos.values():
-        memo.save()
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)
     replace_table(ctx.engine, "core_customers", result.customers)

@@ -111,6 +111,28 @@ def test_a_new_version_computes_again_and_drops_the_old_rows(engine):
     ]
 
 
+def _stored(engine) -> list[str]:
+    return sorted(warehouse.read_query(engine, 'SELECT "value" FROM memo_values')["value"])
+
+
+def test_values_runs_stop_using_are_dropped(engine, monkeypatch):
+    monkeypatch.setattr(memo_module, "PRUNE_AT_LEAST", 0)
+    first = Memo(engine, "upper", "v1", _upper)
+    first.map(list("abcdefgh"))
+    first.save()
+    # A run using a quarter of them or less rewrites the kind with what it used.
+    fewer = Memo(engine, "upper", "v1", _upper)
+    assert fewer.map(["a", "b", "z"]) == ["A", "B", "Z"]
+    assert fewer.save() == 3
+    assert _stored(engine) == ["a", "b", "z"]
+    # A run using most of them only adds what is new.
+    most = Memo(engine, "upper", "v1", _upper)
+    most.map(["a", "b", "z", "y"])
+    assert most.save() == 1
+    assert _stored(engine) == ["a", "b", "y", "z"]
+    assert Memo(engine, "upper", "v1", _upper).map(["z"]) == ["Z"]
+
+
 def test_structured_results_round_trip(engine):
     names = ["北京华创科技有限公司", "华创科技（上海）分公司", "ACME Trading Co., Ltd.", None]
     memos = customer_memos(engine, "CN")

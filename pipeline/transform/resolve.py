@@ -230,7 +230,11 @@ def prepare(
     frame = pd.DataFrame({"unique_id": records["unique_id"].astype(str).to_numpy()})
     columns = {f.column for f in fields} | {f.context for f in fields if f.context}
     for column in sorted(columns):
-        source = records[column] if column in records.columns else [None] * len(records)
+        source = (
+            records[column].to_numpy(dtype=object)
+            if column in records.columns
+            else [None] * len(records)
+        )
         frame[column] = pd.Series(
             [v if isinstance(v, str) and v else None for v in source], dtype=object
         )

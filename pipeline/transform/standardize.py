@@ -615,6 +615,11 @@ def _fields_json(parts: CompanyName | Address) -> str:
     return json.dumps(astuple(parts), ensure_ascii=False)
 
 
+def _from_json(kind: type[T]) -> Callable[[list[str | None]], list[T]]:
+    """Results written by :func:`_fields_json`, parsed as one JSON array."""
+    return lambda texts: [kind(*fields) for fields in json.loads(f"[{','.join(texts)}]")]
+
+
 def customer_memos(engine: Engine | None, phone_region: str = "CN") -> dict[str, Memo]:
     """The slow parts of :func:`standardize_customers` (company names, USCCs, phones and
     addresses), remembered in the warehouse (``engine``) by column: the customer files
@@ -627,7 +632,7 @@ def customer_memos(engine: Engine | None, phone_region: str = "CN") -> dict[str,
             version,
             split_company_name,
             encode=_fields_json,
-            decode=lambda text: CompanyName(*json.loads(text)),
+            decode=_from_json(CompanyName),
         ),
         "uscc": Memo(engine, "uscc", version, standardize_uscc),
         "phone": Memo(
@@ -639,7 +644,7 @@ def customer_memos(engine: Engine | None, phone_region: str = "CN") -> dict[str,
             version,
             split_address,
             encode=_fields_json,
-            decode=lambda text: Address(*json.loads(text)),
+            decode=_from_json(Address),
         ),
     }
 

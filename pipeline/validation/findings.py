@@ -68,7 +68,7 @@ def phone_memo(engine: Engine | None, region: str = "CN") -> Memo[bool]:
         code_version(sys.modules[__name__], ["phonenumbers"]),
         lambda value: is_valid_phone(value, region),
         encode=lambda valid: "1" if valid else "0",
-        decode=lambda text: text == "1",
+        decode=lambda texts: [text == "1" for text in texts],
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.memo import Memo
+from pipeline.memory import release_freed_memory
 from pipeline.settings import ResolutionSettings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform.resolve import (
@@ -125,6 +126,7 @@ def resolve_customers(
     for memo in (memos or {}).values():
         memo.save()
     del memos
+    release_freed_memory()  # before Splink's DuckDB allocates the pairs
     log.info("standardized %s records", len(standardized))
     scored = score_pairs(
         standardized, threshold=min(settings.review_lower, settings.match_threshold)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
@@ -14,6 +17,26 @@ from pipeline.settings import Settings, SourceSettings
 from pipeline.stages import StageContext
 
 AS_OF = date(2026, 11, 23)
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def postgres_schema() -> Iterator:
+    """An engine on the local PostgreSQL whose tables go to a fresh schema, dropped after."""
+    from pipeline import warehouse
+
+    admin = warehouse.create_engine(POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    scoped = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
+    try:
+        yield scoped
+    finally:
+        scoped.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

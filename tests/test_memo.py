@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pandas as pd
 import pytest
 
@@ -17,8 +15,7 @@ from pipeline.transform.standardize import (
     standardize_customers,
 )
 from pipeline.validation.findings import customer_findings, phone_memo
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.conftest import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -28,17 +25,9 @@ def engine(request, tmp_path):
         warehouse.migrate(engine)
         yield engine
         return
-    admin = warehouse.create_engine(POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    scoped = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
-    warehouse.migrate(scoped)
-    yield scoped
-    scoped.dispose()
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.dispose()
+    with postgres_schema() as scoped:
+        warehouse.migrate(scoped)
+        yield scoped
 
 
 class Counted:

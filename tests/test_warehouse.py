@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import warehouse
+from tests.conftest import postgres_schema
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -41,16 +42,8 @@ def engine(request, tmp_path):
     if request.param == "sqlite":
         yield warehouse.create_engine(f"sqlite:///{tmp_path}/wh.db")
         return
-    engine = warehouse.create_engine(POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    scoped = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
-    yield scoped
-    scoped.dispose()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    engine.dispose()
+    with postgres_schema() as scoped:
+        yield scoped
 
 
 def test_replace_partition_is_idempotent(engine):

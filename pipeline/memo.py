@@ -40,7 +40,7 @@ TABLE = "memo_values"
 MAX_VALUE_CHARS = 200
 # Rewrite a kind when more than this share of its remembered values (and more than
 # PRUNE_AT_LEAST of them) went unused in a run.
-PRUNE_SHARE = 0.25
+PRUNE_SHARE = 0.5
 PRUNE_AT_LEAST = 1_000
 T = TypeVar("T")
 

@@ -109,7 +109,7 @@ def test_values_runs_stop_using_are_dropped(engine, monkeypatch):
     first = Memo(engine, "upper", "v1", _upper)
     first.map(list("abcdefgh"))
     first.save()
-    # A run using a quarter of them or less rewrites the kind with what it used.
+    # A run leaving more than half of them unused rewrites the kind with what it used.
     fewer = Memo(engine, "upper", "v1", _upper)
     assert fewer.map(["a", "b", "z"]) == ["A", "B", "Z"]
     assert fewer.save() == 3

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from pipeline import warehouse
 from pipeline.datasets import DATASETS, Dataset
 from pipeline.extract import changes
+from pipeline.memory import release_freed_memory
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, ValidationSettings
 from pipeline.stages import StageContext, StageResult
@@ -633,6 +634,10 @@ def validate_in_worker(
                 ctx, dataset, parents, FINDINGS_INPUTS.get(name), (pending or {}).get(name)
             )
             results[name] = (outcome, error, kept)
+            # The next dataset's chunks start from what this one freed: without this the
+            # worker's peak grew with the rows it had already validated.
+            del parents, outcome, kept
+            release_freed_memory()
         return results
     finally:
         engine.dispose()

@@ -9,14 +9,15 @@ computed again only for values not seen before.
 ``kind`` names the function and its parameters (e.g. ``valid_phone CN``); ``version`` is
 :func:`code_version`: a digest of the source of the module that holds its rules, and the
 versions of the libraries it relies on. Any change to either computes the results afresh,
-and the old version's rows are deleted. Results are
-what the function returns for the value alone, so a remembered result is the result.
-Values that runs stop looking up (a phone number corrected, a customer gone) go when a
-run that looked values up finds more than :data:`PRUNE_SHARE` of the remembered ones unused:
-the kind is then written afresh with only the values that run used, so the table follows
-the customer files instead of growing with their history. Values longer than
-:data:`MAX_VALUE_CHARS`, or that the warehouse cannot store exactly
-(NUL, text that is not UTF-8), are computed every time and never written.
+and the old version's rows are deleted. Results are what the function returns for the
+value alone, so a remembered result is the result.
+
+Values that runs stop looking up (a phone number corrected, a customer gone) go when a run
+finds more than :data:`PRUNE_SHARE` of the remembered ones unused: the kind is then written
+afresh with only the values that run used, so the table follows the customer files instead
+of growing with their history. Values longer than :data:`MAX_VALUE_CHARS`, or that the
+warehouse cannot store exactly (NUL, text that is not UTF-8), are computed every time and
+never written. Without an engine a memo is the plain "each distinct value once" cache.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class Memo(Generic[T]):
             except KeyError:
                 result = known[key] = self.function(key)
                 self.misses += 1
-                if key is not None and _storable(key):
+                if self.engine is not None and key is not None and _storable(key):
                     self._new[key] = self.encode(result)
                 out.append(result)
         return out

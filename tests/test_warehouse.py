@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +7,6 @@ import sqlalchemy as sa
 
 from pipeline import warehouse
 from tests.conftest import postgres_schema
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def _frame(quarter: str, n: int = 5) -> pd.DataFrame:
@@ -175,12 +171,7 @@ def test_copy_text_takes_datetime_objects() -> None:
 def test_postgres_arrow_reads_give_the_frame_the_driver_gives():
     """read_table on PostgreSQL goes through ADBC (Arrow); it must give exactly what
     ``pd.read_sql`` on the driver's rows gives, for every column type the warehouse uses."""
-    admin = warehouse.create_engine(POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    engine = warehouse.create_engine(POSTGRES_URL + f"?options=-csearch_path%3D{schema}")
-    try:
+    with postgres_schema() as engine:
         frame = _frame("2026Q3")
         frame["note"] = ["a,b", 'say "hi"', "two\nlines", "", None]  # '' is not NULL
         frame["empty_text"] = pd.Series([None] * 5, dtype=object)
@@ -213,11 +204,6 @@ def test_postgres_arrow_reads_give_the_frame_the_driver_gives():
             engine, 'SELECT quarter, SUM(n_orders) AS n FROM "rt_types" GROUP BY quarter'
         )
         assert totals["n"].tolist() == [13.0]
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.mark.parametrize("unit", ["ns", "us", "s"])

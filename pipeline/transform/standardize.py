@@ -600,15 +600,9 @@ def bigrams(text: str | None) -> list[str]:
 
 
 def _map_unique(values: pd.Series, function: Callable[[object], T]) -> list[T]:
-    """``function`` applied to each distinct value once (exports repeat values a lot)."""
-    cache: dict[object, T] = {}
-    out = []
-    for value in values.to_numpy(dtype=object):
-        key = None if not isinstance(value, str) else value
-        if key not in cache:
-            cache[key] = function(key)
-        out.append(cache[key])
-    return out
+    """``function`` applied to each distinct value once (exports repeat values a lot);
+    anything but text counts as None."""
+    return Memo(None, "", "", function).map(values.to_numpy(dtype=object))
 
 
 def _fields_json(parts: CompanyName | Address) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,10 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from pipeline import warehouse
+from pipeline import warehouse, worker
 from pipeline.quarters import Quarter
 from pipeline.reports.context import build_archive_context, build_satisfaction_context
-from pipeline.reports.pdf import PdfAttachment, encrypt_pdf, write_pdf
+from pipeline.reports.pdf import PdfAttachment, encrypt_pdf, layout_pdf, write_pdf
 from pipeline.reports.render import render_html, translator
 from pipeline.reports.worklist import worklist_csv, worklist_xlsx
 from pipeline.settings import Settings
@@ -114,6 +116,11 @@ def render_archive(settings: Settings, engine: Engine, quarter: Quarter) -> Rend
     return write_archive(context, settings, quarter, started)
 
 
+# A worklist this long is written to its workbook in a worker process while the PDF is
+# laid out (XlsxWriter takes about 7 s for 95,000 rows); a shorter one in this process.
+WORKBOOK_IN_WORKER_ROWS = 20_000
+
+
 def write_archive(
     context: dict[str, Any], settings: Settings, quarter: Quarter, started: float | None = None
 ) -> RenderedReport:
@@ -125,21 +132,36 @@ def write_archive(
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{t('arc.worklist')}_{quarter}"
     csv_path, xlsx_path = folder / f"{stem}.csv", folder / f"{stem}.xlsx"
-    csv_path.write_bytes(worklist_csv(context["worklist"], language))
-    xlsx_path.write_bytes(worklist_xlsx(context["worklist"], language))
-    attachments = [
-        PdfAttachment(csv_path.name, csv_path.read_bytes(), t("arc.worklist")),
-        PdfAttachment(xlsx_path.name, xlsx_path.read_bytes(), t("arc.worklist")),
-    ]
-    # The PDF shows the first rows of the merge and review tables; the files hold them all.
-    for name, frame in context.get("evidence", {}).items():
-        if frame is None or frame.empty:
-            continue
-        path = folder / f"{t(f'arc.{name}')}_{quarter}.csv"
-        path.write_bytes(frame.to_csv(index=False).encode("utf-8-sig"))
-        attachments.append(PdfAttachment(path.name, path.read_bytes(), t(f"arc.{name}")))
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-worklist-") as scratch,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        if len(context["worklist"]) >= WORKBOOK_IN_WORKER_ROWS:
+            workbook = pool.submit(
+                worker.call,
+                "pipeline.reports.worklist:worklist_xlsx",
+                Path(scratch),
+                "worklist",
+                worklist=context["worklist"],
+                language=language,
+            )
+        else:
+            workbook = pool.submit(worklist_xlsx, context["worklist"], language)
+        csv_path.write_bytes(worklist_csv(context["worklist"], language))
+        attachments = [PdfAttachment(csv_path.name, csv_path.read_bytes(), t("arc.worklist"))]
+        # The PDF shows the first rows of the merge and review tables; the files hold them all.
+        evidence = []
+        for name, frame in context.get("evidence", {}).items():
+            if frame is None or frame.empty:
+                continue
+            path = folder / f"{t(f'arc.{name}')}_{quarter}.csv"
+            path.write_bytes(frame.to_csv(index=False).encode("utf-8-sig"))
+            evidence.append(PdfAttachment(path.name, path.read_bytes(), t(f"arc.{name}")))
+        document = layout_pdf(render_html("archive.html", context))
+        xlsx_path.write_bytes(workbook.result())
+    attachments.append(PdfAttachment(xlsx_path.name, xlsx_path.read_bytes(), t("arc.worklist")))
     pdf = folder / f"{context['title']}_{quarter}.pdf"
-    write_pdf(render_html("archive.html", context), pdf, attachments=attachments)
+    write_pdf(document, pdf, attachments=attachments + evidence)
     if settings.reports.archive_pdf_password:
         encrypt_pdf(pdf, settings.reports.archive_pdf_password)
     return RenderedReport(
@@ -157,12 +179,47 @@ def _manifest_path(settings: Settings, quarter: Quarter) -> Path:
     return report_dir(settings, quarter) / "manifest.json"
 
 
+def satisfaction_in_worker(url: str, settings: Settings, quarter: Quarter) -> RenderedReport:
+    """:func:`render_satisfaction` on the warehouse at ``url`` (in a worker process)."""
+    engine = warehouse.create_engine(url)
+    try:
+        return render_satisfaction(settings, engine, quarter)
+    finally:
+        engine.dispose()
+
+
 def render_reports(ctx: StageContext) -> StageResult:
-    """Stage: render both reports for ``ctx.quarter`` into ``out_dir/<quarter>/``."""
-    rendered = [
-        render_satisfaction(ctx.settings, ctx.engine, ctx.quarter),
-        render_archive(ctx.settings, ctx.engine, ctx.quarter),
-    ]
+    """Stage: render both reports for ``ctx.quarter`` into ``out_dir/<quarter>/``.
+
+    The satisfaction report is rendered in a worker process while this one renders the
+    archive review (WeasyPrint and the worklist workbook are Python, one core each)."""
+    url = ctx.engine.url.render_as_string(hide_password=False)
+    if not warehouse.shared(ctx.engine):  # another process would not see it
+        rendered = [
+            render_satisfaction(ctx.settings, ctx.engine, ctx.quarter),
+            render_archive(ctx.settings, ctx.engine, ctx.quarter),
+        ]
+        return _finish_rendering(ctx, rendered)
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-render-") as scratch,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        satisfaction = pool.submit(
+            worker.call,
+            "pipeline.reporting:satisfaction_in_worker",
+            Path(scratch),
+            "satisfaction",
+            url=url,
+            settings=ctx.settings,
+            quarter=ctx.quarter,
+        )
+        archive = render_archive(ctx.settings, ctx.engine, ctx.quarter)
+        rendered = [satisfaction.result(), archive]
+    return _finish_rendering(ctx, rendered)
+
+
+def _finish_rendering(ctx: StageContext, rendered: list[RenderedReport]) -> StageResult:
+    """Write the manifest of the rendered reports (read by ``send_reports``)."""
     manifest = {
         r.report: {
             "title": r.title,

@@ -68,6 +68,12 @@ def create_engine(url: str) -> Engine:
     return engine
 
 
+def shared(engine: Engine) -> bool:
+    """Can another process open this warehouse (not an in-memory SQLite database)?"""
+    url = engine.url
+    return url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:")
+
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

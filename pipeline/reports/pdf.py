@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from weasyprint import HTML, Attachment
+from weasyprint.document import Document
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from pipeline.reports.render import TEMPLATE_DIR
@@ -55,15 +56,22 @@ class PdfAttachment:
     description: str = ""
 
 
+def layout_pdf(html: str, fetcher: TemplateOnlyFetcher | None = None) -> Document:
+    """Lay out and paginate ``html`` (the slow half of :func:`write_pdf`); relative URLs
+    resolve inside reports/templates/."""
+    fetcher = fetcher or TemplateOnlyFetcher()
+    return HTML(string=html, base_url=str(TEMPLATE_DIR) + "/", url_fetcher=fetcher).render()
+
+
 def write_pdf(
-    html: str,
+    html: str | Document,
     path: Path,
     attachments: list[PdfAttachment] | None = None,
     fetcher: TemplateOnlyFetcher | None = None,
 ) -> Path:
-    """Render ``html`` to ``path``; relative URLs resolve inside reports/templates/."""
+    """Write ``html`` (or a document :func:`layout_pdf` laid out) to ``path`` as a PDF."""
     fetcher = fetcher or TemplateOnlyFetcher()
-    document = HTML(string=html, base_url=str(TEMPLATE_DIR) + "/", url_fetcher=fetcher)
+    document = html if isinstance(html, Document) else layout_pdf(html, fetcher)
     embedded = [
         Attachment(string=a.data, name=a.filename, description=a.description, url_fetcher=fetcher)
         for a in attachments or []

@@ -19,9 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from pipeline import warehouse
+from pipeline import warehouse, worker
 from pipeline.datasets import DATASETS, Dataset
 from pipeline.extract import changes
 from pipeline.memory import release_freed_memory
@@ -663,23 +660,11 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
 
 
 def _run_worker(folder: Path, request: dict) -> dict[str, Validated]:
-    """Run ``python -m pipeline.validation.worker`` on ``request["names"]``; their results
-    by dataset, or raise the error of the first that failed. The worker's log goes to this
-    process's stderr (the task log)."""
+    """:func:`validate_in_worker` on ``request["names"]`` in a process of its own
+    (:func:`pipeline.worker.call`); their results by dataset, or the error of the first
+    that failed."""
     label = "+".join(request["names"])
-    request_path, reply_path = folder / f"{label}.request", folder / f"{label}.reply"
-    request_path.write_bytes(pickle.dumps(request))
-    command = [sys.executable, "-m", "pipeline.validation.worker", str(request_path)]
-    finished = subprocess.run([*command, str(reply_path)], check=False)
-    if not reply_path.is_file():
-        raise RuntimeError(
-            f"validation worker for {', '.join(request['names'])} ended without a result "
-            f"(exit code {finished.returncode})"
-        )
-    status, value = pickle.loads(reply_path.read_bytes())
-    if status == "error":
-        raise value
-    return value
+    return worker.call("pipeline.validation:validate_in_worker", folder, label, **request)
 
 
 def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:

@@ -13,6 +13,7 @@ from pipeline.reporting import write_archive
 from pipeline.reports.context import build_archive_context, build_satisfaction_context
 from pipeline.reports.pdf import TemplateOnlyFetcher, write_pdf
 from pipeline.reports.render import TEMPLATE_DIR, render_html
+from pipeline.reports.worklist import worklist_xlsx
 from pipeline.settings import Settings
 from tests.reports.frames import (
     QUARTER,
@@ -101,6 +102,21 @@ def test_archive_pdf_is_encrypted_with_worklist_attached(archive_report) -> None
     assert "138******" in text and "138 1234" not in text
     # customer-supplied markup is printed as text, never interpreted
     assert '<img src="http://evil.example/x.png">恶意公司' in text.replace("\n", "")
+
+
+def test_a_long_worklist_s_workbook_is_written_by_a_worker_process(
+    archive_report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``WORKBOOK_IN_WORKER_ROWS`` rows the workbook comes from another process while
+    the PDF is laid out: the same bytes as written here, and embedded in the PDF."""
+    import pipeline.reporting as reporting
+
+    _report, ctx = archive_report
+    monkeypatch.setattr(reporting, "WORKBOOK_IN_WORKER_ROWS", 1)
+    report = write_archive(ctx, Settings(out_dir=tmp_path), QUARTER)
+    expected = worklist_xlsx(ctx["worklist"], ctx["language"])
+    assert (tmp_path / str(QUARTER) / "整改清单_2026Q3.xlsx").read_bytes() == expected
+    assert PdfReader(report.pdf).attachments["整改清单_2026Q3.xlsx"][0] == expected
 
 
 def _text_decrypted(pdf: Path, password: str) -> str:

@@ -179,7 +179,8 @@ def run_ingest_and_quarterly(deployment: Deployment) -> tuple[str, str]:
         "extract_sales",
         "extract_service",
         "extract_finance",
-        "validate",
+        "validate_customer_files",
+        "validate_activity",
         "resolve_customers",
     ):
         assert (ingest, stage) in succeeded

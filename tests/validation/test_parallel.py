@@ -310,3 +310,48 @@ def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(
         assert streamed(engine, "SELECT 1.5 AS x", 10) is None
     finally:
         engine.dispose()
+
+
+def test_the_two_halves_side_by_side_write_what_the_whole_stage_writes(
+    pg_landed: Settings,
+) -> None:
+    """The ingest DAG validates the customer files and the activity as two tasks at once:
+    together they write what ``validate`` writes (and neither races to create a table)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.validation import run_activity, run_customer_files
+
+    _cross_dataset_rows(pg_landed)
+    whole_result, whole = _validate(pg_landed, workers=1)
+    # as if never validated: the halves start from no staging, quarantine or findings
+    _execute(pg_landed, *(f'DROP TABLE "{t}"' for t in TABLES))
+
+    def half(stage) -> object:
+        ctx = make_context(pg_landed.model_copy(deep=True))
+        try:
+            return stage(ctx)
+        finally:
+            ctx.engine.dispose()
+
+    with ThreadPoolExecutor(2) as pool:
+        customers, activity = pool.map(half, (run_customer_files, run_activity))
+    halves = _tables(pg_landed)
+    assert customers.stage == "validate_customer_files" and activity.stage == "validate_activity"
+    assert customers.detail["findings"] > 0 and activity.detail["findings"] == 0
+    assert Path(customers.detail["data_docs"]).parent.name == "validate_customer_files"
+    checked = {k for r in (customers, activity) for k, v in r.detail.items() if isinstance(v, dict)}
+    assert checked == set(DATASETS)
+    assert whole_result.rows_in == customers.rows_in + activity.rows_in
+    for table in TABLES:
+        pd.testing.assert_frame_equal(halves[table], whole[table], obj=table)
+
+
+def test_the_customer_files_hold_what_resolution_and_the_findings_read() -> None:
+    from pipeline.resolution import SOURCE_TABLES
+    from pipeline.validation import ACTIVITY, CUSTOMER_FILES, FINDINGS_INPUTS
+
+    read = {
+        DATASETS[n].name for n in DATASETS if DATASETS[n].staging_table in SOURCE_TABLES.values()
+    }
+    assert read | set(FINDINGS_INPUTS) <= set(CUSTOMER_FILES)
+    assert sorted([*CUSTOMER_FILES, *ACTIVITY]) == sorted(DATASETS)

@@ -1,9 +1,5 @@
 """Daily ingest: extract the three source systems, validate, resolve customers.
 
-Validation runs as two tasks side by side: the customer files (what resolution reads),
-then resolution, while the activity datasets (orders, tickets, invoices: most of the rows)
-are validated beside them.
-
 Each task is one pipeline stage; tasks overwrite their own tables, so retries and
 reruns are safe. Outlets are Assets, so downstream DAGs can be data-aware.
 """
@@ -38,13 +34,8 @@ def extract_finance() -> dict:
 
 
 @task(outlets=[STAGED])
-def validate_customer_files() -> dict:
-    return run_in_task("validate_customer_files")
-
-
-@task(outlets=[STAGED])
-def validate_activity() -> dict:
-    return run_in_task("validate_activity")
+def validate() -> dict:
+    return run_in_task("validate")
 
 
 @task(outlets=[CUSTOMERS])
@@ -71,9 +62,7 @@ def resolve_customers() -> dict:
     tags=["crm", "ingest"],
 )
 def crm_ingest():
-    extracts = [extract_sales(), extract_service(), extract_finance()]
-    extracts >> validate_customer_files() >> resolve_customers()
-    extracts >> validate_activity()
+    [extract_sales(), extract_service(), extract_finance()] >> validate() >> resolve_customers()
 
 
 crm_ingest()

@@ -342,30 +342,24 @@ class Bench:
         )
 
     def ingest(self, result: SizeResult, batch: str, incremental: bool = False) -> list[StageRun]:
-        """The ingest stages as the ingest DAG runs them (``as_dags``): the three extracts
-        side by side, then the chains of ``INGEST_CHAINS`` side by side; otherwise as
-        ``crm-pipeline run`` runs them, one after another."""
+        """The ingest stages as the ingest DAG runs them: the three extracts side by side
+        (``as_dags``), then the rest in order."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from pipeline.runner import INGEST_CHAINS, INGEST_STAGES
+        from pipeline.runner import INGEST_STAGES
 
-        c, h = result.customers, result.history_quarters
-        if not self.as_dags:
-            return [self.stage(c, h, n, batch, incremental) for n in INGEST_STAGES]
         extracts = [n for n in INGEST_STAGES if n.startswith("extract_")]
-        # The schema first, as a deployment has it (`crm-pipeline migrate`); its seconds
-        # count in the ingest's wall time. Then the three extracts side by side.
-        self.migrate(c, h)
-        with ThreadPoolExecutor(len(extracts)) as pool:
-            runs = list(pool.map(lambda n: self.stage(c, h, n, batch, incremental), extracts))
-
-        def chain(names: tuple[str, ...]) -> list[StageRun]:
-            return [self.stage(c, h, n, batch, incremental) for n in names]
-
-        with ThreadPoolExecutor(len(INGEST_CHAINS)) as pool:
-            for chained in pool.map(chain, INGEST_CHAINS):
-                runs += chained
-        return runs
+        rest = [n for n in INGEST_STAGES if n not in extracts]
+        c, h = result.customers, result.history_quarters
+        if self.as_dags:
+            # The schema first, as a deployment has it (`crm-pipeline migrate`); its seconds
+            # count in the ingest's wall time. Then the three extracts side by side.
+            self.migrate(c, h)
+            with ThreadPoolExecutor(len(extracts)) as pool:
+                runs = list(pool.map(lambda n: self.stage(c, h, n, batch, incremental), extracts))
+        else:
+            runs = [self.stage(c, h, n, batch, incremental) for n in extracts]
+        return runs + [self.stage(c, h, n, batch, incremental) for n in rest]
 
     def quarterly(self, result: SizeResult, batch: str) -> list[StageRun]:
         """The quarterly stages as the quarterly DAG runs them: ``quality_findings`` beside
@@ -745,13 +739,10 @@ def _mutate_finance_csvs(folder: Path, share: float, rng, seed: int = 0) -> int:
 # -- reporting -----------------------------------------------------------------------------
 def whole_run_peak(stages: list[dict[str, Any]]) -> float:
     """Peak MiB of a whole run, stages that run at the same time summed (an upper bound):
-    the extracts together, validate_activity beside validate_customer_files and
-    resolve_customers, and quality_findings beside compute_metrics/check_contracts."""
+    the extracts together, and quality_findings beside compute_metrics/check_contracts."""
     peak = {s["stage"]: s["peak_rss_mb"] for s in stages}
     together = [
         sum(v for k, v in peak.items() if k.startswith("extract_")),
-        peak.get("validate_activity", 0)
-        + max(peak.get("validate_customer_files", 0), peak.get("resolve_customers", 0)),
         peak.get("quality_findings", 0)
         + max(peak.get("compute_metrics", 0), peak.get("check_contracts", 0)),
     ]

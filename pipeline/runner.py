@@ -27,8 +27,6 @@ STAGES: dict[str, str] = {
     "extract_service": "pipeline.extract:land_system:service",
     "extract_finance": "pipeline.extract:land_system:finance",
     "validate": "pipeline.validation:run",
-    "validate_customer_files": "pipeline.validation:run_customer_files",
-    "validate_activity": "pipeline.validation:run_activity",
     "resolve_customers": "pipeline.resolution:run",
     "quality_findings": "pipeline.validation.findings:run_quality_findings",
     "compute_metrics": "pipeline.metrics:run",
@@ -43,9 +41,6 @@ INGEST_STAGES = (
     "validate",
     "resolve_customers",
 )
-# How the ingest DAG runs the stages after the extracts (dags/crm_ingest.py): these chains
-# side by side, validate's two halves standing in for ``validate``.
-INGEST_CHAINS = (("validate_customer_files", "resolve_customers"), ("validate_activity",))
 # quality_findings: the archive review of the reported quarter (a backfilled quarter too).
 QUARTERLY_STAGES = ("quality_findings", "compute_metrics", "check_contracts", "render_reports")
 

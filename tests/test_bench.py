@@ -73,9 +73,3 @@ def test_whole_run_peak_sums_the_stages_that_run_together() -> None:
     ]
     assert whole_run_peak(stages) == 3300.0  # findings beside metrics
     assert whole_run_peak(stages[:4]) == 1950.0  # the three extracts together
-    halves = [
-        {"stage": "validate_customer_files", "peak_rss_mb": 900.0},
-        {"stage": "resolve_customers", "peak_rss_mb": 1500.0},
-        {"stage": "validate_activity", "peak_rss_mb": 1800.0},
-    ]
-    assert whole_run_peak(halves) == 3300.0  # resolution beside the activity's validation

@@ -29,11 +29,12 @@ def test_dags_import_cleanly(dagbag):
 def test_ingest_dag_shape(dagbag):
     dag = dagbag.dags["crm_ingest"]
     assert {"crm", "ingest"} <= set(dag.tags)
-    extracts = {"extract_sales", "extract_service", "extract_finance"}
-    assert dag.get_task("validate_customer_files").upstream_task_ids == extracts
-    assert dag.get_task("validate_activity").upstream_task_ids == extracts
-    # resolution waits only for the datasets it reads; the activity is validated beside it
-    assert dag.get_task("resolve_customers").upstream_task_ids == {"validate_customer_files"}
+    assert dag.get_task("validate").upstream_task_ids == {
+        "extract_sales",
+        "extract_service",
+        "extract_finance",
+    }
+    assert dag.get_task("resolve_customers").upstream_task_ids == {"validate"}
     for task in dag.tasks:
         assert task.retries >= 1 and task.execution_timeout is not None
         assert task.outlets, f"{task.task_id} declares no Asset outlet"
@@ -161,7 +162,7 @@ def test_manual_run_without_data_interval_uses_its_queued_instant():
     assert str(quarter_for({}, run_interval(context)[0], "Asia/Shanghai")) == "2026Q4"
     assert str(quarter_for({"quarter": "2026Q2"}, queued, "Asia/Shanghai")) == "2026Q2"
     # Ingest stages work for the quarter the run was queued in, reports for the last one ended.
-    assert str(run_quarter("validate_activity", context, "Asia/Shanghai")) == "2026Q4"
+    assert str(run_quarter("validate", context, "Asia/Shanghai")) == "2026Q4"
     assert str(run_quarter("render_reports", context, "Asia/Shanghai")) == "2026Q3"
     named = {**context, "params": {"quarter": "2025Q4"}}
     assert str(run_quarter("send_reports", named, "Asia/Shanghai")) == "2025Q4"

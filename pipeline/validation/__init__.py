@@ -76,19 +76,6 @@ FINDINGS_INPUTS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
 }
 
 
-# The datasets customer resolution reads (and the customer-file findings), validated by
-# ``validate_customer_files`` so that resolution can start while ``validate_activity``
-# checks the orders, tickets and invoices (most of the rows) beside it.
-CUSTOMER_FILES = (
-    "sales_customers",
-    "sales_contacts",
-    "service_accounts",
-    "finance_accounts",
-    "service_contact_log",
-)
-ACTIVITY = tuple(name for name in DATASETS if name not in CUSTOMER_FILES)
-
-
 class QuarantineThresholdError(RuntimeError):
     """A dataset's quarantined share passed its threshold, or its row count collapsed."""
 
@@ -517,12 +504,7 @@ def plan_pending(ctx: StageContext) -> dict[str, changes.Pending]:
     engine = ctx.engine
     if not warehouse.table_exists(engine, changes.PENDING):
         return {name: changes.Pending(full=True) for name in DATASETS}
-    # Two validate stages may plan at once (customer files and activity): one waits for
-    # the other, so that each sees what the other carried to children.
-    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f'LOCK TABLE "{changes.PENDING}" IN EXCLUSIVE MODE')
-        _create_quarantine_table(conn)  # nor do they race to create it
+    with engine.begin() as conn:
         inspector = sa.inspect(conn)
         stored = dict(
             conn.execute(sa.text(f'SELECT "dataset", "fingerprint" FROM "{STATE}"')).fetchall()
@@ -612,13 +594,12 @@ def validate_and_write(
     return outcome, validator.keys, error, (pd.concat(kept, ignore_index=True) if kept else None)
 
 
-def worker_count(ctx: StageContext, datasets: int = len(DATASETS)) -> int:
-    """Processes validating ``datasets`` datasets at once: ``validation.workers`` (0 = CPU
-    cores), 1 on SQLite."""
+def worker_count(ctx: StageContext) -> int:
+    """Processes validating datasets at once: ``validation.workers`` (0 = CPU cores), 1 on SQLite."""
     if ctx.engine.dialect.name == "sqlite":
         return 1
     wanted = ctx.settings.validation.workers or os.cpu_count() or 1
-    return max(1, min(wanted, datasets))
+    return max(1, min(wanted, len(DATASETS)))
 
 
 # What validating one dataset hands to the rest of the stage
@@ -665,19 +646,17 @@ def _raw_rows(engine: sa.engine.Engine, dataset: str) -> int:
         return int(conn.execute(sa.text(f'SELECT COUNT(*) FROM "raw_{dataset}"')).scalar_one())
 
 
-def _create_quarantine_table(conn: sa.Connection) -> None:
-    """Every worker writes to ``quarantine``; it is created first so that they do not race
-    to create it (as the stage in one process would create it: ``dataset`` last). On
-    PostgreSQL two stages at once (validate's halves) take turns here."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('crm-pipeline quarantine'))")
-    if sa.inspect(conn).has_table("quarantine"):
+def _create_quarantine_table(engine: sa.engine.Engine) -> None:
+    """Every worker writes to ``quarantine``; it is created here first so that they do not
+    race to create it (as the stage in one process would create it: ``dataset`` last)."""
+    if warehouse.table_exists(engine, "quarantine"):
         return
     columns = [c for c in QUARANTINE_COLUMNS if c != "dataset"] + ["dataset"]
     empty = pd.DataFrame(
         {c: pd.Series(dtype="datetime64[ns]" if c == "extracted_at" else object) for c in columns}
     )
-    warehouse.insert_frame(conn, "quarantine", empty)
+    with engine.begin() as conn:
+        warehouse.insert_frame(conn, "quarantine", empty)
 
 
 def _run_worker(folder: Path, request: dict) -> dict[str, Validated]:
@@ -701,16 +680,15 @@ def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
 
 
 def _validate_parallel(
-    ctx: StageContext, workers: int, pending: dict[str, changes.Pending], names: list[str]
+    ctx: StageContext, workers: int, pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
     """The datasets on ``workers`` worker processes (:func:`plan_workers`); results as the
     workers finish. Each dataset is written in its own transaction, as in one process."""
     sizes = {
         name: _raw_rows(ctx.engine, name) if pending[name].full else len(pending[name].keys)
-        for name in names
+        for name in DATASETS
     }
-    with ctx.engine.begin() as conn:
-        _create_quarantine_table(conn)
+    _create_quarantine_table(ctx.engine)
     common = {
         "url": ctx.engine.url.render_as_string(hide_password=False),
         "settings": ctx.settings,
@@ -738,19 +716,16 @@ def _validate_parallel(
 
 
 def _validate_sequential(
-    ctx: StageContext, pending: dict[str, changes.Pending], names: list[str]
+    ctx: StageContext, pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
-    """Datasets ``names`` in DATASETS order in this process, the key indexes of parents
-    validated whole kept in memory (others read from the raw tables,
-    :func:`parent_key_indexes`)."""
+    """Every dataset in DATASETS order in this process, the key indexes of parents validated
+    whole kept in memory (others read from the raw tables, :func:`parent_key_indexes`)."""
     still_parent = {
         name: max(i for i, d in enumerate(DATASETS.values()) if name in d.parents.values())
         for name in {p for d in DATASETS.values() for p in d.parents.values()}
     }
     key_indexes: dict[str, KeyIndex] = {}
     for position, dataset in enumerate(DATASETS.values()):
-        if dataset.name not in names:
-            continue
         # parents come before children in DATASETS
         parents = parent_key_indexes(
             ctx.engine, dataset, ctx.settings, pending[dataset.name], key_indexes
@@ -766,42 +741,23 @@ def _validate_sequential(
 
 
 def run(ctx: StageContext) -> StageResult:
-    """The ``validate`` stage: every dataset (:func:`validate_datasets`)."""
-    return validate_datasets(ctx, list(DATASETS), "validate")
-
-
-def run_customer_files(ctx: StageContext) -> StageResult:
-    """The ``validate_customer_files`` stage: the datasets customer resolution and the
-    customer-file findings read (:data:`CUSTOMER_FILES`)."""
-    return validate_datasets(ctx, list(CUSTOMER_FILES), "validate_customer_files")
-
-
-def run_activity(ctx: StageContext) -> StageResult:
-    """The ``validate_activity`` stage: every other dataset (:data:`ACTIVITY`)."""
-    return validate_datasets(ctx, list(ACTIVITY), "validate_activity")
-
-
-def validate_datasets(ctx: StageContext, names: list[str], stage: str) -> StageResult:
-    """Validate datasets ``names``; write their stg_* tables and quarantine partitions, the
-    customer-file findings to dq_findings (when ``names`` hold their inputs) and an HTML
-    summary (``out_dir/validation/<batch>/``, a folder per stage when not all datasets).
+    """Validate every dataset; write stg_*, quarantine, dq_findings and the HTML summary.
 
     Each dataset is read, checked and written in chunks of ``sources.chunk_rows`` rows, so
     memory holds one chunk plus the key indexes of the datasets still needed as parents.
     On PostgreSQL the datasets are validated on ``worker_count`` processes at once; the
-    result is the same as in one process. A dataset's references are checked against its
-    parents' landed rows, so the two halves of the datasets can be validated side by side.
+    result is the same as in one process.
     """
     settings = ctx.settings.validation
-    workers = worker_count(ctx, len(names))
+    workers = worker_count(ctx)
     findings_inputs: dict[str, pd.DataFrame] = {}
     outcomes: dict[str, DatasetOutcome] = {}
     errors: list[QuarantineThresholdError] = []
     pending = plan_pending(ctx)
     results = (
-        _validate_sequential(ctx, pending, names)
+        _validate_sequential(ctx, pending)
         if workers == 1
-        else _validate_parallel(ctx, workers, pending, names)
+        else _validate_parallel(ctx, workers, pending)
     )
     # The customer-file findings start as soon as their three datasets are validated, in a
     # thread of this process (which otherwise only waits for the workers): phone parsing
@@ -855,9 +811,8 @@ def validate_datasets(ctx: StageContext, names: list[str], stage: str) -> StageR
         warehouse.replace_partition(
             ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
         )
-    folder = ctx.settings.out_dir / "validation" / ctx.batch_id
     docs = write_docs(
-        folder if len(names) == len(DATASETS) else folder / stage,
+        ctx.settings.out_dir / "validation" / ctx.batch_id,
         ctx.batch_id,
         str(ctx.quarter),
         outcomes,
@@ -881,4 +836,4 @@ def validate_datasets(ctx: StageContext, names: list[str], stage: str) -> StageR
     detail["findings"] = len(findings)
     detail["workers"] = workers
     detail["data_docs"] = str(docs)
-    return StageResult(stage=stage, rows_in=rows_in, rows_out=rows_valid, detail=detail)
+    return StageResult(stage="validate", rows_in=rows_in, rows_out=rows_valid, detail=detail)

@@ -179,8 +179,7 @@ def run_ingest_and_quarterly(deployment: Deployment) -> tuple[str, str]:
         "extract_sales",
         "extract_service",
         "extract_finance",
-        "validate_customer_files",
-        "validate_activity",
+        "validate",
         "resolve_customers",
     ):
         assert (ingest, stage) in succeeded

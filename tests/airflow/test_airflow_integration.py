@@ -56,8 +56,7 @@ def test_failing_source_fails_at_extract_finance_alerts_and_keeps_the_warehouse(
 
     states = airflow.task_states("crm_ingest", run_id)
     assert states["extract_finance"] == "failed"
-    assert states["validate_customer_files"] == "upstream_failed"
-    assert states["validate_activity"] == "upstream_failed"
+    assert states["validate"] == "upstream_failed"
     assert states["resolve_customers"] == "upstream_failed"
     # One retry (CRM_AIRFLOW_RETRIES=1): the last try's log names the stage, file and quarter.
     task_log = airflow.task_log("crm_ingest", run_id, "extract_finance", try_number=2)

@@ -193,7 +193,6 @@ def render_reports(ctx: StageContext) -> StageResult:
 
     The satisfaction report is rendered in a worker process while this one renders the
     archive review (WeasyPrint and the worklist workbook are Python, one core each)."""
-    url = ctx.engine.url.render_as_string(hide_password=False)
     if not warehouse.shared(ctx.engine):  # another process would not see it
         rendered = [
             render_satisfaction(ctx.settings, ctx.engine, ctx.quarter),
@@ -209,7 +208,7 @@ def render_reports(ctx: StageContext) -> StageResult:
             "pipeline.reporting:satisfaction_in_worker",
             Path(scratch),
             "satisfaction",
-            url=url,
+            url=ctx.engine.url.render_as_string(hide_password=False),
             settings=ctx.settings,
             quarter=ctx.quarter,
         )

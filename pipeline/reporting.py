@@ -192,33 +192,29 @@ def render_reports(ctx: StageContext) -> StageResult:
     """Stage: render both reports for ``ctx.quarter`` into ``out_dir/<quarter>/``.
 
     The satisfaction report is rendered in a worker process while this one renders the
-    archive review (WeasyPrint and the worklist workbook are Python, one core each)."""
-    if not warehouse.shared(ctx.engine):  # another process would not see it
+    archive review (WeasyPrint and the worklist workbook are Python, one core each); both
+    here, one after the other, when another process could not open the warehouse."""
+    if not warehouse.shared(ctx.engine):
         rendered = [
             render_satisfaction(ctx.settings, ctx.engine, ctx.quarter),
             render_archive(ctx.settings, ctx.engine, ctx.quarter),
         ]
-        return _finish_rendering(ctx, rendered)
-    with (
-        tempfile.TemporaryDirectory(prefix="crm-render-") as scratch,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        satisfaction = pool.submit(
-            worker.call,
-            "pipeline.reporting:satisfaction_in_worker",
-            Path(scratch),
-            "satisfaction",
-            url=ctx.engine.url.render_as_string(hide_password=False),
-            settings=ctx.settings,
-            quarter=ctx.quarter,
-        )
-        archive = render_archive(ctx.settings, ctx.engine, ctx.quarter)
-        rendered = [satisfaction.result(), archive]
-    return _finish_rendering(ctx, rendered)
-
-
-def _finish_rendering(ctx: StageContext, rendered: list[RenderedReport]) -> StageResult:
-    """Write the manifest of the rendered reports (read by ``send_reports``)."""
+    else:
+        with (
+            tempfile.TemporaryDirectory(prefix="crm-render-") as scratch,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            satisfaction = pool.submit(
+                worker.call,
+                "pipeline.reporting:satisfaction_in_worker",
+                Path(scratch),
+                "satisfaction",
+                url=ctx.engine.url.render_as_string(hide_password=False),
+                settings=ctx.settings,
+                quarter=ctx.quarter,
+            )
+            archive = render_archive(ctx.settings, ctx.engine, ctx.quarter)
+            rendered = [satisfaction.result(), archive]
     manifest = {
         r.report: {
             "title": r.title,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import socket
@@ -135,3 +136,13 @@ def test_send_failure_is_reported_and_not_marked_sent(tmp_path: Path) -> None:
     deliveries = read_table(ctx.engine, "report_deliveries")
     assert sorted(deliveries["report"]) == ["archive", "satisfaction"]
     assert set(deliveries["status"]) == {"failed"}
+
+
+def test_an_in_memory_warehouse_renders_both_reports_in_this_process(tmp_path: Path) -> None:
+    """A worker process could not open an in-memory warehouse: both reports render here."""
+    ctx = dataclasses.replace(_context(tmp_path), engine=create_engine("sqlite://"))
+    _fill(ctx)
+    rendered = render_reports(ctx)
+    assert set(rendered.detail) == {"satisfaction", "archive"}
+    pdfs = sorted((tmp_path / "out" / "2026Q3").glob("*.pdf"))
+    assert len(pdfs) == 2 and all(p.read_bytes().startswith(b"%PDF") for p in pdfs)

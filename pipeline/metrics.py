@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -66,25 +67,64 @@ class MetricInputs:
     contacts: pd.DataFrame  # customer_id, contacted_at
     # customer_id -> first order date, for orders older than those in ``sales`` (a window)
     first_purchases: pd.Series | None = None
+    # When set, every customer_id above is a code of these golden ids (compute_quarter's
+    # output frames have the ids themselves)
+    golden: GoldenIds | None = None
 
 
 class GoldenIds:
     """core_customer_xref as one lookup per source system, built once: mapping a chunk
-    costs only its own lookups (the lookup's hash table is kept with it)."""
+    costs only its own lookups (the lookup's hash table is kept with it).
 
-    def __init__(self, xref: pd.DataFrame):
+    Records map to integer codes, not to the golden id text: code ``i`` is ``ids[i]``, and
+    the ids are sorted, so codes sort as the ids do. Grouping, merging and counting 64-bit
+    integers is several times faster than Python strings, and a window of history holds
+    8 bytes per row instead of a string (:meth:`decode` turns codes back into ids).
+    Unmapped records get :data:`NO_CUSTOMER`."""
+
+    def __init__(self, xref: pd.DataFrame, core: pd.DataFrame | None = None):
+        ids = xref["customer_id"].astype(object)
+        if core is not None:
+            ids = pd.concat([ids, core["customer_id"].astype(object)], ignore_index=True)
+        self.ids = np.sort(pd.unique(ids.dropna().to_numpy(dtype=object)))
+        self._index = pd.Index(self.ids)
         self.by_system = {
-            system: group.set_index("source_record_id")["customer_id"]
+            system: (
+                pd.Index(group["source_record_id"].astype(object)),
+                self._index.get_indexer(group["customer_id"].astype(object)).astype(np.int64),
+            )
             for system, group in xref.groupby("source_system", sort=False)
         }
-        for lookup in self.by_system.values():  # hash tables built here, not in the threads
-            _ = lookup.index.is_unique
+        for records, _ in self.by_system.values():  # hash tables built here, not in threads
+            _ = records.is_unique
+
+    def encode(self, ids: pd.Series) -> pd.Series:
+        """Golden ids as codes (:data:`NO_CUSTOMER` for an id not known)."""
+        return pd.Series(self._index.get_indexer(ids.astype(object)), index=ids.index)
 
     def map(self, records: pd.Series, system: str) -> pd.Series:
         lookup = self.by_system.get(system)
         if lookup is None:
-            return pd.Series(None, index=records.index, dtype=object)
-        return records.map(lookup).astype(object)
+            return pd.Series(NO_CUSTOMER, index=records.index, dtype=np.int64)
+        index, codes = lookup
+        found = index.get_indexer(records.astype(object))
+        return pd.Series(
+            np.where(found >= 0, np.append(codes, NO_CUSTOMER)[found], NO_CUSTOMER),
+            index=records.index,
+        )
+
+    def decode(self, codes: pd.Series | np.ndarray) -> np.ndarray:
+        return self.ids[np.asarray(codes, dtype=np.int64)]
+
+
+NO_CUSTOMER = -1
+
+
+def _unmapped(customer_ids: pd.Series) -> pd.Series:
+    """Rows without a golden customer: no id, or :data:`NO_CUSTOMER` as a code."""
+    if customer_ids.dtype.kind in "iu":
+        return customer_ids < 0
+    return customer_ids.isna()
 
 
 def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | GoldenIds | None) -> pd.Series:
@@ -94,6 +134,9 @@ def _map_ids(records: pd.Series, system: str, xref: pd.DataFrame | GoldenIds | N
         return xref.map(records, system)
     lookup = xref[xref["source_system"] == system].set_index("source_record_id")["customer_id"]
     return records.map(lookup).astype(object)
+
+
+SEGMENT_TEXT = ("region", "industry", "account_manager")
 
 
 def _customers(
@@ -121,14 +164,15 @@ def _customers(
         extra = pd.concat(others, ignore_index=True).dropna()
         extra = extra[~extra.isin(customers["customer_id"])].drop_duplicates()
         customers = pd.concat([customers, pd.DataFrame({"customer_id": extra})], ignore_index=True)
-    for column in ("region", "industry", "account_manager"):
+    for column in SEGMENT_TEXT:
         if column not in customers.columns:
             customers[column] = None
     customers = customers.dropna(subset=["customer_id"]).drop_duplicates("customer_id")
     # Python strings, as in the frames mapped by _map_ids: pandas' Arrow-backed ``str`` is
     # slow to factorize and look up (isin) at 100,000 customers, and mixing the two in one
-    # merge converts every time.
-    return customers.astype({"customer_id": object})
+    # merge converts every time. The segment columns too, made once: each quarter's rows
+    # (tiers.customer_quarter) then share these strings instead of making their own.
+    return customers.astype({c: object for c in ("customer_id", *SEGMENT_TEXT)})
 
 
 def build_inputs(
@@ -161,9 +205,10 @@ def build_inputs(
 
 
 # One builder per input frame, shared by build_inputs (whole tables) and InputWindow
-# (chunks of recent history). Record ids become Python strings: grouping on and counting
-# Arrow-backed text (distinct orders, duplicate invoice ids) was a third of the computation
-# at 100,000 customers.
+# (chunks of recent history). What is grouped on or counted is an integer: golden
+# customers as codes (GoldenIds), orders and invoices as hashes of their ids. Counting
+# distinct orders on their text was a third of the computation at 100,000 customers, and
+# the ids as Python strings were most of a window's memory; the ids kept stay Arrow text.
 
 
 def _sales(lines: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
@@ -172,7 +217,7 @@ def _sales(lines: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.Dat
     sales = pd.DataFrame(
         {
             "customer_id": _map_ids(lines["customer_record_id"], "sales", xref),
-            "order_id": lines["order_record_id"].astype(object),
+            "order_id": tiers.record_keys(lines["order_record_id"]),  # counted, never shown
             "order_date": lines["order_date"],
             "amount_cny": lines["amount_cny"].astype("float64"),
             "cost_cny": lines["cost_cny"].astype("float64"),
@@ -186,7 +231,7 @@ def _sales(lines: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.Dat
 def _invoices(inv: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "invoice_id": inv["source_record_id"].astype(object),
+            "invoice_id": inv["source_record_id"],
             "customer_id": _map_ids(inv["customer_record_id"], "finance", xref),
             "invoice_date": inv["invoice_date"],
             "due_date": inv["due_date"],
@@ -198,7 +243,7 @@ def _invoices(inv: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.Da
 def _payments(pay: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "invoice_id": pay["invoice_record_id"].astype(object),
+            "invoice_id": pay["invoice_record_id"],
             "paid_date": pay["paid_date"],
             "amount_cny": pay["amount_cny"].astype("float64"),
         }
@@ -207,10 +252,7 @@ def _payments(pay: pd.DataFrame) -> pd.DataFrame:
 
 def _tickets(tk: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
     tickets = tk.rename(columns={"source_record_id": "ticket_id"})
-    return tickets.assign(
-        ticket_id=tickets["ticket_id"].astype(object),
-        customer_id=_map_ids(tk["customer_record_id"], "service", xref),
-    )
+    return tickets.assign(customer_id=_map_ids(tk["customer_record_id"], "service", xref))
 
 
 def _surveys(sv: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.DataFrame:
@@ -224,14 +266,15 @@ def _contacts(cl: pd.DataFrame, xref: pd.DataFrame | GoldenIds | None) -> pd.Dat
 def _mapped_only(name: str, frame: pd.DataFrame, unmapped: Counter | None = None) -> pd.DataFrame:
     """The rows mapped to a golden customer; the others are counted in ``unmapped`` when
     given (a stream's chunks, logged once), else logged."""
-    count = int(frame["customer_id"].isna().sum())
+    missing = _unmapped(frame["customer_id"])
+    count = int(missing.sum())
     if not count:
         return frame
     if unmapped is not None:
         unmapped[name] += count
     else:
         _warn_unmapped(name, count)
-    return frame[frame["customer_id"].notna()]
+    return frame[~missing.to_numpy()]
 
 
 def _warn_unmapped(name: str, count: int) -> None:
@@ -268,6 +311,12 @@ class QuarterCache:
 
     customers: dict[Quarter, pd.DataFrame] = field(default_factory=dict)
     metrics: dict[Quarter, pd.DataFrame] = field(default_factory=dict)
+
+    def keep_from(self, quarter: Quarter) -> None:
+        """Forget the quarters before ``quarter``: memory holds a few quarters, not all."""
+        for cached in (self.customers, self.metrics):
+            for old in [q for q in cached if q < quarter]:
+                del cached[old]
 
     def customer_quarter(
         self, inputs: MetricInputs, quarter: Quarter, settings: Settings
@@ -321,13 +370,19 @@ def compute_quarter(
         inputs.tickets, quarter, settings.metrics, settings.timezone, settings.tiers.both_ends_top_n
     )
     migration = tiers.tier_migration(current, previous)
-    return {
+    frames = {
         "mart_customer_quarter": current,
         "mart_metrics": metrics,
         "mart_sla_offenders": offenders,
         "mart_tier_migration": migration,
         "mart_both_ends": tiers.both_ends(current),
     }
+    if inputs.golden is not None:  # codes back to golden ids
+        for name, frame in frames.items():
+            if "customer_id" in frame.columns:
+                ids = inputs.golden.decode(frame["customer_id"])
+                frames[name] = frame.assign(customer_id=ids)
+    return frames
 
 
 STAGING = (
@@ -553,7 +608,10 @@ class InputWindow:
         xref, core = _read_core(engine)
         accounts = {} if core is not None else {n: _read_staging(engine, n) for n in ACCOUNTS}
         self.customers = _customers(accounts, xref, core)
-        self.golden = None if xref is None else GoldenIds(xref)
+        self.golden = None if xref is None else GoldenIds(xref, core)
+        if self.golden is not None:  # every input keyed on codes (see GoldenIds)
+            codes = self.golden.encode(self.customers["customer_id"])
+            self.customers = self.customers.assign(customer_id=codes)[codes >= 0]
         self.frames: dict[str, pd.DataFrame] = {}
         self.ahead: dict[str, pd.DataFrame] = {}
         self.first_purchases = pd.Series(dtype="datetime64[ns]")
@@ -613,7 +671,7 @@ class InputWindow:
             customer_id=_map_ids(first["customer_record_id"], "sales", self.golden)
         )
         self.first_purchases = (
-            first[first["customer_id"].notna()].groupby("customer_id")["order_date"].min()
+            first[~_unmapped(first["customer_id"])].groupby("customer_id")["order_date"].min()
         )
         table = "stg_service_tickets"
         open_complaints = (
@@ -642,7 +700,7 @@ class InputWindow:
             else:
                 frame = _mapped_only(name, BUILDERS[name](chunk, self.golden), self.unmapped)
             if name in ("invoices", "payments"):  # keyed once per row, here
-                frame["invoice_key"] = tiers.invoice_keys(frame["invoice_id"])
+                frame["invoice_key"] = tiers.record_keys(frame["invoice_id"])
             yield frame
 
     def _advance(self, name: str, horizon: pd.Timestamp, start: pd.Timestamp) -> None:
@@ -699,6 +757,7 @@ class InputWindow:
             surveys=self.frames["surveys"],
             contacts=self.frames["contacts"],
             first_purchases=self.first_purchases,
+            golden=self.golden,
         )
 
     def close(self) -> None:
@@ -740,6 +799,7 @@ def compute_history(
             frames = compute_quarter(window.inputs_for(q), q, settings, cache)
             written[str(q)] = write_quarter(engine, q, frames)
             log.info("metrics for %s written (%d rows)", q, written[str(q)])
+            cache.keep_from(q.shift(-1))  # the next quarter reads back to this one's previous
     finally:
         window.close()
     return written

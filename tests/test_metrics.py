@@ -347,7 +347,10 @@ def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend
             assert "T-OLD-1" in set(window.frames["tickets"]["ticket_id"])
             assert "T-OLD-2" not in set(window.frames["tickets"]["ticket_id"])
             golden = xref.set_index(["source_system", "source_record_id"])["customer_id"]
-            assert golden[("sales", buyer)] in window.first_purchases.index
+            # inside the window customers are codes of the golden ids
+            assert window.frames["sales"]["customer_id"].dtype.kind == "i"
+            first_buyers = window.golden.decode(window.first_purchases.index)
+            assert golden[("sales", buyer)] in set(first_buyers)
             with pytest.raises(ValueError, match="oldest first"):
                 window.inputs_for(Q3.previous())
         finally:
@@ -382,3 +385,24 @@ def test_window_queries_never_scan_one_table_per_row_of_another_on_sqlite(demo, 
                 detail for _, parent, _, detail in plan if parent == 0 and detail.startswith("SCAN")
             ]
             assert len(scans) <= 1, (text, plan)
+
+
+def test_golden_ids_map_records_to_codes_that_sort_as_the_ids() -> None:
+    xref = pd.DataFrame(
+        {
+            "source_system": ["sales", "sales", "service", "finance"],
+            "source_record_id": ["S2", "S1", "V1", "F1"],
+            "customer_id": ["CUST-B", "CUST-A", "CUST-B", "CUST-C"],
+        }
+    )
+    core = pd.DataFrame({"customer_id": ["CUST-A", "CUST-B", "CUST-C", "CUST-0"]})
+    golden = metrics.GoldenIds(xref, core)
+    assert list(golden.ids) == ["CUST-0", "CUST-A", "CUST-B", "CUST-C"]
+    codes = golden.map(pd.Series(["S1", "S2", "nope", None], dtype="str"), "sales")
+    assert list(codes) == [1, 2, metrics.NO_CUSTOMER, metrics.NO_CUSTOMER]
+    assert list(golden.map(pd.Series(["V1"]), "unknown system")) == [metrics.NO_CUSTOMER]
+    assert list(golden.decode(codes[:2])) == ["CUST-A", "CUST-B"]
+    assert list(golden.encode(pd.Series(["CUST-C", "CUST-X"]))) == [3, metrics.NO_CUSTOMER]
+    frame = pd.DataFrame({"customer_id": codes, "n": range(4)})
+    assert list(metrics._mapped_only("sales", frame)["n"]) == [0, 1]
+

@@ -215,6 +215,24 @@ def test_duplicate_invoice_ids_are_refused() -> None:
         tiers.credit_grades(inv, payments([]), Q3, CFG)
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))),
+            st.one_of(st.floats(-10, 400), st.just(float("nan"))),
+        ),
+        max_size=40,
+    )
+)
+def test_grades_at_once_equal_grade_by_grade(pairs) -> None:
+    for share, cycle in CFG.credit_grades.values():  # on and just past each boundary
+        pairs = [*pairs, (share, cycle), (share - 1e-6, cycle), (share, cycle + 1)]
+    share = pd.Series([p[0] for p in pairs], dtype="float64")
+    cycle = pd.Series([p[1] for p in pairs], dtype="float64")
+    expected = [tiers.grade_for(s, c, CFG) for s, c in zip(share, cycle, strict=True)]
+    assert list(tiers.grades_for(share, cycle, CFG)) == expected
+
+
 def test_credit_window_is_24_months() -> None:
     inv = invoices(
         [("old", "c", "2024-09-30", "2024-10-30", 100), ("in", "c", "2024-10-01", "2024-10-31", 50)]
@@ -455,6 +473,6 @@ def test_run_wide_invoice_keys_give_the_status_per_call_keys_give(
     pd.testing.assert_frame_equal(run_wide, per_call)
     # every invoice's collected amount is the sum of its own payments up to quarter end
     paid = pay[pay["paid_date"] <= pd.Timestamp("2026-09-30")].groupby("invoice_id")["amount_cny"]
-    expected = per_call["invoice_id"].map(paid.sum()).fillna(0.0)
+    expected = per_call["invoice_id"].astype(object).map(paid.sum()).astype(float).fillna(0.0)
     capped = expected.clip(upper=per_call["billed_cny"])
     assert ((per_call["collected_cny"] - capped).abs() < 1e-9).all()

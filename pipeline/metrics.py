@@ -172,7 +172,7 @@ def _customers(
     # slow to factorize and look up (isin) at 100,000 customers, and mixing the two in one
     # merge converts every time. The segment columns too, made once: each quarter's rows
     # (tiers.customer_quarter) then share these strings instead of making their own.
-    return customers.astype({c: object for c in ("customer_id", *SEGMENT_TEXT)})
+    return customers.astype(dict.fromkeys(("customer_id", *SEGMENT_TEXT), object))
 
 
 def build_inputs(

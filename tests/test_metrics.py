@@ -405,4 +405,3 @@ def test_golden_ids_map_records_to_codes_that_sort_as_the_ids() -> None:
     assert list(golden.encode(pd.Series(["CUST-C", "CUST-X"]))) == [3, metrics.NO_CUSTOMER]
     frame = pd.DataFrame({"customer_id": codes, "n": range(4)})
     assert list(metrics._mapped_only("sales", frame)["n"]) == [0, 1]
-

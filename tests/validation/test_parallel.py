@@ -310,3 +310,41 @@ def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(
         assert streamed(engine, "SELECT 1.5 AS x", 10) is None
     finally:
         engine.dispose()
+
+
+def test_a_full_run_replaces_staged_rows_without_leaving_dead_ones_and_keeps_indexes(
+    pg_landed: Settings,
+) -> None:
+    """A full validation truncates the staging tables (a DELETE left the previous rows in
+    the table until a vacuum) and rebuilds their indexes after loading; a dataset that
+    fails is rolled back with its indexes and rows as they were."""
+    pg_landed.validation.workers = 2
+    _, first = _validate(pg_landed, workers=2)
+    _execute(
+        pg_landed,
+        'CREATE INDEX "ix by customer" ON stg_sales_orders (customer_record_id, order_date)',
+    )
+    engine = sa.create_engine(pg_landed.warehouse_url)
+    indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'stg_sales_orders'"
+    size = "SELECT pg_relation_size('stg_sales_order_lines')"
+
+    def state() -> tuple[set, int]:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text(indexes)).all()), conn.execute(sa.text(size)).scalar()
+
+    before, first_size = state()
+    assert "ix by customer" in {name for name, _ in before}
+    _, second = _validate(pg_landed, workers=2)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(second[table], first[table], obj=table)
+    after, second_size = state()
+    assert after == before
+    assert second_size == first_size  # not twice the rows
+
+    pg_landed.validation.max_quarantine_share = {"sales_orders": 0.0}
+    _execute(pg_landed, "UPDATE raw_sales_orders SET order_date = 'never'")
+    with pytest.raises(QuarantineThresholdError):
+        _validate(pg_landed, workers=2)
+    assert state()[0] == before
+    assert _tables(pg_landed)["stg_sales_orders"].equals(second["stg_sales_orders"])
+    engine.dispose()

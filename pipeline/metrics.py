@@ -540,13 +540,25 @@ MARGIN = pd.Timedelta(days=2)
 SORT_SETTINGS = {"work_mem": "64MB"}
 
 
-def lookback_quarters(settings: Settings) -> dict[str, int]:
-    """Per input frame: how many quarters before a quarter ``q`` compute_quarter(q) reads
-    with an empty cache (it computes q-2 and q-1 too, and the credit grades of q-3)."""
+def lookback_quarters(settings: Settings, warm: bool = False) -> dict[str, int]:
+    """Per input frame: how many quarters before a quarter ``q`` compute_quarter(q) reads.
+
+    With an empty cache it computes q-2 and q-1 too, and the credit grades of q-3. ``warm``:
+    with the cache holding q-2 and q-1 (the run computed them just before), it reads only
+    q's own windows."""
     t = settings.tiers
     value = -(-t.value_window_months // 3)
     credit = -(-t.credit_window_months // 3)
     sales = max(value, t.churn_quiet_quarters, t.loyal_window_quarters, 2)
+    if warm:
+        return {
+            "sales": sales - 1,
+            "invoices": credit - 1,
+            "payments": credit - 1,
+            "tickets": 1,  # complaints of q-1 (rising or not); open ones are kept
+            "surveys": 0,
+            "contacts": 0,
+        }
     return {
         "sales": 2 + sales - 1,
         "invoices": 3 + credit - 1,
@@ -575,9 +587,10 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 class InputWindow:
     """The metric inputs of the quarters a run computes, oldest quarter first, holding only
-    the history those quarters read: memory follows the windows (about 11 quarters of
-    invoices, 6 of orders, 4 of tickets with the default settings), not the length of
-    history.
+    the history those quarters read: memory follows the windows (with the default
+    settings 8 quarters of invoices, 4 of orders, 2 of tickets and 1 of surveys and
+    contacts; the first quarter reads 3 more of each, as its cache is empty), not the
+    length of history.
 
     Each input is one query in time order from the first quarter's window on, read
     ``chunk_rows`` rows at a time (``sources.chunk_rows``). What the quarters need of
@@ -598,6 +611,7 @@ class InputWindow:
         self.chunk_rows = chunk_rows or settings.sources.chunk_rows
         self.first = first
         self.back = lookback_quarters(settings)
+        self.warm_back = lookback_quarters(settings, warm=True)
         # Rows older than the first quarter's windows are never read row by row (``first``:
         # the oldest quarter asked for; without it, all history streams through).
         self.floors = (
@@ -628,9 +642,11 @@ class InputWindow:
             name: read_ahead(self._stream(name), depth=1, name=f"metrics-{name}") for name in FEEDS
         }
 
-    def _start(self, quarter: Quarter, name: str) -> pd.Timestamp:
-        """The oldest time of feed ``name`` that compute_quarter(quarter) can use."""
-        return pd.Timestamp(quarter.shift(-self.back[name]).start_date) - MARGIN
+    def _start(self, quarter: Quarter, name: str, warm: bool = False) -> pd.Timestamp:
+        """The oldest time of feed ``name`` that compute_quarter(quarter) can use (``warm``:
+        with the two quarters before it cached)."""
+        back = (self.warm_back if warm else self.back)[name]
+        return pd.Timestamp(quarter.shift(-back).start_date) - MARGIN
 
     def _columns(self, table: str) -> str:
         return ", ".join(
@@ -739,15 +755,23 @@ class InputWindow:
         return frame[keep].reset_index(drop=True)
 
     def inputs_for(self, quarter: Quarter) -> MetricInputs:
-        """The inputs compute_quarter(quarter) needs, with an empty cache. Quarters must
-        come oldest first."""
+        """The inputs compute_quarter(quarter) needs. Quarters come oldest first, one after
+        another: the first with an empty cache, each later one with the cache holding
+        what the run computed for the quarters before it (:class:`QuarterCache`), so the
+        window keeps only the quarter's own windows from then on."""
         earliest = self.quarter or self.first
         if earliest is not None and quarter < earliest:
             raise ValueError(f"{quarter} comes before {earliest}: quarters go oldest first")
+        if self.quarter is not None and quarter > self.quarter.shift(1):
+            raise ValueError(
+                f"{quarter} does not follow {self.quarter}: quarters go oldest first, "
+                "one after another"
+            )
+        warm = self.quarter is not None
         self.quarter = quarter
         horizon = pd.Timestamp(quarter.shift(1).start_date) + MARGIN
         for name in FEEDS:
-            self._advance(name, horizon, self._start(quarter, name))
+            self._advance(name, horizon, self._start(quarter, name, warm))
         return MetricInputs(
             customers=self.customers,
             sales=self.frames["sales"],
@@ -795,11 +819,16 @@ def compute_history(
     cache = QuarterCache()
     written: dict[str, int] = {}
     try:
-        for q in todo:
+        # The window takes quarters one after another: those between that are already
+        # written are computed again (for the cache) but not written.
+        q = todo[0]
+        while q <= quarter:
             frames = compute_quarter(window.inputs_for(q), q, settings, cache)
-            written[str(q)] = write_quarter(engine, q, frames)
-            log.info("metrics for %s written (%d rows)", q, written[str(q)])
+            if q in todo:
+                written[str(q)] = write_quarter(engine, q, frames)
+                log.info("metrics for %s written (%d rows)", q, written[str(q)])
             cache.keep_from(q.shift(-1))  # the next quarter reads back to this one's previous
+            q = q.shift(1)
     finally:
         window.close()
     return written

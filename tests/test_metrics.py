@@ -178,6 +178,17 @@ def test_stage_with_core_matches_sql_and_is_idempotent(demo, tmp_path) -> None:
     after = {t: frame_digest(read_table(ctx.engine, t)) for t in metrics.OUTPUT_TABLES}
     assert after == before
 
+    # a quarter missing between written ones: it and the current quarter are written, the
+    # quarters between are computed again (the window goes quarter by quarter) and kept
+    gap = Q3.shift(-5)
+    with ctx.engine.begin() as conn:
+        for table in metrics.OUTPUT_TABLES:
+            conn.execute(sa.text(f'DELETE FROM "{table}" WHERE quarter = :q'), {"q": str(gap)})
+    written = metrics.compute_history(ctx.engine, ctx.settings, Q3, 8)
+    assert sorted(written) == sorted([str(gap), str(Q3)])
+    again = {t: frame_digest(read_table(ctx.engine, t)) for t in metrics.OUTPUT_TABLES}
+    assert again == before
+
 
 def test_stage_falls_back_to_source_records_without_core(demo, tmp_path, caplog) -> None:
     ctx = _warehouse(demo, tmp_path, with_core=False)
@@ -353,6 +364,8 @@ def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend
             assert golden[("sales", buyer)] in set(first_buyers)
             with pytest.raises(ValueError, match="oldest first"):
                 window.inputs_for(Q3.previous())
+            with pytest.raises(ValueError, match="one after another"):
+                window.inputs_for(Q3.shift(2))
         finally:
             window.close()
         stage = expected["mart_customer_quarter"].set_index("customer_id")["lifecycle_stage"]

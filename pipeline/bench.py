@@ -96,10 +96,14 @@ def measure(
         # ru_maxrss of a child starts at the parent's size when it forked (Linux carries the
         # pre-exec high-water mark over), so the peak is the child's own VmHWM, polled.
         peak_kib = [0]
-        poller = threading.Thread(target=_poll_hwm, args=(process.pid, peak_kib), daemon=True)
+        reaped = threading.Event()
+        poller = threading.Thread(
+            target=_poll_hwm, args=(process.pid, argv, peak_kib, reaped), daemon=True
+        )
         poller.start()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
+        reaped.set()
         poller.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     peak = peak_kib[0] if peak_kib[0] else usage.ru_maxrss
@@ -134,19 +138,35 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _poll_hwm(pid: int, peak_kib: list[int], interval: float = 0.05) -> None:
-    """Keep the stage's peak resident KiB until it exits: the larger of the process's own
-    ``VmHWM`` and the largest sampled sum of resident memory over it and its descendants
-    (worker processes count: they hold memory at the same time as the stage)."""
-    while True:
-        own = _status_kib(pid, "VmHWM")
-        if own is None:
-            return
-        tree = (_status_kib(pid, "VmRSS") or 0) + sum(
-            _status_kib(child, "VmRSS") or 0 for child in _descendants(pid)
-        )
-        peak_kib[0] = max(peak_kib[0], own, tree)
-        time.sleep(interval)
+def _exec_done(pid: int, argv: list[str]) -> bool:
+    """Has ``pid`` become ``argv`` (before its exec it is a copy of this process)?"""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [
+            os.fsencode(a) for a in argv
+        ]
+    except OSError:
+        return False
+
+
+def _poll_hwm(
+    pid: int, argv: list[str], peak_kib: list[int], reaped: threading.Event, interval=0.05
+) -> None:
+    """Keep the stage's peak resident KiB until it is reaped: the larger of the process's
+    own ``VmHWM`` and the largest sampled sum of resident memory over it and its
+    descendants (worker processes count: they hold memory at the same time as the stage).
+
+    Samples count from the child's exec on: before it, the child is a copy of the bench
+    process, with its high-water mark. While it execs, its status has no memory fields;
+    that once ended the polling, and the bench recorded 180 MiB (the bench process's own
+    size) for a stage that peaks at 1.6 GiB."""
+    while not reaped.is_set():
+        own = _status_kib(pid, "VmHWM") if _exec_done(pid, argv) else None
+        if own is not None:
+            tree = (_status_kib(pid, "VmRSS") or 0) + sum(
+                _status_kib(child, "VmRSS") or 0 for child in _descendants(pid)
+            )
+            peak_kib[0] = max(peak_kib[0], own, tree)
+        reaped.wait(interval)
 
 
 def machine() -> dict[str, Any]:

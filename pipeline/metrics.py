@@ -72,6 +72,10 @@ class MetricInputs:
     golden: GoldenIds | None = None
 
 
+# The code of a record with no golden customer (GoldenIds)
+NO_CUSTOMER = -1
+
+
 class GoldenIds:
     """core_customer_xref as one lookup per source system, built once: mapping a chunk
     costs only its own lookups (the lookup's hash table is kept with it).
@@ -115,9 +119,6 @@ class GoldenIds:
 
     def decode(self, codes: pd.Series | np.ndarray) -> np.ndarray:
         return self.ids[np.asarray(codes, dtype=np.int64)]
-
-
-NO_CUSTOMER = -1
 
 
 def _unmapped(customer_ids: pd.Series) -> pd.Series:

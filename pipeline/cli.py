@@ -52,13 +52,29 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def _quarter(text: str | None) -> Quarter:
-    if text:
-        try:
-            return Quarter.parse(text)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--quarter") from error
-    return Quarter.last_complete(date.today())
+def _quarter(text: str | None, complete: bool = True) -> Quarter:
+    """The --quarter value (default: the latest complete quarter). Reports and metrics cover
+    quarters that have ended (``complete``); no command takes a quarter that has not begun."""
+    today = date.today()
+    if not text:
+        return Quarter.last_complete(today)
+    try:
+        quarter = Quarter.parse(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--quarter") from error
+    if quarter.start_date > today:
+        raise typer.BadParameter(
+            f"{quarter} has not begun yet (today is {today}); the latest complete quarter "
+            f"is {Quarter.last_complete(today)}",
+            param_hint="--quarter",
+        )
+    if complete and quarter.end_date >= today:
+        raise typer.BadParameter(
+            f"{quarter} has not ended yet (it ends {quarter.end_date}): its metrics and reports "
+            f"would be incomplete; the latest complete quarter is {Quarter.last_complete(today)}",
+            param_hint="--quarter",
+        )
+    return quarter
 
 
 @app.callback()
@@ -149,9 +165,10 @@ def run(
     from pipeline import warehouse
     from pipeline.runner import INGEST_STAGES, QUARTERLY_STAGES
 
+    chosen = _quarter(quarter)
     warehouse.migrate(warehouse.create_engine(get_settings().warehouse_url))
     names = [*INGEST_STAGES, *QUARTERLY_STAGES] + (["send_reports"] if send else [])
-    _run(names, _quarter(quarter), batch_id)
+    _run(names, chosen, batch_id)
 
 
 @app.command()
@@ -173,14 +190,16 @@ def stage(
     ] = None,
 ) -> None:
     """Run single stages (extract_sales, validate, resolve_customers, compute_metrics, …)."""
-    from pipeline.runner import STAGES
+    from pipeline.runner import QUARTERLY_STAGES, STAGES
 
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise typer.BadParameter(
             f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}"
         )
-    _run(names, _quarter(quarter), batch_id)
+    # Ingest stages may land the quarter in progress; quarterly stages need a complete one.
+    ingest_only = all(n not in (*QUARTERLY_STAGES, "send_reports") for n in names)
+    _run(names, _quarter(quarter, complete=not ingest_only), batch_id)
 
 
 @app.command()

@@ -27,6 +27,8 @@ class Quarter:
         match = _QUARTER_RE.match(text or "")
         if not match:
             raise ValueError(f"not a quarter: {text!r} (expected e.g. 2026Q3)")
+        if int(match.group(1)) < 1:
+            raise ValueError(f"not a quarter: {text!r} (the year must be 0001 or later)")
         return cls(int(match.group(1)), int(match.group(2)))
 
     @classmethod

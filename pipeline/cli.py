@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.quarters import Quarter
-from pipeline.settings import get_settings
+from pipeline.settings import Settings, get_settings
 
 app = typer.Typer(
     help="Batch ETL and reporting for customer files: extract, validate, resolve, tier, report.",
@@ -50,6 +50,68 @@ def _setup_logging(verbose: bool) -> None:
 def _now() -> datetime:
     # The CLI is an edge: it reads the clock once and hands the value to the stages.
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _settings() -> Settings:
+    """The settings, or a plain message naming each bad value (exit code 2) instead of a traceback."""
+    import tomllib
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"])
+            secret = any(word in where for word in ("password", "url"))
+            shown = "" if secret or "input" not in problem else f" (got {problem['input']!r})"
+            lines.append(f"  {where}: {problem['msg']}{shown}")
+        message = "\n".join(lines)
+    except SettingsError as error:
+        message = (
+            f"  {error}\n  (lists and tables in CRM_* variables are JSON, e.g. "
+            """CRM_REPORTS__SATISFACTION_RECIPIENTS='["ceo@example.com"]')"""
+        )
+    except (tomllib.TOMLDecodeError, FileNotFoundError) as error:
+        message = f"  {error}"
+    source = _config_source()
+    console.print(
+        f"[bold red]configuration error[/] (CRM_* environment variables"
+        f"{f' and {source}' if source else ''}):",
+        highlight=False,
+    )
+    console.print(message, markup=False, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _config_source() -> str | None:
+    from pipeline.settings import config_path
+
+    try:
+        path = config_path()
+    except FileNotFoundError:
+        return None
+    return str(path) if path else None
+
+
+def _migrate(settings: Settings) -> None:
+    """Bring the warehouse schema up to date; a warehouse that cannot be opened fails clearly."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipeline import warehouse
+
+    try:
+        warehouse.migrate(warehouse.create_engine(settings.warehouse_url))
+    except (SQLAlchemyError, OSError) as error:
+        console.print(
+            f"[bold red]FAILED[/]: cannot open the warehouse "
+            f"{settings.redacted()['warehouse_url']}:",
+            highlight=False,
+        )
+        console.print(str(error), markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
 
 
 def _quarter(text: str | None, complete: bool = True) -> Quarter:
@@ -121,7 +183,7 @@ def _run(stage_names: list[str], quarter: Quarter, batch_id: str | None) -> None
 
     started_at = _now()
     ctx = make_context(
-        get_settings(), quarter, batch_id or started_at.strftime("%Y%m%dT%H%M%S"), started_at
+        _settings(), quarter, batch_id or started_at.strftime("%Y%m%dT%H%M%S"), started_at
     )
     summary = Table(title=f"crm-pipeline run {ctx.batch_id} — quarter {quarter}")
     for column, justify in (
@@ -162,11 +224,10 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline: extract, validate, resolve, tiers and metrics, reports (and email)."""
-    from pipeline import warehouse
     from pipeline.runner import INGEST_STAGES, QUARTERLY_STAGES
 
     chosen = _quarter(quarter)
-    warehouse.migrate(warehouse.create_engine(get_settings().warehouse_url))
+    _migrate(_settings())
     names = [*INGEST_STAGES, *QUARTERLY_STAGES] + (["send_reports"] if send else [])
     _run(names, chosen, batch_id)
 
@@ -174,10 +235,8 @@ def run(
 @app.command()
 def migrate() -> None:
     """Bring the warehouse schema to the newest version (run after installing or upgrading)."""
-    from pipeline import warehouse
-
-    settings = get_settings()
-    warehouse.migrate(warehouse.create_engine(settings.warehouse_url))
+    settings = _settings()
+    _migrate(settings)
     console.print(f"warehouse {settings.redacted()['warehouse_url']} is at the newest schema")
 
 
@@ -235,7 +294,7 @@ def dedupe(
     from pipeline.dedupe import dedupe as run_dedupe
 
     try:
-        run_dedupe(input_csv, id_column, fields, out, get_settings().resolution)
+        run_dedupe(input_csv, id_column, fields, out, _settings().resolution)
     except DedupeInputError as error:
         console.print(f"dedupe failed: {error}", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -253,7 +312,7 @@ def bench_resolution(
 
     from pipeline.bench_resolution import benchmark
 
-    sys.stdout.write(json.dumps(benchmark(sources, get_settings()), indent=2) + "\n")
+    sys.stdout.write(json.dumps(benchmark(sources, _settings()), indent=2) + "\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -341,7 +400,7 @@ def settings() -> None:
     """Print the settings in effect (secrets masked)."""
     import json
 
-    sys.stdout.write(json.dumps(get_settings().redacted(), ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(_settings().redacted(), ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

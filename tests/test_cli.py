@@ -42,3 +42,56 @@ def test_year_zero_is_not_a_quarter():
     result = CliRunner().invoke(app, ["report", "--quarter", "0000Q1"])
     assert result.exit_code == 2
     assert "not a quarter" in result.output
+
+
+def _plain(result) -> str:
+    # A clean message: the CLI exited on purpose, no traceback was printed.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+def test_bad_settings_name_the_value_and_keep_secrets(monkeypatch):
+    monkeypatch.setenv("CRM_TIERS__VALUE_A_SHARE", "-1")
+    monkeypatch.setenv("CRM_VALIDATION__DEFAULT_MAX_QUARANTINE_SHARE", "1.5")
+    monkeypatch.setenv("CRM_SMTP__PASSWORD", "hunter2")
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    output = _plain(result)
+    assert "configuration error" in output
+    assert "tiers.value_a_share: Input should be greater than 0 (got '-1')" in output
+    assert "validation.default_max_quarantine_share" in output
+    assert "hunter2" not in output
+
+
+def test_malformed_or_missing_config_file_and_non_json_list(monkeypatch, cli_env):
+    (cli_env / "crm-pipeline.toml").write_text('warehouse_url = "x\n[tiers\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", "--quarter", "2026Q3"])
+    assert result.exit_code == 2
+    assert "crm-pipeline.toml" in _plain(result)
+    assert "line 1" in _plain(result)
+
+    monkeypatch.setenv("CRM_CONFIG", str(cli_env / "nope.toml"))
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    assert "CRM_CONFIG points at" in _plain(result)
+
+    monkeypatch.delenv("CRM_CONFIG")
+    (cli_env / "crm-pipeline.toml").unlink()
+    monkeypatch.setenv("CRM_REPORTS__SATISFACTION_RECIPIENTS", "ceo@example.com")
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    assert "are JSON" in _plain(result)
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "postgresql+psycopg://etl:s3cret@127.0.0.1:1/crm?connect_timeout=2"]
+)
+@pytest.mark.parametrize("command", [["migrate"], ["run", "--quarter", "2026Q3"]])
+def test_unreachable_warehouse_fails_clearly(command, url, monkeypatch):
+    monkeypatch.setenv("CRM_WAREHOUSE_URL", url)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1
+    output = _plain(result)
+    assert "FAILED: cannot open the warehouse" in output
+    assert "s3cret" not in output

@@ -65,9 +65,12 @@ def _settings() -> Settings:
         lines = []
         for problem in error.errors():
             where = ".".join(str(part) for part in problem["loc"])
-            secret = any(word in where for word in ("password", "url"))
+            unknown = problem["type"] == "extra_forbidden"
+            # An unknown key may be a misspelt password: its value is never echoed either.
+            secret = unknown or any(word in where for word in ("pass", "url", "secret"))
             shown = "" if secret or "input" not in problem else f" (got {problem['input']!r})"
-            lines.append(f"  {where}: {problem['msg']}{shown}")
+            what = "unknown setting" if unknown else problem["msg"]
+            lines.append(f"  {where}: {what}{shown}")
         message = "\n".join(lines)
     except SettingsError as error:
         message = (

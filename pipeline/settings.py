@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,12 @@ from pydantic_settings import (
 DEFAULT_DATA_DIR = Path("data")
 
 
-class SourceSettings(BaseModel):
+class _Section(BaseModel):
+    # A misspelt key (``value_a_shar``) is an error, not a silently kept default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Section):
     """Where the three source systems are read from."""
 
     sales_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/sources/sales.db"
@@ -46,7 +51,7 @@ class SourceSettings(BaseModel):
     incremental: bool = False
 
 
-class ValidationSettings(BaseModel):
+class ValidationSettings(_Section):
     """Row-level quarantine thresholds: a run stops when a dataset's quarantined share passes its limit."""
 
     default_max_quarantine_share: float = Field(0.10, ge=0, le=1)
@@ -63,7 +68,7 @@ class ValidationSettings(BaseModel):
     workers: int = Field(0, ge=0)
 
 
-class ResolutionSettings(BaseModel):
+class ResolutionSettings(_Section):
     """Entity resolution: match thresholds and the human-review band."""
 
     match_threshold: float = Field(0.9, ge=0, le=1)
@@ -74,7 +79,7 @@ class ResolutionSettings(BaseModel):
     decisions_file: Path | None = None
 
 
-class TierSettings(BaseModel):
+class TierSettings(_Section):
     """Value tier, credit grade and lifecycle rules (DOMAIN.md defaults)."""
 
     value_a_share: float = Field(0.70, gt=0, le=1)
@@ -99,7 +104,7 @@ class TierSettings(BaseModel):
     both_ends_top_n: int = 20
 
 
-class MetricSettings(BaseModel):
+class MetricSettings(_Section):
     """Satisfaction and service metric rules."""
 
     first_response_sla_hours: float = 24.0
@@ -110,7 +115,7 @@ class MetricSettings(BaseModel):
     trend_quarters: int = 8
 
 
-class SmtpSettings(BaseModel):
+class SmtpSettings(_Section):
     """SMTP delivery from the CLI (inside Airflow an SMTP Connection is used instead)."""
 
     host: str = "localhost"
@@ -125,7 +130,7 @@ class SmtpSettings(BaseModel):
     retry_backoff_seconds: float = 2.0
 
 
-class ReportSettings(BaseModel):
+class ReportSettings(_Section):
     """Quarterly reports: who gets them, in which language, and the archive-review deadline rule."""
 
     company_name: str = "示例科技股份有限公司"
@@ -148,7 +153,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CRM_",
         env_nested_delimiter="__",
-        extra="ignore",
+        # Unknown keys in the TOML file or under a section's CRM_<SECTION>__ variables are
+        # errors (a typo would otherwise leave the default in effect without a word).
+        extra="forbid",
     )
 
     warehouse_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/warehouse.db"

@@ -95,3 +95,18 @@ def test_unreachable_warehouse_fails_clearly(command, url, monkeypatch):
     output = _plain(result)
     assert "FAILED: cannot open the warehouse" in output
     assert "s3cret" not in output
+
+
+def test_misspelt_settings_are_named_not_ignored(monkeypatch, cli_env):
+    (cli_env / "crm-pipeline.toml").write_text(
+        "[tiers]\nvalue_a_shar = 0.5\n[tierz]\nx = 1\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("CRM_SMTP__PASWORD", "hunter2")
+    monkeypatch.setenv("CRM_AIRFLOW_RETRIES", "3")  # not a setting section: read elsewhere
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    output = _plain(result)
+    assert "tiers.value_a_shar: unknown setting" in output
+    assert "tierz: unknown setting" in output
+    assert "smtp.pasword: unknown setting" in output
+    assert "hunter2" not in output

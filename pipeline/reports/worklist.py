@@ -29,9 +29,33 @@ def localised_headers(worklist: pd.DataFrame, language: str) -> pd.DataFrame:
     return frame.rename(columns={c: t(f"column.{c}") for c in frame.columns})
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Sheets.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """CSV bytes for people who open them in a spreadsheet: the BOM makes Excel read the Chinese
+    text as UTF-8, and text that would start a formula (``=HYPERLINK(...)`` in a customer name)
+    gets a leading apostrophe, so it is shown, never run."""
+    text = frame.assign(
+        **{
+            c: frame[c].map(_as_text)
+            for c in frame.columns
+            if frame[c].dtype == object or isinstance(frame[c].dtype, pd.StringDtype)
+        }
+    )
+    return text.to_csv(index=False).encode("utf-8-sig")
+
+
 def worklist_csv(worklist: pd.DataFrame, language: str) -> bytes:
-    """CSV bytes; the BOM makes Excel read the Chinese text as UTF-8."""
-    return localised_headers(worklist, language).to_csv(index=False).encode("utf-8-sig")
+    """The worklist as CSV (see :func:`csv_bytes`)."""
+    return csv_bytes(localised_headers(worklist, language))
 
 
 def worklist_xlsx(worklist: pd.DataFrame, language: str) -> bytes:

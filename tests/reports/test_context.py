@@ -258,6 +258,20 @@ def test_worklist_file_names_categories_and_severities_in_words() -> None:
     assert text == ["事项编号,类别,严重程度,问题代码", "1,档案不完整,高,x_missing"]
 
 
+def test_worklist_csv_keeps_formula_like_text_as_text() -> None:
+    import csv
+    import io
+
+    from pipeline.reports.worklist import worklist_csv
+
+    names = ['=HYPERLINK("http://x","点我")', '@SUM(1+1)*cmd|" /C calc"!A0', "+86 10 1234", "华创"]
+    worklist = pd.DataFrame({"item_id": ["1", "2", "3", "4"], "customer_name": names})
+    rows = list(csv.reader(io.StringIO(worklist_csv(worklist, "zh_CN").decode("utf-8-sig"))))
+    # Excel, LibreOffice and Sheets run a cell starting with = + - @ as a formula.
+    assert [r[1] for r in rows[1:]] == ["'" + n for n in names[:3]] + ["华创"]
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+
+
 def test_worklist_workbook_holds_the_rows_as_text_dates_and_no_formulas() -> None:
     import io
     import time

@@ -72,8 +72,10 @@ def bar_chart(
     unit: str = "",
     reference: float | None = None,
     horizontal: bool = False,
+    fmt: str = "%.1f",
 ) -> str:
-    """Bars with value labels; an optional dashed reference line (e.g. an SLA target)."""
+    """Bars with value labels (``fmt``: ``"%d"`` for counts); an optional dashed reference line
+    (e.g. an SLA target)."""
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(
             figsize=(6.4, max(2.2, 0.35 * len(labels) + 1) if horizontal else 2.6)
@@ -83,7 +85,7 @@ def bar_chart(
             ax.invert_yaxis()
         else:
             bars = ax.bar(list(labels), list(values), color=PALETTE[1])
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        ax.bar_label(bars, fmt=fmt, fontsize=7, padding=2)
         if reference is not None:
             (ax.axvline if horizontal else ax.axhline)(reference, color=PALETTE[4], ls="--", lw=1)
         ax.set_title(title, loc="left")

@@ -326,6 +326,7 @@ def build_satisfaction_context(
                         mix["value"].astype(float).tolist(),
                         t(f"chart.complaint_{dimension}"),
                         horizontal=True,
+                        fmt="%d",
                     ),
                 }
             )
@@ -354,6 +355,7 @@ def build_satisfaction_context(
                     [t(f"tier.{x}") for x in [*tiers, "-"]],
                     [float(now_counts.get(x, 0)) for x in [*tiers, "-"]],
                     t("chart.tier_distribution"),
+                    fmt="%d",
                 ),
             }
         )

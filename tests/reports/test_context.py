@@ -52,6 +52,23 @@ def test_satisfaction_kpis_are_formatted_with_change(settings: Settings) -> None
     assert ctx["coverage"] == []
 
 
+def test_count_charts_label_bars_as_whole_numbers(settings: Settings, monkeypatch) -> None:
+    from pipeline.reports import charts
+
+    labels = {}
+
+    def bar_chart(labels_, values, title, unit="", reference=None, horizontal=False, fmt="%.1f"):
+        labels[title] = [fmt % v for v in values]
+        return "data:image/svg+xml;base64,"
+
+    monkeypatch.setattr(charts, "bar_chart", bar_chart)
+    build_satisfaction_context(metrics_frame(), customer_quarter_frame(), None, settings, QUARTER)
+    # customers and complaints are counted: "148", not "148.0"; shares keep one decimal
+    for title in ("客户价值分级分布", "投诉与建议结构(按类别)", "投诉与建议结构(按接触点)"):
+        assert labels[title] and all(label.isdigit() for label in labels[title]), labels
+    assert all("." in label for label in labels["各渠道24小时首次响应达标率"])
+
+
 def test_satisfaction_is_reproducible(settings: Settings) -> None:
     a = build_satisfaction_context(
         metrics_frame(), customer_quarter_frame(), None, settings, QUARTER

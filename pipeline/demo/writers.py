@@ -75,6 +75,9 @@ def render(
 
     ``for_csv`` writes money as text with exactly two decimals (blank = "").
     """
+    if len(values) == 0:
+        # NumPy's string functions (zfill) fail on empty arrays; a tiny demo has empty chunks.
+        return np.empty(0, dtype=object)
     if isinstance(how, Key):
         numbers = np.asarray(values, dtype=np.int64)
         text = np.strings.add(how.prefix, np.strings.zfill(numbers.astype(str), how.width))

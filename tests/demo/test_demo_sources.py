@@ -207,6 +207,14 @@ def test_as_of_is_required(tmp_path: Path) -> None:
         generate_demo_sources(tmp_path, customers=10, seed=1, as_of=None)
 
 
+@pytest.mark.parametrize("customers", [1, 3, 10])
+def test_a_handful_of_customers_is_enough(tmp_path: Path, customers: int) -> None:
+    # Tiny demos have datasets without a single defect (empty chunks to render).
+    manifest = generate_demo_sources(tmp_path, customers=customers, seed=3, as_of=AS_OF)
+    assert manifest["row_counts"]["sales_customers"] >= customers
+    assert (tmp_path / "truth" / "defects.csv").is_file()
+
+
 def test_tables_have_exactly_the_raw_columns(demo: Path) -> None:
     for (db, table), columns in RAW_COLUMNS.items():
         with sqlite3.connect(demo / db) as connection:

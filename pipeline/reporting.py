@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline import warehouse, worker
@@ -55,6 +56,26 @@ def _read(engine: Engine, table: str, **partition: Any) -> pd.DataFrame | None:
 def _read_quarters(engine: Engine, table: str, quarters: list[Quarter]) -> pd.DataFrame | None:
     frames = [f for q in quarters if (f := _read(engine, table, quarter=str(q))) is not None]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _previous_findings(engine: Engine, quarter: Quarter) -> pd.DataFrame | None:
+    """The findings of the quarter before ``quarter``, or None when that quarter was never
+    reviewed (the first run): the report then shows "–", not a change from zero findings."""
+    previous = str(quarter.previous())
+    findings = _read(engine, "dq_findings", quarter=previous)
+    if findings is None or not findings.empty:
+        return findings
+    if not warehouse.table_exists(engine, "run_log"):
+        return None
+    with engine.connect() as conn:
+        reviewed = conn.execute(
+            sa.text(
+                "SELECT 1 FROM run_log WHERE stage = 'quality_findings' AND quarter = :quarter "
+                "AND status = 'success'"
+            ),
+            {"quarter": previous},
+        ).first()
+    return findings if reviewed else None
 
 
 def _rows_used(engine: Engine) -> dict[str, int]:
@@ -104,7 +125,7 @@ def render_archive(settings: Settings, engine: Engine, quarter: Quarter) -> Rend
     started = time.perf_counter()
     context = build_archive_context(
         _read(engine, "dq_findings", quarter=str(quarter)),
-        _read(engine, "dq_findings", quarter=str(quarter.previous())),
+        _previous_findings(engine, quarter),
         _read(engine, "core_customers"),
         _read_quarters(engine, "mart_customer_quarter", [quarter.previous(), quarter]),
         _read(engine, "core_match_review"),

@@ -122,6 +122,34 @@ def test_render_then_send_both_reports(tmp_path: Path) -> None:
     assert set(deliveries["status"]) == {"sent"}
 
 
+def test_archive_compares_with_the_previous_quarter_only_when_it_was_reviewed(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import pandas as pd
+
+    ctx = _context(tmp_path)
+    _fill(ctx)
+
+    def changes() -> dict[str, str]:
+        render_reports(ctx)
+        manifest = json.loads((tmp_path / "out" / "2026Q3" / "manifest.json").read_text("utf-8"))
+        return {h["label"]: h["change"] for h in manifest["archive"]["headline"]}
+
+    # First run: 2026Q2 was never reviewed, so there is nothing to compare with (not "+N").
+    assert changes()["档案不完整"] == "–"
+    # 2026Q2 was reviewed and found nothing: now the change from zero is real.
+    replace_partition(
+        ctx.engine,
+        "run_log",
+        pd.DataFrame([{"quarter": "2026Q2", "status": "success", "rows_in": 1, "rows_out": 0}]),
+        batch_id="b0",
+        stage="quality_findings",
+    )
+    assert changes()["档案不完整"].startswith("+")
+
+
 def test_satisfaction_needs_mart_metrics(tmp_path: Path) -> None:
     ctx = _context(tmp_path)
     with pytest.raises(ReportDataError, match="mart_metrics"):

@@ -52,6 +52,19 @@ deliveries = sa.Table(
 class DeliveryError(RuntimeError):
     """Sending failed after all retries; the named recipients were not marked sent."""
 
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+def _permanent(error: Exception) -> bool:
+    """A 5xx reply (to the message or to every recipient): trying again cannot help."""
+    if isinstance(error, smtplib.SMTPResponseException):
+        return 500 <= error.smtp_code < 600
+    if isinstance(error, smtplib.SMTPRecipientsRefused) and error.recipients:
+        return all(500 <= code < 600 for code, _ in error.recipients.values())
+    return False
+
 
 @dataclass
 class ReportEmail:
@@ -137,13 +150,11 @@ def _send_with_retry(
                 raise smtplib.SMTPRecipientsRefused(refused)
             return attempt
         except (smtplib.SMTPException, OSError) as error:
-            permanent = (
-                isinstance(error, smtplib.SMTPResponseException) and 500 <= error.smtp_code < 600
-            )
-            if permanent or attempt == attempts:
+            if _permanent(error) or attempt == attempts:
                 raise DeliveryError(
                     f"sending {message['Subject']!s} to {message['To']} failed after "
-                    f"{attempt} attempt(s) via {smtp.host}:{smtp.port}: {error!r}"
+                    f"{attempt} attempt(s) via {smtp.host}:{smtp.port}: {error!r}",
+                    attempts=attempt,
                 ) from error
             delay = smtp.retry_backoff_seconds * 2 ** (attempt - 1)
             log.warning("SMTP attempt %d failed (%r); retrying in %.1fs", attempt, error, delay)
@@ -218,7 +229,7 @@ def send_report(
                 {
                     **row,
                     "status": "failed",
-                    "attempts": max(1, smtp.retries),
+                    "attempts": error.attempts or max(1, smtp.retries),
                     "error": str(error),
                     "recorded_at": _now(),
                 },

@@ -155,6 +155,38 @@ def test_permanent_failure_is_not_retried(engine, report_email) -> None:
     assert inbox.data_calls == 1
 
 
+def test_refused_recipient_is_not_retried_and_the_others_still_get_it(engine, report_email) -> None:
+    class Refusing(Inbox):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+            if address.startswith("gone@"):
+                return "550 5.1.1 no such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    inbox = Refusing()
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    delays: list[float] = []
+    try:
+        with pytest.raises(DeliveryError, match=r"gone@example\.cn failed after 1 attempt.*550"):
+            send_report(
+                engine,
+                _smtp(port, retries=3),
+                report_email,
+                ["gone@example.cn", "ceo@example.cn"],
+                sleep=delays.append,
+            )
+    finally:
+        controller.stop()
+    assert delays == []
+    assert [rcpt for rcpt, _ in inbox.messages] == [["ceo@example.cn"]]
+    rows = read_table(engine, "report_deliveries").set_index("recipient")
+    assert rows.loc["gone@example.cn", "status"] == "failed"
+    assert rows.loc["gone@example.cn", "attempts"] == 1
+    assert rows.loc["ceo@example.cn", "status"] == "sent"
+
+
 def test_unreachable_server_fails_and_recovers_later(server, engine, report_email) -> None:
     closed = _free_port()  # nothing listens here
     with pytest.raises(DeliveryError, match="failed after 2 attempt"):

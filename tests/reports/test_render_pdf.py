@@ -104,6 +104,28 @@ def test_archive_pdf_is_encrypted_with_worklist_attached(archive_report) -> None
     assert '<img src="http://evil.example/x.png">恶意公司' in text.replace("\n", "")
 
 
+def test_very_long_customer_names_are_cut_in_the_pdf_and_whole_in_the_worklist(
+    tmp_path: Path,
+) -> None:
+    long_name = "超长名称有限公司" * 62 + "ABCD"  # 500 characters
+    customers = customers_frame()
+    customers.loc[0, "name"] = long_name
+    ctx = build_archive_context(
+        findings_frame(40),
+        None,
+        customers,
+        customer_quarter_frame(),
+        None,
+        None,
+        Settings(out_dir=tmp_path),
+        QUARTER,
+    )
+    html = render_html("archive.html", ctx)
+    assert long_name not in html
+    assert long_name[:59] + "…" in html
+    assert long_name in ctx["worklist"]["customer_name"].tolist()
+
+
 def test_a_long_worklist_s_workbook_is_written_by_a_worker_process(
     archive_report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -676,7 +676,7 @@ def build_archive_context(
         names = dict(
             zip(
                 customers["customer_id"].astype(str),
-                customers.get("name", pd.Series(dtype=str)).astype(str),
+                customers.get("name", pd.Series(dtype=str)).fillna("").astype(str),
                 strict=False,
             )
         )

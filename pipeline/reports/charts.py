@@ -53,9 +53,12 @@ def line_chart(
     """One line per series over ``labels`` (quarters); None values leave gaps."""
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(figsize=(6.4, 2.6))
+        xs = range(len(labels))  # every quarter keeps its place, with data or not
         for i, (name, values) in enumerate(series.items()):
             ys = [float("nan") if v is None else v for v in values]
-            ax.plot(labels, ys, marker="o", color=PALETTE[i % len(PALETTE)], label=name, lw=1.8)
+            ax.plot(xs, ys, marker="o", color=PALETTE[i % len(PALETTE)], label=name, lw=1.8)
+        ax.set_xticks(list(xs), list(labels))
+        ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_title(title, loc="left")
         if unit:
             ax.set_ylabel(unit)

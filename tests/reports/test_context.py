@@ -69,6 +69,19 @@ def test_count_charts_label_bars_as_whole_numbers(settings: Settings, monkeypatc
     assert all("." in label for label in labels["各渠道24小时首次响应达标率"])
 
 
+def test_trend_charts_show_every_quarter_even_without_data_at_the_end() -> None:
+    import base64
+
+    from pipeline.reports import charts
+
+    quarters = ["2026Q1", "2026Q2", "2026Q3"]
+    uri = charts.line_chart(quarters, {"NPS": [12.0, 8.5, None]}, "NPS")
+    svg = base64.b64decode(uri.split(",", 1)[1]).decode()
+    # glyphs are paths; matplotlib names each text in a comment before them. A quarter with no
+    # surveys keeps its place on the axis (a gap), instead of the axis ending before it.
+    assert all(f"<!-- {q} -->" in svg for q in quarters)
+
+
 def test_satisfaction_is_reproducible(settings: Settings) -> None:
     a = build_satisfaction_context(
         metrics_frame(), customer_quarter_frame(), None, settings, QUARTER

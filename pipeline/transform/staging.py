@@ -81,7 +81,13 @@ def _map_unique(text: pd.Series, func: Callable[[str], Any]) -> pd.Series:
 
 
 def _numbers(text: pd.Series) -> pd.Series:
-    return pd.to_numeric(text, errors="coerce").astype("float64")
+    """Numbers of the text; missing where it is not a number, or not a finite one ("inf",
+    "1e400"): no amount or score is infinite."""
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    return numbers.where(np.isfinite(numbers))
+
+
+_INT64_LIMIT = 2.0**63  # whole numbers at or beyond this do not fit the Int64 columns
 
 
 def _timestamps(text: pd.Series) -> pd.Series:
@@ -100,7 +106,7 @@ def cast_column(
         return text, pd.Series(False, index=text.index)
     if kind == "int":
         numbers = _numbers(text)
-        whole = numbers.notna() & (numbers == numbers.round())
+        whole = numbers.notna() & (numbers == numbers.round()) & (numbers.abs() < _INT64_LIMIT)
         bad = present & ~whole
         return numbers.where(whole).astype("Int64"), bad
     if kind == "float":

@@ -52,6 +52,40 @@ def test_bool_and_float() -> None:
     assert amounts.tolist()[:2] == [12.5, -3.0] and bad_amounts.tolist() == [False, False, True]
 
 
+def test_infinite_and_out_of_range_numbers_are_cast_errors_not_values() -> None:
+    # "inf" staged as an amount, and one "inf" or "1e30" in a score column stopped the
+    # whole validate stage ("cannot convert float infinity to integer").
+    amounts, bad_amounts = cast_column(
+        _text("inf", "-Infinity", "1e400", "NaN", "1.2e3"), "float", None, TZ
+    )
+    assert amounts.isna().tolist() == [True, True, True, True, False]
+    assert bad_amounts.tolist() == [True, True, True, True, False]
+    scores, bad_scores = cast_column(
+        _text("inf", "1e30", "9223372036854775808", "5", "-0"), "int", None, TZ
+    )
+    assert str(scores.dtype) == "Int64"
+    assert scores.tolist()[3:] == [5, 0]
+    assert bad_scores.tolist() == [True, True, True, False, False]
+    dataset = DATASETS["service_surveys"]
+    raw = pd.DataFrame(
+        {
+            "source_system": ["service"],
+            "source_record_id": ["SV1"],
+            "ticket_record_id": [None],
+            "customer_record_id": ["S1"],
+            "answered_at": ["2026-07-01 10:00:00"],
+            "csat_score": ["inf"],
+            "nps_score": ["1e30"],
+            "comment": [None],
+        }
+    )
+    _typed, errors = stage_frame(raw, dataset, TZ)
+    assert errors["reason"].tolist() == [
+        "csat_score: 'inf' is not an integer",
+        "nps_score: '1e30' is not an integer",
+    ]
+
+
 def test_stage_frame_reports_cast_errors_by_row_and_leaves_input_untouched() -> None:
     dataset = DATASETS["service_surveys"]
     raw = pd.DataFrame(

@@ -90,11 +90,19 @@ def _numbers(text: pd.Series) -> pd.Series:
 _INT64_LIMIT = 2.0**63  # whole numbers at or beyond this do not fit the Int64 columns
 
 
+# The times the typed columns (datetime64[ns]) hold, with a margin for time-zone shifts.
+# pandas parses "9999-12-31" (a common "no end" date) or "0001-01-01" at a coarser unit;
+# those values are unreadable here instead of stopping the stage at the cast to ns.
+EARLIEST_TIME = pd.Timestamp("1678-01-01")
+LATEST_TIME = pd.Timestamp("2262-01-01")
+
+
 def _timestamps(text: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
     if getattr(parsed.dt, "tz", None) is not None:  # an offset in the text: already absolute
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+    held = (parsed >= EARLIEST_TIME) & (parsed < LATEST_TIME)  # False for NaT
+    return parsed.where(held).astype("datetime64[ns]")
 
 
 def cast_column(
@@ -137,6 +145,11 @@ def cast_column(
 def _describe(kind: str, value: str, vocab: dict[str, str] | None) -> str:
     if kind == "vocab":
         return f"{value!r} is not one of {', '.join(sorted(vocab or {}))}"
+    if kind in ("date", "datetime") and _beyond_held_times(value):
+        return (
+            f"{value!r} is outside the dates the warehouse holds "
+            f"({EARLIEST_TIME:%Y-%m-%d} to {LATEST_TIME - pd.Timedelta(days=1):%Y-%m-%d})"
+        )
     article = "an" if kind == "int" else "a"
     label = {
         "int": "integer",
@@ -146,6 +159,19 @@ def _describe(kind: str, value: str, vocab: dict[str, str] | None) -> str:
         "bool": "yes/no value",
     }[kind]
     return f"{value!r} is not {article} {label}"
+
+
+def _beyond_held_times(value: str) -> bool:
+    """True for a readable ISO 8601 time that the typed columns cannot hold."""
+    try:
+        stamp = pd.to_datetime(value, format="ISO8601")
+    except (ValueError, OverflowError):
+        return False
+    if stamp is pd.NaT:
+        return False
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return not EARLIEST_TIME <= stamp < LATEST_TIME
 
 
 def stage_frame(

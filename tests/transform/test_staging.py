@@ -38,6 +38,33 @@ def test_date_stays_a_calendar_date_at_midnight() -> None:
     assert bad.tolist() == [False, True]
 
 
+def test_dates_beyond_the_warehouse_range_are_cast_errors_not_a_failed_stage() -> None:
+    # "9999-12-31" (an export's "no end date") or "0001-01-01" stopped the whole validate
+    # stage with OutOfBoundsDatetime, naming no dataset, row or column.
+    for kind in ("date", "datetime"):
+        typed, bad = cast_column(
+            _text("9999-12-31", "0001-01-01 00:00:00", "2026-07-01", None), kind, None, TZ
+        )
+        assert str(typed.dtype) == "datetime64[ns]"
+        assert typed.isna().tolist() == [True, True, False, True]
+        assert bad.tolist() == [True, True, False, False]
+    dataset = DATASETS["finance_invoices"]
+    raw = pd.DataFrame(
+        {
+            "source_system": ["finance"],
+            "source_record_id": ["I1"],
+            "customer_record_id": ["F1"],
+            "invoice_date": ["2026-07-01"],
+            "due_date": ["9999-12-31"],
+            "amount_cny": ["100"],
+        }
+    )
+    _typed, errors = stage_frame(raw, dataset, TZ)
+    assert errors["reason"].tolist() == [
+        "due_date: '9999-12-31' is outside the dates the warehouse holds (1678-01-01 to 2261-12-31)"
+    ]
+
+
 def test_vocab_maps_chinese_labels_and_flags_unknown_values() -> None:
     vocab = DATASETS["service_tickets"].columns[2].vocab
     typed, bad = cast_column(_text("电话", "phone", "传真", None), "vocab", vocab, TZ)

@@ -97,10 +97,34 @@ EARLIEST_TIME = pd.Timestamp("1678-01-01")
 LATEST_TIME = pd.Timestamp("2262-01-01")
 
 
-def _timestamps(text: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    if getattr(parsed.dt, "tz", None) is not None:  # an offset in the text: already absolute
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+def _local_time(value: str, source_timezone: str) -> pd.Timestamp | None:
+    """One ISO 8601 value as a naive time in ``source_timezone`` (None if unreadable)."""
+    try:
+        stamp = pd.to_datetime(value, format="ISO8601")
+    except (ValueError, OverflowError):
+        return None
+    if stamp is pd.NaT:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert(source_timezone).tz_localize(None)
+    return stamp if EARLIEST_TIME <= stamp < LATEST_TIME else None
+
+
+def _timestamps(text: pd.Series, source_timezone: str) -> pd.Series:
+    """Naive times in ``source_timezone`` of ISO 8601 text, NaT where unreadable.
+
+    A value with an offset ("+08:00", "Z") is an absolute time: it becomes the time zone's
+    local time, so that it reads like the naive local values beside it.
+    """
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except ValueError:  # offsets beside naive values, or different offsets: value by value
+        local = _map_unique(text, lambda v: _local_time(v, source_timezone))
+        return pd.Series(pd.DatetimeIndex(local.tolist()), index=text.index).astype(
+            "datetime64[ns]"
+        )
+    if getattr(parsed.dt, "tz", None) is not None:  # one offset throughout
+        parsed = parsed.dt.tz_convert(source_timezone).dt.tz_localize(None)
     held = (parsed >= EARLIEST_TIME) & (parsed < LATEST_TIME)  # False for NaT
     return parsed.where(held).astype("datetime64[ns]")
 
@@ -121,10 +145,10 @@ def cast_column(
         numbers = _numbers(text)
         return numbers, present & numbers.isna()
     if kind == "date":
-        parsed = _timestamps(text).dt.normalize()
+        parsed = _timestamps(text, source_timezone).dt.normalize()
         return parsed, present & parsed.isna()
     if kind == "datetime":
-        parsed = _timestamps(text)
+        parsed = _timestamps(text, source_timezone)
         utc = parsed.dt.tz_localize(source_timezone, ambiguous="NaT", nonexistent="NaT")
         typed = utc.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
         return typed, present & typed.isna()

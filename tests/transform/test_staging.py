@@ -32,6 +32,26 @@ def test_datetime_is_converted_from_source_local_time_to_naive_utc() -> None:
     assert bad.tolist() == [False, True]
 
 
+def test_times_with_an_offset_are_absolute_beside_local_times() -> None:
+    # One value with an offset among naive ones stopped the whole validate stage ("Mixed
+    # timezones detected"); a column with one offset throughout was shifted by the zone.
+    mixed, bad = cast_column(
+        _text("2026-07-01 10:00:00+08:00", "2026-07-01T02:00:00Z", "2026-07-01 10:00:00", "x"),
+        "datetime",
+        None,
+        TZ,
+    )
+    assert mixed.tolist()[:3] == [pd.Timestamp("2026-07-01 02:00:00")] * 3
+    assert bad.tolist() == [False, False, False, True]
+    one_offset, _ = cast_column(_text("2026-07-01 10:00:00+08:00"), "datetime", None, TZ)
+    assert one_offset.iloc[0] == pd.Timestamp("2026-07-01 02:00:00")
+    dates, bad_dates = cast_column(
+        _text("2026-06-30T20:00:00Z", "2026-07-01"), "date", None, TZ
+    )  # 20:00 UTC is already July 1st in Shanghai
+    assert dates.tolist() == [pd.Timestamp("2026-07-01")] * 2
+    assert not bad_dates.any()
+
+
 def test_date_stays_a_calendar_date_at_midnight() -> None:
     typed, bad = cast_column(_text("2026-02-28", "2026-02-30"), "date", None, TZ)
     assert typed.iloc[0] == pd.Timestamp("2026-02-28")

@@ -89,13 +89,20 @@ def suite_parameters(settings: ValidationSettings, extracted_at: datetime) -> di
     }
 
 
+# Keys longer than this (in UTF-8 bytes) are kept beside the fixed-width array, in a dict:
+# the array is as wide as its longest key, so one 1 MB key among millions would take
+# terabytes (and the chunk being encoded as much again).
+LONG_KEY_BYTES = 256
+
+
 class KeyIndex:
     """The distinct record keys of a dataset seen so far, kept compact for chunked validation.
 
     Exact (no hashing), about 10-20 bytes per key: keys are UTF-8 bytes in one sorted
-    fixed-width numpy array and are looked up by binary search. With ``values`` it also keeps,
-    per key, the value of the key's first row (e.g. an invoice's date). Blank keys are not
-    kept: a blank never matches.
+    fixed-width numpy array and are looked up by binary search; the rare key longer than
+    ``LONG_KEY_BYTES`` is kept in a dict instead. With ``values`` it also keeps, per key, the
+    value of the key's first row (e.g. an invoice's date). Blank keys are not kept: a blank
+    never matches.
     """
 
     def __init__(self, with_values: bool = False) -> None:
@@ -103,16 +110,26 @@ class KeyIndex:
         self.values: np.ndarray | None = (
             np.array([], dtype="datetime64[ns]") if with_values else None
         )
+        self.long: dict[bytes, np.datetime64 | None] = {}
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.keys) + len(self.long)
 
     @staticmethod
-    def _encode(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of present keys, their UTF-8 bytes); NUL never occurs in warehouse text."""
-        present = keys.notna().to_numpy()
-        encoded = [k.encode("utf-8") for k in keys.to_numpy(dtype=object)[present]]
-        return present, np.array(encoded, dtype=bytes) if encoded else np.array([], dtype="S1")
+    def _encode(keys: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
+        """(positions of the present keys of at most ``LONG_KEY_BYTES`` in ``keys``, their
+        UTF-8 bytes, positions of the longer ones, their bytes); NUL never occurs in
+        warehouse text."""
+        at = np.flatnonzero(keys.notna().to_numpy())
+        encoded = [k.encode("utf-8") for k in keys.to_numpy(dtype=object)[at]]
+        long_at, long = np.array([], dtype=np.intp), []
+        if encoded and max(map(len, encoded)) > LONG_KEY_BYTES:
+            is_long = np.array([len(k) > LONG_KEY_BYTES for k in encoded])
+            long = [k for k, too_long in zip(encoded, is_long, strict=True) if too_long]
+            encoded = [k for k, too_long in zip(encoded, is_long, strict=True) if not too_long]
+            long_at, at = at[is_long], at[~is_long]
+        short = np.array(encoded, dtype=bytes) if encoded else np.array([], dtype="S1")
+        return at, short, long_at, long
 
     def _positions(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, position of each encoded key in ``self.keys``)."""
@@ -126,25 +143,35 @@ class KeyIndex:
 
     def contains(self, keys: pd.Series) -> np.ndarray:
         """Per value of ``keys``: is it a kept key (False for blanks)."""
-        present, encoded = self._encode(keys)
+        at, encoded, long_at, long = self._encode(keys)
         result = np.zeros(len(keys), dtype=bool)
-        result[present] = self._positions(encoded)[0]
+        result[at] = self._positions(encoded)[0]
+        result[long_at] = [key in self.long for key in long]
         return result
 
     def lookup(self, keys: pd.Series) -> pd.Series:
         """The value kept for each key (NaT for blanks and unknown keys), index of ``keys``."""
         if self.values is None:
             raise TypeError("this KeyIndex keeps no values")
-        present, encoded = self._encode(keys)
+        at, encoded, long_at, long = self._encode(keys)
         found, positions = self._positions(encoded)
         out = np.full(len(keys), np.datetime64("NaT"), dtype="datetime64[ns]")
-        hits = np.flatnonzero(present)[found]
-        out[hits] = self.values[positions[found]]
+        out[at[found]] = self.values[positions[found]]
+        for i, key in zip(long_at, long, strict=True):
+            if key in self.long:
+                out[i] = self.long[key]
         return pd.Series(out, index=keys.index)
 
     def add(self, keys: pd.Series, values: pd.Series | None = None) -> None:
         """Keep the keys not kept yet; a repeated key keeps the value of its first row."""
-        present, encoded = self._encode(keys)
+        at, encoded, long_at, long = self._encode(keys)
+        if self.values is not None and values is None and (len(encoded) or long):
+            raise TypeError("this KeyIndex needs a value per key")
+        given = None
+        if self.values is not None and values is not None:
+            given = values.to_numpy(dtype="datetime64[ns]")
+        for i, key in zip(long_at, long, strict=True):
+            self.long.setdefault(key, None if given is None else given[i])
         new = ~self._positions(encoded)[0]
         encoded = encoded[new]
         first = ~pd.Series(encoded).duplicated(keep="first").to_numpy()
@@ -155,13 +182,11 @@ class KeyIndex:
         encoded = encoded[order]
         common = np.promote_types(self.keys.dtype, encoded.dtype)
         self.keys = self.keys.astype(common, copy=False)
-        at = np.searchsorted(self.keys, encoded.astype(common, copy=False))
-        self.keys = np.insert(self.keys, at, encoded)
-        if self.values is not None:
-            if values is None:
-                raise TypeError("this KeyIndex needs a value per key")
-            kept = values.to_numpy(dtype="datetime64[ns]")[present][new][first][order]
-            self.values = np.insert(self.values, at, kept)
+        at_sorted = np.searchsorted(self.keys, encoded.astype(common, copy=False))
+        self.keys = np.insert(self.keys, at_sorted, encoded)
+        if given is not None:
+            kept = given[at][new][first][order]
+            self.values = np.insert(self.values, at_sorted, kept)
 
     @classmethod
     def of(cls, keys: pd.Series, values: pd.Series | None = None) -> KeyIndex:

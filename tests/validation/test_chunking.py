@@ -176,3 +176,26 @@ def test_key_index_is_exact_and_keeps_the_first_value() -> None:
     assert dates.isna().tolist() == [False, True, False, False, True, True, False, True]
     with pytest.raises(TypeError, match="keeps no values"):
         KeyIndex.of(probe.dropna()).lookup(probe)
+
+
+def test_key_index_keeps_a_very_long_key_without_widening_every_key() -> None:
+    # The keys sat in one fixed-width array as wide as the longest key: one 1 MB key
+    # (a pasted document in an id column) made every key of the dataset take 1 MB, and the
+    # chunk's keys as much again (gigabytes for a few thousand rows).
+    long_key = "发票" * (1 << 19)  # 3 MB of UTF-8
+    index = KeyIndex(with_values=True)
+    index.add(
+        pd.Series(["I1", long_key, "I2", long_key], dtype=object),
+        pd.Series(pd.to_datetime(["2026-01-01", "2026-02-02", "2026-03-03", "2026-09-09"])),
+    )
+    assert len(index) == 3
+    assert index.keys.itemsize <= 256
+    probe = pd.Series([long_key, long_key + "x", "I2", None, "I3"], dtype=object)
+    assert index.contains(probe).tolist() == [True, False, True, False, False]
+    dates = index.lookup(probe)
+    assert dates.iloc[0] == pd.Timestamp("2026-02-02")  # the first row's value
+    assert dates.iloc[2] == pd.Timestamp("2026-03-03")
+    assert dates.isna().tolist() == [False, True, False, True, True]
+    plain = KeyIndex.of(pd.Series(["K1", "K2"], dtype=object))
+    assert plain.contains(pd.Series([long_key, "K2"], dtype=object)).tolist() == [False, True]
+    assert plain.keys.itemsize == 2  # a long key looked up does not widen the kept keys

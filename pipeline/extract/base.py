@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from pandas.api.types import infer_dtype
+from python_calamine import CalamineError
 
 from pipeline.arrowtext import as_arrow_text, stripped
 from pipeline.datasets import Dataset
@@ -461,7 +462,8 @@ def read_file(
                 sheets = book.sheet_names
                 sheet_name = sheet if sheet in sheets else sheets[0]
                 raw = book.parse(sheet_name=sheet_name, dtype=object)
-        except (ValueError, OSError, KeyError) as error:
+        except (ValueError, OSError, KeyError, CalamineError) as error:
+            # CalamineError: not a workbook at all (empty, truncated, a CSV renamed .xlsx)
             raise SourceError(
                 f"{dataset.system} source: cannot read Excel file {path}: {error}"
             ) from error
@@ -478,6 +480,10 @@ def read_file(
         for chunk in reader:
             chunk.columns = [str(c).strip() for c in chunk.columns]
             yield house_frame(chunk, dataset, f"file {path}", batch_id, extracted_at)
+    except pd.errors.EmptyDataError as error:
+        raise SourceError(
+            f"{dataset.system} source: CSV file {path} is empty (not even a header row)"
+        ) from error
     except pd.errors.ParserError as error:
         raise SourceError(
             f"{dataset.system} source: cannot parse CSV file {path}: {error}"

@@ -88,6 +88,26 @@ def test_missing_column_names_source_file_and_column(tmp_path):
         list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("payments.csv", b"", r"finance source: CSV file .*payments.csv is empty"),
+        ("accounts.xlsx", b"", r"finance source: cannot read Excel file .*accounts.xlsx: "),
+        ("accounts.xlsx", b"not a workbook\n", r"cannot read Excel file .*accounts.xlsx: "),
+        ("accounts.xlsx", "客户编号,客户名称\n".encode("gbk"), r"cannot read Excel file "),
+    ],
+    ids=["empty-csv", "empty-xlsx", "text-as-xlsx", "csv-as-xlsx"],
+)
+def test_unreadable_files_name_the_source_and_file(tmp_path, name, content, message):
+    # An empty CSV failed the stage with "No columns to parse from file" and a file that
+    # is not a workbook with "Cannot detect file format": neither named the file.
+    path = tmp_path / name
+    path.write_bytes(content)
+    dataset = DATASETS["finance_payments" if name.endswith(".csv") else "finance_accounts"]
+    with pytest.raises(SourceError, match=message):
+        list(read_file(path, dataset, "b1", EXTRACTED_AT, 1000, sheet="客户"))
+
+
 def test_extra_column_is_reported_and_ignored(tmp_path, caplog):
     path = tmp_path / "payments.csv"
     path.write_text(

@@ -6,6 +6,7 @@ validation decides what a value means; renames and lineage are added here.
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import sqlite3
@@ -445,6 +446,18 @@ def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:
     return paths
 
 
+def _check_header(names: list, dataset: Dataset, where: str) -> None:
+    """A :class:`SourceError` when a column ``dataset`` reads is named more than once in a
+    file's header (spaces around names do not count): which one holds the values is a guess."""
+    names = [str(n).strip() for n in names]
+    repeated = [n for n in dataset.rename if names.count(n) > 1]
+    if repeated:
+        raise SourceError(
+            f"{dataset.system} source {where}: column(s) {', '.join(repeated)} appear more "
+            "than once in the header"
+        )
+
+
 def read_file(
     path: Path,
     dataset: Dataset,
@@ -462,17 +475,23 @@ def read_file(
                 sheets = book.sheet_names
                 sheet_name = sheet if sheet in sheets else sheets[0]
                 raw = book.parse(sheet_name=sheet_name, dtype=object)
+                # the header as it is: pandas renames a repeated name ("金额", "金额.1")
+                first = book.parse(sheet_name=sheet_name, header=None, nrows=1, dtype=object)
         except (ValueError, OSError, KeyError, CalamineError) as error:
             # CalamineError: not a workbook at all (empty, truncated, a CSV renamed .xlsx)
             raise SourceError(
                 f"{dataset.system} source: cannot read Excel file {path}: {error}"
             ) from error
+        where = f"file {path} sheet {sheet_name}"
+        _check_header(first.iloc[0].tolist() if len(first) else [], dataset, where)
         raw.columns = [str(c).strip() for c in raw.columns]
-        yield house_frame(raw, dataset, f"file {path} sheet {sheet_name}", batch_id, extracted_at)
+        yield house_frame(raw, dataset, where, batch_id, extracted_at)
         return
     if suffix not in (".csv", ".txt"):
         raise SourceError(f"{dataset.system} source: unsupported file type {path}")
     encoding = detect_encoding(path)
+    with path.open(encoding=encoding, newline="") as file:
+        _check_header(next(csv.reader(file), []), dataset, f"file {path}")
     try:
         reader = pd.read_csv(
             path, encoding=encoding, dtype=str, keep_default_na=False, chunksize=chunk_rows

@@ -108,6 +108,46 @@ def test_unreadable_files_name_the_source_and_file(tmp_path, name, content, mess
         list(read_file(path, dataset, "b1", EXTRACTED_AT, 1000, sheet="客户"))
 
 
+def test_a_column_named_twice_in_the_header_names_the_file_and_column(tmp_path):
+    # pandas renames a repeated header ("金额(元)", "金额(元).1") and the first was read
+    # silently; with spaces around one of them the stage failed with "Buffer has wrong
+    # number of dimensions".
+    dataset = DATASETS["finance_payments"]
+    for header in (
+        "收款单号,发票号,客户编号,收款日期,金额(元),金额(元)",
+        "收款单号,发票号,客户编号,收款日期,金额(元), 金额(元) ",
+    ):
+        path = tmp_path / "payments.csv"
+        path.write_text(f"{header}\nP1,INV1,F1,2026-01-05,1,2\n", encoding="utf-8")
+        with pytest.raises(
+            SourceError,
+            match=r"finance source file .*payments.csv: column\(s\) 金额\(元\) appear more than once",
+        ):
+            list(read_file(path, dataset, "b1", EXTRACTED_AT, 1000))
+    book = tmp_path / "accounts.xlsx"
+    pd.DataFrame(
+        [["F1", "甲公司", None, None, None, 1, None, "乙公司"]],
+        columns=[
+            "客户编号",
+            "客户名称",
+            "纳税人识别号",
+            "联系电话",
+            "地址",
+            "信用额度(元)",
+            "更新日期",
+            "客户名称 ",
+        ],
+    ).to_excel(book, sheet_name="客户", index=False)
+    with pytest.raises(SourceError, match=r"accounts.xlsx sheet 客户: column\(s\) 客户名称 appear"):
+        list(read_file(book, DATASETS["finance_accounts"], "b1", EXTRACTED_AT, 1000, sheet="客户"))
+    path.write_text(
+        "收款单号,发票号,客户编号,收款日期,金额(元),备注,备注\nP1,I1,F1,2026-01-05,1,x,y\n",
+        encoding="utf-8",
+    )
+    (frame,) = list(read_file(path, dataset, "b1", EXTRACTED_AT, 1000))  # not a column it reads
+    assert frame.loc[0, "amount_cny"] == "1"
+
+
 def test_extra_column_is_reported_and_ignored(tmp_path, caplog):
     path = tmp_path / "payments.csv"
     path.write_text(

@@ -429,13 +429,21 @@ def _safe(url: str) -> str:
 def detect_encoding(path: Path, sample_bytes: int = 1 << 20) -> str:
     """UTF-8 (with or without BOM) if the file decodes as such, else GB18030 (a superset of GBK)."""
     data = path.read_bytes()
+    where = []  # the first bytes each encoding cannot read, and their line
     for encoding in CSV_ENCODINGS:
         try:
             data.decode(encoding)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            bad = data[error.start : error.end].hex(" ")
+            where.append(
+                f"{'UTF-8' if encoding.startswith('utf') else 'GB18030'}: line {line}, bytes {bad}"
+            )
             continue
         return encoding
-    raise SourceError(f"file {path}: not UTF-8 and not GBK/GB18030 text")
+    raise SourceError(
+        f"file {path}: not UTF-8 and not GBK/GB18030 text (cannot read {'; '.join(where)})"
+    )
 
 
 def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:
@@ -489,7 +497,10 @@ def read_file(
         return
     if suffix not in (".csv", ".txt"):
         raise SourceError(f"{dataset.system} source: unsupported file type {path}")
-    encoding = detect_encoding(path)
+    try:
+        encoding = detect_encoding(path)
+    except SourceError as error:
+        raise SourceError(f"{dataset.system} source: {error}") from error
     with path.open(encoding=encoding, newline="") as file:
         _check_header(next(csv.reader(file), []), dataset, f"file {path}")
     try:

@@ -79,6 +79,20 @@ def test_csv_encodings_detected(tmp_path):
         assert frame.loc[0, "amount_cny"] == "100.50"
 
 
+def test_bytes_no_encoding_reads_name_the_source_file_and_line(tmp_path):
+    # The error said only "file ...: not UTF-8 and not GBK/GB18030 text": not the source
+    # and not where in a file of thousands of rows the bad bytes are.
+    path = tmp_path / "payments.csv"
+    text = "收款单号,发票号,客户编号,收款日期,金额(元)\nP1,INV1,F1,2026-01-05,1\n"
+    path.write_bytes(text.encode("gbk") + b"P2,INV\xff\x80,F1,2026-01-05,1\n")
+    with pytest.raises(
+        SourceError,
+        match=r"finance source: file .*payments.csv: not UTF-8 and not GBK/GB18030 text "
+        r"\(cannot read UTF-8: line 1, bytes .*; GB18030: line 3, bytes ff\)",
+    ):
+        list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
+
+
 def test_missing_column_names_source_file_and_column(tmp_path):
     path = tmp_path / "payments.csv"
     path.write_text("收款单号,发票号,收款日期,金额(元)\nP1,INV1,2026-01-05,1\n", encoding="utf-8")

@@ -210,9 +210,9 @@ def text_batches(
                     raw = [batch.column(at + i) for i in range(len(column_parts))]
                     at += len(column_parts)
                     if any(_invalid_text(r) for r in raw):
+                        bad = _first_invalid_utf8(path, table, row_id, column, last)
                         raise SourceError(
-                            f"{where}: column {column} holds text that is not UTF-8 "
-                            f"(in the {batch.num_rows} rows after row id {last})"
+                            f"{where}: column {column} holds text that is not UTF-8 (row id {bad})"
                         )
                     pieces = [text_array(r) for r in raw]
                     if any(p is None for p in pieces):
@@ -240,6 +240,23 @@ def text_batches(
     plain = ", ".join(_quote(c) for c in columns)
     sql = f"SELECT {row_id}, {plain} FROM {_quote(table)}{after} ORDER BY {row_id}"
     yield from _python_batches(path, sql, columns, chunk_rows, where)
+
+
+def _first_invalid_utf8(path: Path, table: str, row_id: str, column: str, after: object) -> object:
+    """The row id of the first row after row id ``after`` (None: from the start) whose
+    ``column`` holds text that is not UTF-8."""
+    sql = f"SELECT {row_id}, {_quote(column)} FROM {_quote(table)}"
+    if after is not None:
+        sql += f" WHERE {row_id} > {int(after)}"
+    with readonly(path) as conn:
+        conn.text_factory = bytes
+        for found, value in conn.execute(f"{sql} ORDER BY {row_id}"):
+            if isinstance(value, bytes):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return found
+    return None
 
 
 def _python_batches(

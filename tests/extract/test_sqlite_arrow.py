@@ -155,6 +155,20 @@ def test_text_that_is_not_utf8_names_the_column(tmp_path):
         _arrow_frame(url, 100)
 
 
+def test_text_that_is_not_utf8_names_the_row(tmp_path):
+    # The error named the rows of the whole chunk ("in the 1244 rows after row id None").
+    path = tmp_path / "sales.db"
+    url = _source(path, [_line(i) for i in range(1, 8)])
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            f"UPDATE {LINES.raw} SET product_name = CAST(X'C4E3BA' AS TEXT) WHERE rowid = 5"
+        )
+    conn.close()
+    for chunk_rows in (3, 100):
+        with pytest.raises(SourceError, match=r"column product_name .* not UTF-8 \(row id 5\)"):
+            _arrow_frame(url, chunk_rows)
+
+
 def test_missing_column_and_table_name_the_source(tmp_path):
     path = tmp_path / "sales.db"
     with sqlite3.connect(path) as conn:

@@ -454,11 +454,12 @@ def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:
     return paths
 
 
-def _check_header(names: list, dataset: Dataset, where: str) -> None:
+def _check_header(names: list, dataset: Dataset, where: str, renamed: bool = False) -> None:
     """A :class:`SourceError` when a column ``dataset`` reads is named more than once in a
-    file's header (spaces around names do not count): which one holds the values is a guess."""
+    file's header (spaces around names do not count): which one holds the values is a guess.
+    ``renamed``: the names as pandas gives them, a repeated name's copies as "金额.1"."""
     names = [str(n).strip() for n in names]
-    repeated = [n for n in dataset.rename if names.count(n) > 1]
+    repeated = [n for n in dataset.rename if names.count(n) > 1 or (renamed and f"{n}.1" in names)]
     if repeated:
         raise SourceError(
             f"{dataset.system} source {where}: column(s) {', '.join(repeated)} appear more "
@@ -483,15 +484,14 @@ def read_file(
                 sheets = book.sheet_names
                 sheet_name = sheet if sheet in sheets else sheets[0]
                 raw = book.parse(sheet_name=sheet_name, dtype=object)
-                # the header as it is: pandas renames a repeated name ("金额", "金额.1")
-                first = book.parse(sheet_name=sheet_name, header=None, nrows=1, dtype=object)
         except (ValueError, OSError, KeyError, CalamineError) as error:
             # CalamineError: not a workbook at all (empty, truncated, a CSV renamed .xlsx)
             raise SourceError(
                 f"{dataset.system} source: cannot read Excel file {path}: {error}"
             ) from error
         where = f"file {path} sheet {sheet_name}"
-        _check_header(first.iloc[0].tolist() if len(first) else [], dataset, where)
+        # (not read again for the header: calamine would load the whole sheet once more)
+        _check_header(list(raw.columns), dataset, where, renamed=True)
         raw.columns = [str(c).strip() for c in raw.columns]
         yield house_frame(raw, dataset, where, batch_id, extracted_at)
         return

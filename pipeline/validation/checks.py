@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VIOLATION_COLUMNS = ("row", "code", "rule_id", "reason")
+VIOLATION_COLUMNS = ("row", "code", "rule_id", "reason", "column")
 
 
 def _context() -> Any:
@@ -112,6 +112,7 @@ class SuiteRunner:
                             "code": meta["code"],
                             "rule_id": meta["rule_id"],
                             "reason": meta["reason"],
+                            "column": outcome.expectation_config.kwargs.get("column"),
                         }
                     )
                 )

@@ -49,8 +49,10 @@ def split_rows(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(valid typed rows, quarantine rows); every raw row lands in exactly one of them.
 
-    ``violations`` has one row per (row, broken rule) with columns row, code, reason in
-    suite order; ``cast_errors`` adds the unreadable values' reasons to the row's reasons.
+    ``violations`` has one row per (row, broken rule) with columns row, code, reason (and
+    the rule's column) in suite order; ``cast_errors`` adds the unreadable values' reasons
+    to the row's reasons. A required value that is there but unreadable is not also called
+    blank: its typed value is missing, but the cast error says what is wrong with it.
     Rows are labelled by ``raw``'s index (a chunk keeps its rows' numbers in the dataset).
     """
     bad_rows = (
@@ -63,11 +65,21 @@ def split_rows(
     codes: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
     seen: set[tuple] = set()
-    for row, code, reason in zip(
-        violations["row"], violations["code"], violations["reason"], strict=True
+    # (row, column) of the unreadable values, in rows that the invalid_value rule holds
+    held = set(violations["row"][violations["code"] == "invalid_value"])
+    unreadable = {
+        (row, column)
+        for row, column in zip(cast_errors["row"], cast_errors["column"], strict=True)
+        if row in held
+    }
+    columns = violations["column"] if "column" in violations else [None] * len(violations)
+    for row, code, reason, column in zip(
+        violations["row"], violations["code"], violations["reason"], columns, strict=True
     ):
         if (row, code, reason) in seen:
             continue
+        if code == "missing_required" and (row, column) in unreadable:
+            continue  # not blank: unreadable, as the cast error says
         seen.add((row, code, reason))
         row_codes = codes.setdefault(row, [])
         if code not in row_codes:

@@ -271,3 +271,22 @@ def test_a_row_breaking_several_rules_lists_every_rule() -> None:
         "cost_exceeds_amount",
     }
     assert outcome.quarantine["reasons"].iloc[0].count(";") == 2
+
+
+def test_an_unreadable_required_value_is_not_also_called_blank() -> None:
+    # order_date is required: "2026-13-45" is there but unreadable, so its typed value is
+    # missing; the row is quarantined for the unreadable value, not as "order_date is blank".
+    outcome = validate(
+        "sales_orders",
+        [
+            {"source_record_id": "O1", **ORDER, "order_date": "2026-13-45"},
+            {"source_record_id": "O2", **ORDER, "order_date": None},
+        ],
+        CUSTOMERS,
+    )
+    assert codes(outcome) == {"O1": "invalid_value", "O2": "missing_required"}
+    quarantine = outcome.quarantine
+    reasons = dict(zip(quarantine["source_record_id"], quarantine["reasons"], strict=True))
+    assert "'2026-13-45' is not a date" in reasons["O1"]
+    assert "blank" not in reasons["O1"]
+    assert "order_date is blank" in reasons["O2"]

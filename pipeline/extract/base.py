@@ -10,6 +10,7 @@ import csv
 import glob
 import logging
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import datetime
@@ -230,6 +231,25 @@ def _stripped(values: np.ndarray) -> np.ndarray:
     return np.array([v.strip() if v is not None else None for v in values], dtype=object)
 
 
+def _folded(name: object) -> str:
+    """A column name as a reader sees it: full-width characters, case and spaces ignored."""
+    return "".join(unicodedata.normalize("NFKC", str(name)).casefold().split())
+
+
+def _near_names(missing: list[str], columns: list[str]) -> str:
+    """ "; the source has ..." with, per missing name, the source's column that differs only in
+    full-width characters, case or spaces (``金额（元）`` for ``金额(元)``, ``CSAT`` for ``csat``)."""
+    folded = {_folded(c): c for c in reversed(columns)}
+    near = [f"{folded[_folded(m)]!r} for {m!r}" for m in missing if _folded(m) in folded]
+    shown = ", ".join(map(str, columns[:40])) + (" …" if len(columns) > 40 else "")
+    hint = (
+        f"; it has {', '.join(near)}, which differ in full-width characters, case or spaces"
+        if near
+        else ""
+    )
+    return f"{hint}; the source's columns: {shown or '(none)'}"
+
+
 def _house_columns(columns: list[str], dataset: Dataset, where: str) -> list[str]:
     """The source columns ``dataset`` reads, in its order; a :class:`SourceError` naming
     the missing ones, a warning for the ones it ignores."""
@@ -238,7 +258,7 @@ def _house_columns(columns: list[str], dataset: Dataset, where: str) -> list[str
     if missing:
         raise SourceError(
             f"{dataset.system} source {where}: column(s) {', '.join(missing)} missing "
-            f"(dataset {dataset.name} needs {', '.join(rename)})"
+            f"(dataset {dataset.name} needs {', '.join(rename)}){_near_names(missing, columns)}"
         )
     extra = [c for c in columns if c not in rename]
     if extra:

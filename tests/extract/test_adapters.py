@@ -102,6 +102,19 @@ def test_missing_column_names_source_file_and_column(tmp_path):
         list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
 
 
+def test_missing_column_points_at_the_column_that_differs_only_in_width_or_case(tmp_path):
+    path = tmp_path / "payments.csv"
+    path.write_text(
+        "收款单号,发票号,客户编号,收款日期,金额（元）\nP1,INV1,F1,2026-01-05,1\n", encoding="utf-8"
+    )
+    with pytest.raises(SourceError) as error:
+        list(read_file(path, DATASETS["finance_payments"], "b1", EXTRACTED_AT, 1000))
+    message = str(error.value)
+    assert "column(s) 金额(元) missing" in message
+    assert "it has '金额（元）' for '金额(元)'" in message
+    assert "the source's columns: 收款单号, 发票号, 客户编号, 收款日期, 金额（元）" in message
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

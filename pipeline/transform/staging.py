@@ -8,6 +8,7 @@ as a cast error, so validation can quarantine the row with a readable reason.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,11 @@ EARLIEST_TIME = pd.Timestamp("1678-01-01")
 LATEST_TIME = pd.Timestamp("2262-01-01")
 
 
+# A year or a month without its day ("2026", "2026-07", "2026/7"): pandas reads it as the
+# first day, a date the source never gave.
+_NO_DAY = r"\s*\d{4}(?:[-/.]\d{1,2})?\s*$"
+
+
 def _local_time(value: str, source_timezone: str) -> pd.Timestamp | None:
     """One ISO 8601 value as a naive time in ``source_timezone`` (None if unreadable)."""
     try:
@@ -120,12 +126,15 @@ def _timestamps(text: pd.Series, source_timezone: str) -> pd.Series:
         parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
     except ValueError:  # offsets beside naive values, or different offsets: value by value
         local = _map_unique(text, lambda v: _local_time(v, source_timezone))
-        return pd.Series(pd.DatetimeIndex(local.tolist()), index=text.index).astype(
-            "datetime64[ns]"
-        )
-    if getattr(parsed.dt, "tz", None) is not None:  # one offset throughout
-        parsed = parsed.dt.tz_convert(source_timezone).dt.tz_localize(None)
+        parsed = pd.Series(pd.DatetimeIndex(local.tolist()), index=text.index)
+    else:
+        if getattr(parsed.dt, "tz", None) is not None:  # one offset throughout
+            parsed = parsed.dt.tz_convert(source_timezone).dt.tz_localize(None)
     held = (parsed >= EARLIEST_TIME) & (parsed < LATEST_TIME)  # False for NaT
+    # A year or a month alone is read as its first day; only those days are looked at again.
+    first_days = parsed.dt.day.eq(1).to_numpy()
+    if first_days.any():
+        held &= ~text.where(first_days).str.match(_NO_DAY).fillna(False).astype(bool)
     return parsed.where(held).astype("datetime64[ns]")
 
 
@@ -169,6 +178,8 @@ def cast_column(
 def _describe(kind: str, value: str, vocab: dict[str, str] | None) -> str:
     if kind == "vocab":
         return f"{value!r} is not one of {', '.join(sorted(vocab or {}))}"
+    if kind in ("date", "datetime") and re.match(_NO_DAY, value):
+        return f"{value!r} names no day (a date is YYYY-MM-DD)"
     if kind in ("date", "datetime") and _beyond_held_times(value):
         return (
             f"{value!r} is outside the dates the warehouse holds "

@@ -85,6 +85,38 @@ def test_dates_beyond_the_warehouse_range_are_cast_errors_not_a_failed_stage() -
     ]
 
 
+def test_a_year_or_a_month_without_its_day_is_not_a_date() -> None:
+    # pandas reads "2026" as 2026-01-01 and "2026-07" as 2026-07-01: days the source never
+    # gave. Whole dates on the first of a month, and times, are read as before.
+    values = (
+        "2026",
+        "2026-07",
+        " 2026/7 ",
+        "2026.07",
+        "2026-07-01",
+        "2026/7/1",
+        "2026-07-01 08:00",
+    )
+    for kind in ("date", "datetime"):
+        typed, bad = cast_column(_text(*values, None), kind, None, TZ)
+        assert bad.tolist() == [True, True, True, True, False, False, False, False], kind
+        assert typed.notna().tolist() == [False] * 4 + [True] * 3 + [False], kind
+    raw = pd.DataFrame(
+        {
+            "source_system": ["finance"],
+            "source_record_id": ["I1"],
+            "customer_record_id": ["F1"],
+            "invoice_date": ["2026-07"],
+            "due_date": ["2026-08-01"],
+            "amount_cny": ["100"],
+        }
+    )
+    _typed, errors = stage_frame(raw, DATASETS["finance_invoices"], TZ)
+    assert errors["reason"].tolist() == [
+        "invoice_date: '2026-07' names no day (a date is YYYY-MM-DD)"
+    ]
+
+
 def test_vocab_maps_chinese_labels_and_flags_unknown_values() -> None:
     vocab = DATASETS["service_tickets"].columns[2].vocab
     typed, bad = cast_column(_text("电话", "phone", "传真", None), "vocab", vocab, TZ)

@@ -6,6 +6,7 @@ validation decides what a value means; renames and lineage are added here.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import logging
@@ -446,24 +447,43 @@ def _safe(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
-def detect_encoding(path: Path, sample_bytes: int = 1 << 20) -> str:
-    """UTF-8 (with or without BOM) if the file decodes as such, else GB18030 (a superset of GBK)."""
-    data = path.read_bytes()
+def detect_encoding(path: Path, block_bytes: int = 1 << 20) -> str:
+    """UTF-8 (with or without BOM) if the file decodes as such, else GB18030 (a superset of GBK).
+
+    The file is decoded ``block_bytes`` at a time, so memory stays flat however large the
+    export (reading it whole had held the file and its text at once: several times its size).
+    """
     where = []  # the first bytes each encoding cannot read, and their line
     for encoding in CSV_ENCODINGS:
-        try:
-            data.decode(encoding)
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            bad = data[error.start : error.end].hex(" ")
-            where.append(
-                f"{'UTF-8' if encoding.startswith('utf') else 'GB18030'}: line {line}, bytes {bad}"
-            )
-            continue
-        return encoding
+        bad = _first_undecodable(path, encoding, block_bytes)
+        if bad is None:
+            return encoding
+        line, data = bad
+        name = "UTF-8" if encoding.startswith("utf") else "GB18030"
+        where.append(f"{name}: line {line}, bytes {data.hex(' ')}")
     raise SourceError(
         f"file {path}: not UTF-8 and not GBK/GB18030 text (cannot read {'; '.join(where)})"
     )
+
+
+def _first_undecodable(path: Path, encoding: str, block_bytes: int) -> tuple[int, bytes] | None:
+    """(line, bytes) of the first bytes of ``path`` that ``encoding`` cannot decode; None when
+    the whole file decodes."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 0  # newlines in the blocks decoded so far
+    with path.open("rb") as file:
+        while True:
+            block = file.read(block_bytes)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                # error.object: the bytes held back from the last block (part of a character,
+                # never a newline), then this block
+                seen = error.object
+                return lines + seen.count(b"\n", 0, error.start) + 1, seen[error.start : error.end]
+            if not block:
+                return None
+            lines += block.count(b"\n")
 
 
 def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:

@@ -62,6 +62,36 @@ def test_finance_reads_gbk_csv_and_excel(demo_settings, demo_sources):
     assert pd.to_datetime(invoices["invoice_date"], errors="coerce").notna().mean() > 0.95
 
 
+def test_encoding_is_detected_block_by_block_as_on_the_whole_file(tmp_path):
+    # A character split across blocks is one character; the first unreadable bytes and
+    # their line are those of the whole file, whatever the block size.
+    text = "收款单号,金额\n甲公司,100\n" * 3
+    bad = text.encode("gbk") + "乙公司\n".encode() + b"\xff\x80 tail\n"
+    whole = []  # what decoding the whole file at once finds
+    for encoding, label in (("utf-8-sig", "UTF-8"), ("gb18030", "GB18030")):
+        with pytest.raises(UnicodeDecodeError) as error:
+            bad.decode(encoding)
+        at, end = error.value.start, error.value.end
+        line = bad.count(b"\n", 0, at) + 1
+        whole.append(f"{label}: line {line}, bytes {bad[at:end].hex(' ')}")
+    assert whole[0] == "UTF-8: line 1, bytes ca" and whole[1].startswith("GB18030: line 7")
+    cases = {
+        "utf8.csv": (text.encode("utf-8"), "utf-8-sig"),
+        "gbk.csv": (text.encode("gbk"), "gb18030"),
+        "bad.csv": (bad, None),
+    }
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for block in (1, 2, 3, 5, 1 << 20):
+            if expected:
+                assert detect_encoding(path, block) == expected, (name, block)
+            else:
+                with pytest.raises(SourceError) as error:
+                    detect_encoding(path, block)
+                assert f"(cannot read {'; '.join(whole)})" in str(error.value), block
+
+
 def test_csv_encodings_detected(tmp_path):
     dataset = DATASETS["finance_payments"]
     header = "收款单号,发票号,客户编号,收款日期,金额(元)\n"

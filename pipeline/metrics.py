@@ -835,8 +835,47 @@ def compute_history(
     return written
 
 
+# Dated activity (staging table, date column): a quarter that ends before all of it has
+# nothing to report.
+ACTIVITY_DATES = (
+    ("stg_sales_orders", "order_date"),
+    ("stg_service_tickets", "opened_at"),
+    ("stg_finance_invoices", "invoice_date"),
+)
+
+
+class NothingToReport(ValueError):
+    """The quarter ends before the warehouse's first order, ticket or invoice."""
+
+
+def first_activity(engine: Engine) -> pd.Timestamp | None:
+    """The earliest order, ticket or invoice date in the warehouse (None: none staged)."""
+    firsts = []
+    with engine.connect() as conn:
+        for table, column in ACTIVITY_DATES:
+            if sa.inspect(conn).has_table(table):
+                value = conn.execute(sa.text(f'SELECT MIN("{column}") FROM "{table}"')).scalar()
+                if value is not None:
+                    firsts.append(pd.Timestamp(value))
+    return min(firsts) if firsts else None
+
+
+def check_activity(engine: Engine, quarter: Quarter) -> None:
+    """:class:`NothingToReport` when ``quarter`` ends before the first dated activity (every
+    customer would be unclassified and every rate empty). A warehouse with customers but no
+    activity yet still reports them."""
+    first = first_activity(engine)
+    if first is not None and first.date() > quarter.end_date:
+        raise NothingToReport(
+            f"{quarter} ends {quarter.end_date}, before the first order, ticket or invoice in "
+            f"the warehouse ({first.date()}): there is nothing to report for it; the first "
+            f"quarter with activity is {Quarter.of(first.date())}"
+        )
+
+
 def run(ctx: StageContext) -> StageResult:
     """The stage: this quarter (always recomputed) plus missing trend quarters."""
+    check_activity(ctx.engine, ctx.quarter)
     written = compute_history(
         ctx.engine, ctx.settings, ctx.quarter, ctx.settings.metrics.trend_quarters
     )

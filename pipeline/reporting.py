@@ -21,7 +21,11 @@ from sqlalchemy.engine import Engine
 
 from pipeline import warehouse, worker
 from pipeline.quarters import Quarter
-from pipeline.reports.context import build_archive_context, build_satisfaction_context
+from pipeline.reports.context import (
+    ReportDataError,
+    build_archive_context,
+    build_satisfaction_context,
+)
 from pipeline.reports.pdf import PdfAttachment, encrypt_pdf, layout_pdf, write_pdf
 from pipeline.reports.render import render_html, translator
 from pipeline.reports.worklist import worklist_csv, worklist_xlsx
@@ -209,12 +213,34 @@ def satisfaction_in_worker(url: str, settings: Settings, quarter: Quarter) -> Re
         engine.dispose()
 
 
+def _check_metrics(engine: Engine, quarter: Quarter) -> None:
+    """A clear error when the quarter's metrics were never computed: the reports would show
+    every customer unclassified and every rate empty."""
+    computed = warehouse.table_exists(engine, "mart_metrics")
+    if computed:
+        with engine.connect() as conn:
+            computed = (
+                conn.execute(
+                    sa.text('SELECT 1 FROM "mart_metrics" WHERE "quarter" = :q LIMIT 1'),
+                    {"q": str(quarter)},
+                ).first()
+                is not None
+            )
+    if not computed:
+        raise ReportDataError(
+            f"mart_metrics has no rows for {quarter}: compute_metrics has not run for it "
+            f"(crm-pipeline stage compute_metrics --quarter {quarter}, or crm-pipeline run "
+            f"--quarter {quarter})"
+        )
+
+
 def render_reports(ctx: StageContext) -> StageResult:
     """Stage: render both reports for ``ctx.quarter`` into ``out_dir/<quarter>/``.
 
     The satisfaction report is rendered in a worker process while this one renders the
     archive review (WeasyPrint and the worklist workbook are Python, one core each); both
     here, one after the other, when another process could not open the warehouse."""
+    _check_metrics(ctx.engine, ctx.quarter)
     if not warehouse.shared(ctx.engine):
         rendered = [
             render_satisfaction(ctx.settings, ctx.engine, ctx.quarter),

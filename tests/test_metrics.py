@@ -3,6 +3,7 @@ independent SQL cross-check of the main quarterly metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, datetime
 
@@ -201,6 +202,23 @@ def test_stage_falls_back_to_source_records_without_core(demo, tmp_path, caplog)
     assert len(per_customer) == records
     migration = read_table(ctx.engine, "mart_tier_migration", quarter=str(Q3))
     assert migration["customers"].sum() >= per_customer["value_tier"].notna().sum()
+
+
+def test_a_quarter_before_any_activity_is_refused(demo, tmp_path) -> None:
+    # Every customer would be unclassified and every rate empty: nothing to report.
+    ctx = _warehouse(demo, tmp_path, with_core=True)
+    first = metrics.first_activity(ctx.engine)
+    assert first is not None
+    before = Quarter.of(first.date()).previous()
+    with pytest.raises(
+        metrics.NothingToReport, match=f"first quarter with activity is {before.shift(1)}"
+    ):
+        metrics.run(dataclasses.replace(ctx, quarter=before))
+    assert not sa.inspect(ctx.engine).has_table("mart_metrics")
+    metrics.check_activity(ctx.engine, before.shift(1))  # the first quarter with activity is fine
+    empty = create_engine(f"sqlite:///{tmp_path}/empty.db")
+    assert metrics.first_activity(empty) is None
+    metrics.check_activity(empty, before)  # no activity at all yet: customers are still reported
 
 
 def test_records_missing_from_xref_are_left_out(demo, caplog) -> None:

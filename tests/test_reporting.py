@@ -174,3 +174,14 @@ def test_an_in_memory_warehouse_renders_both_reports_in_this_process(tmp_path: P
     assert set(rendered.detail) == {"satisfaction", "archive"}
     pdfs = sorted((tmp_path / "out" / "2026Q3").glob("*.pdf"))
     assert len(pdfs) == 2 and all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
+
+
+def test_a_quarter_whose_metrics_were_never_computed_is_refused_before_rendering(
+    tmp_path: Path,
+) -> None:
+    ctx = _context(tmp_path)
+    _fill(ctx)
+    earlier = dataclasses.replace(ctx, quarter=ctx.quarter.shift(-12))
+    with pytest.raises(ReportDataError, match=r"mart_metrics has no rows for .*compute_metrics"):
+        render_reports(earlier)
+    assert not (tmp_path / "out" / str(earlier.quarter)).exists()

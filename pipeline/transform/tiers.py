@@ -130,9 +130,10 @@ def invoice_status(
 
     Columns: ``invoice_id``, ``customer_id``, ``billed_cny``, ``collected_cny`` (payments
     up to the quarter's end, capped at the invoice amount), ``is_paid``, ``cycle_days``
-    (paid: days from invoice date to the payment that settled it; open: days from the due
-    date — or invoice date when blank — to the quarter's end, never negative) and
-    ``overdue_days`` (open invoices only, 0 when not yet due).
+    (days from the invoice date to the payment that settled it or, open, to the quarter's
+    end: an open invoice's cycle is as long as paying it that day would make it) and
+    ``overdue_days`` (open invoices only: days from the due date — or invoice date when
+    blank — to the quarter's end, 0 when not yet due).
     """
     start = _ts(window_start(quarter, settings.credit_window_months))
     end = _ts(quarter.end_date)
@@ -182,6 +183,7 @@ def invoice_status(
     settled = pd.Series(settled_values, index=inv.index)
     merged = inv
     paid_cycle = (settled - merged["invoice_date"]).dt.days
+    open_cycle = (end - merged["invoice_date"]).dt.days
     open_from = merged["due_date"].fillna(merged["invoice_date"])
     overdue = (end - open_from).dt.days.clip(lower=0)
     return pd.DataFrame(
@@ -191,7 +193,7 @@ def invoice_status(
             "billed_cny": billed.to_numpy(),
             "collected_cny": collected.to_numpy(),
             "is_paid": is_paid.to_numpy(),
-            "cycle_days": np.where(is_paid, paid_cycle, overdue).astype("float64"),
+            "cycle_days": np.where(is_paid, paid_cycle, open_cycle).astype("float64"),
             "overdue_days": np.where(is_paid, 0, overdue).astype("float64"),
         }
     )

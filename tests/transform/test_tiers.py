@@ -198,9 +198,25 @@ def test_below_30_percent_has_no_standing() -> None:
 def test_open_invoice_ages_from_due_date_to_quarter_end() -> None:
     inv = invoices([("i1", "c", "2026-05-01", "2026-06-01", 100)])
     out = grade(inv, payments([]))
-    # 2026-06-01 -> 2026-09-30 = 121 days overdue.
+    # 2026-06-01 -> 2026-09-30 = 121 days overdue; its cycle runs from 2026-05-01: 152 days.
     assert out.loc["c", "max_overdue_days"] == 121
-    assert out.loc["c", "longest_cycle_days"] == 121
+    assert out.loc["c", "longest_cycle_days"] == 152
+
+
+def test_paying_a_late_invoice_never_lowers_the_grade() -> None:
+    # 900 paid in 4 days; 100 issued 2026-05-01, due 2026-06-30. Paid on 2026-09-30 its
+    # cycle is 152 days (grade D, 100% collected); left open it must not look better:
+    # 90% collected, 152 days so far -> D as well (not C from 92 days past its due date).
+    inv = invoices(
+        [("i0", "c", "2026-07-01", "2026-07-31", 900), ("i1", "c", "2026-05-01", "2026-06-30", 100)]
+    )
+    paid = grade(inv, payments([("i0", "2026-07-05", 900), ("i1", "2026-09-30", 100)]))
+    unpaid = grade(inv, payments([("i0", "2026-07-05", 900)]))
+    assert paid.loc["c", "longest_cycle_days"] == 152
+    assert paid.loc["c", "credit_grade"] == "D"
+    assert unpaid.loc["c", "longest_cycle_days"] == 152
+    assert unpaid.loc["c", "max_overdue_days"] == 92
+    assert unpaid.loc["c", "credit_grade"] == "D"
 
 
 def test_payments_after_quarter_end_do_not_count() -> None:

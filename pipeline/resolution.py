@@ -284,6 +284,9 @@ def _quote(pairs: pd.DataFrame) -> pd.Series:
 
 def _summaries(linked: pd.DataFrame, key: str) -> pd.DataFrame:
     """Per ``key``: the strongest pair's agreed fields and the quoted strongest pairs."""
+    if linked.empty:
+        # No pair to quote (a split whose records no scored pair links any more).
+        return pd.DataFrame(columns=["fields_agreed", "evidence"], dtype=object)
     linked = linked.sort_values(
         [key, "match_probability", "id_l", "id_r"], ascending=[True, False, True, True]
     )

@@ -224,3 +224,35 @@ def test_survivorship_prefers_source_priority_then_recency() -> None:
     assert pd.isna(row["uscc"])
     assert row["created_at"] == pd.Timestamp("2019-01-01")
     assert row["updated_at_source"] == "service:S1"
+
+
+def test_record_that_no_longer_matches_anything_is_a_split(tmp_path: Path, staged) -> None:
+    # A record edited into another company keeps no scored pair to its old customer; the
+    # split is recorded with that said, not a crash while quoting the (absent) pairs.
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    run(ctx)
+    before = _xref(ctx)
+    shared = before[before.duplicated(keep=False)]
+    customer = shared.iloc[0]
+    moved = next(r for r in shared.index[shared == customer] if r.startswith("sales:"))
+    sales = frames["sales"].copy()
+    row = sales["source_record_id"].astype(str) == moved.split(":", 1)[1]
+    sales.loc[row, ["customer_name", "uscc", "phone", "email", "address"]] = [
+        "乌有之乡测试有限公司",
+        None,
+        None,
+        None,
+        None,
+    ]
+    ctx2 = _context(tmp_path, batch_id="b2")
+    _load(ctx2, {**frames, "sales": sales})
+    result = run(ctx2)
+    after = _xref(ctx2)
+    assert after[moved] != customer
+    assert result.detail["splits"] == 1
+    events = _events(ctx2)
+    split = events[events["event_type"] == "split"].iloc[0]
+    assert split.customer_id == customer and moved in split.source_records.split(",")
+    assert "no scored pair links them now" in split.evidence

@@ -10,7 +10,9 @@ split). Archive decisions come from ``core_review_decisions`` and/or the CSV fil
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import re
 import unicodedata
@@ -80,6 +82,8 @@ RECORD_COLUMNS = (
 )
 ID_PATTERN = re.compile(r"^CUST-(\d+)$")
 EVENTS_TABLE = "core_resolution_events"
+# Decisions named one by one in a warning.
+SHOWN_DECISIONS = 5
 
 
 def combine_sources(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -128,6 +132,7 @@ def resolve_customers(
     del memos
     release_freed_memory()  # before Splink's DuckDB allocates the pairs
     log.info("standardized %s records", len(standardized))
+    check_decisions(decisions, standardized)
     scored = score_pairs(
         standardized, threshold=min(settings.review_lower, settings.match_threshold)
     )
@@ -488,19 +493,110 @@ def review_queue(
     ).reset_index(drop=True)
 
 
+DECISION_COLUMNS = ("id_l", "id_r", "decision")
+DECISION_WORDS = ("same", "different")
+
+
 def load_decisions(engine: object, decisions_file: Path | None) -> pd.DataFrame:
-    """Archive staff decisions from ``core_review_decisions`` and the CSV file (file wins)."""
+    """Archive staff decisions from ``core_review_decisions`` and the CSV file (file wins).
+
+    Adds ``origin`` (``core_review_decisions`` or ``FILE row N``) for messages about a
+    decision. A file that cannot be read as ``id_l,id_r,decision`` rows, with a blank id
+    or a word other than same/different, is an error naming the file, the row (header =
+    row 1) and the rule.
+    """
     parts = []
     if engine is not None and table_exists(engine, "core_review_decisions"):
-        parts.append(read_table(engine, "core_review_decisions", ["id_l", "id_r", "decision"]))
+        table = read_table(engine, "core_review_decisions", list(DECISION_COLUMNS))
+        parts.append(table.assign(origin="core_review_decisions"))
     if decisions_file is not None:
-        path = Path(decisions_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"resolution.decisions_file {path} does not exist")
-        parts.append(pd.read_csv(path, dtype=str)[["id_l", "id_r", "decision"]])
+        parts.append(read_decisions_file(Path(decisions_file)))
     if not parts:
-        return pd.DataFrame(columns=["id_l", "id_r", "decision"])
+        return pd.DataFrame(columns=[*DECISION_COLUMNS, "origin"])
     return pd.concat(parts, ignore_index=True)
+
+
+def read_decisions_file(path: Path) -> pd.DataFrame:
+    """The rows of a decisions CSV (``id_l,id_r,decision``), checked; see :func:`load_decisions`."""
+    where = f"resolution.decisions_file {path}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where} does not exist")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("gb18030")  # saved from Excel on a Chinese Windows
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: not UTF-8 or GBK text ({error})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise ValueError(f"{where}: malformed CSV ({error})") from None
+    rows = [
+        (number, row) for number, row in enumerate(rows, start=1) if any(c.strip() for c in row)
+    ]
+    expected = ",".join(DECISION_COLUMNS)
+    if not rows:
+        raise ValueError(f"{where} is empty (rule: a header row {expected}, one decision a row)")
+    header = [c.strip().lower() for c in rows[0][1]]
+    if header != list(DECISION_COLUMNS):
+        raise ValueError(
+            f"{where} row {rows[0][0]}: header is {','.join(rows[0][1])!r}, "
+            f"expected {expected!r} (rule: a header row {expected}, one decision a row)"
+        )
+    records = []
+    for number, row in rows[1:]:
+        cells = [c.strip() for c in row]
+        if len(cells) != len(DECISION_COLUMNS):
+            problem = f"{len(cells)} fields, expected 3 ({expected})"
+        elif not cells[0] or not cells[1]:
+            problem = "blank id (ids are system:record_id, e.g. sales:C000123)"
+        elif cells[2].lower() not in DECISION_WORDS:
+            problem = f"decision {cells[2]!r} is not same or different"
+        else:
+            records.append((*cells[:2], cells[2].lower(), f"{path} row {number}"))
+            continue
+        raise ValueError(f"{where} row {number}: {problem} (got {','.join(row)!r})")
+    return pd.DataFrame(records, columns=[*DECISION_COLUMNS, "origin"], dtype=object)
+
+
+def check_decisions(decisions: pd.DataFrame, standardized: pd.DataFrame) -> None:
+    """Warn about decisions naming records that are not in this run (a typo, or a record
+    since removed: the decision is kept but does nothing) and ``same`` decisions joining
+    two different valid USCCs (two legal entities; the decision wins, one USCC survives)."""
+    if decisions is None or decisions.empty:
+        return
+    origin = (
+        decisions["origin"] if "origin" in decisions.columns else pd.Series("", decisions.index)
+    )
+    known = pd.Index(standardized["unique_id"].astype(str))
+    ids_l, ids_r = decisions["id_l"].astype(str), decisions["id_r"].astype(str)
+    unknown = ~ids_l.isin(known) | ~ids_r.isin(known)
+    for index in decisions.index[unknown][:SHOWN_DECISIONS]:
+        missing = [i for i in (ids_l[index], ids_r[index]) if i not in known]
+        log.warning(
+            "%s: decision names %s, not a customer record of this run (ids are "
+            "system:record_id); it has no effect",
+            origin[index],
+            " and ".join(missing),
+        )
+    if unknown.sum() > SHOWN_DECISIONS:
+        log.warning("%s more decisions name unknown records", int(unknown.sum()) - SHOWN_DECISIONS)
+    uscc = standardized.set_index(standardized["unique_id"].astype(str))["uscc_valid"]
+    same = decisions["decision"].astype(str).str.strip().str.lower().eq("same") & ~unknown
+    for index in decisions.index[same]:
+        left, right = uscc.get(ids_l[index]), uscc.get(ids_r[index])
+        if isinstance(left, str) and isinstance(right, str) and left != right:
+            log.warning(
+                "%s: decided same for %s (USCC %s) and %s (USCC %s), two different valid "
+                "USCCs: merged as decided",
+                origin[index],
+                ids_l[index],
+                left,
+                ids_r[index],
+                right,
+            )
 
 
 def record_events(engine: object, events: pd.DataFrame, batch_id: str) -> int:

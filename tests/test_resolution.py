@@ -188,6 +188,67 @@ def test_missing_decisions_file_is_an_error(tmp_path: Path, staged) -> None:
         run(ctx)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"decisions\.csv is empty \(rule: a header row id_l,id_r,decision"),
+        (
+            "left,right,verdict\nsales:C1,sales:C2,same\n",
+            r"decisions\.csv row 1: header is 'left,right,verdict', expected 'id_l,id_r,decision'",
+        ),
+        (
+            "id_l,id_r,decision\nsales:C1,sales:C2,same\nsales:C1,sales:C3,yes\n",
+            r"decisions\.csv row 3: decision 'yes' is not same or different",
+        ),
+        (
+            "id_l,id_r,decision\nsales:C1,sales:C2,same,different\n",
+            r"decisions\.csv row 2: 4 fields, expected 3",
+        ),
+        ("id_l,id_r,decision\nsales:C1,,same\n", r"decisions\.csv row 2: blank id"),
+    ],
+    ids=["empty", "wrong-header", "unknown-word", "extra-field", "blank-id"],
+)
+def test_bad_decisions_file_names_file_and_row(
+    tmp_path: Path, staged, text: str, message: str
+) -> None:
+    frames, _ = staged
+    decisions_file = tmp_path / "decisions.csv"
+    decisions_file.write_text(text, encoding="utf-8")
+    ctx = _context(tmp_path, decisions_file)
+    _load(ctx, frames)
+    with pytest.raises(ValueError, match=message):
+        run(ctx)
+
+
+def test_decisions_file_from_excel_and_unknown_ids_and_uscc_conflicts(
+    tmp_path: Path, staged, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    run(ctx)
+    xref = _xref(ctx)
+    customers = read_table(ctx.engine, "core_customers").dropna(subset=["uscc"])
+    first, second = customers["uscc_source"].iloc[:2]
+    # Excel's UTF-8 with BOM, CRLF, a blank line, upper case; a typo'd id; two USCCs.
+    decisions_file = tmp_path / "decisions.csv"
+    decisions_file.write_bytes(
+        (
+            "\ufeffid_l,id_r,decision\r\n"
+            f"{first},{second},SAME\r\n\r\n"
+            "sales:NOPE,sales:C000001,different\r\n"
+        ).encode()
+    )
+    with caplog.at_level("WARNING", logger="pipeline.resolution"):
+        run(_context(tmp_path, decisions_file, batch_id="b2"))
+    after = _xref(ctx)
+    assert after[first] == after[second] != xref[second]
+    text = caplog.text
+    assert "decisions.csv row 4: decision names sales:NOPE, not a customer record" in text
+    assert f"decisions.csv row 2: decided same for {first}" in text
+    assert "two different valid USCCs" in text
+
+
 def test_survivorship_prefers_source_priority_then_recency() -> None:
     records = pd.DataFrame(
         {

@@ -516,10 +516,36 @@ def standardize_phone(value: object, region: str = "CN") -> str | None:
         number = phonenumbers.parse(digits, region.upper())
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
+    # A CN landline whose exchange phonenumbers does not list yet is kept, as validation
+    # accepts it (pipeline.validation.findings.is_valid_phone).
+    if not phonenumbers.is_valid_number(number) and not (
+        region.upper() == "CN" and unlisted_cn_landline(number)
+    ):
         return None
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return f"{e164};ext={extension}" if extension else e164
+
+
+def unlisted_cn_landline(number: phonenumbers.PhoneNumber) -> bool:
+    """True when only the first local digit keeps a CN landline from being valid.
+
+    The area code and the length are then right (phonenumbers knows both); the local
+    exchange is just not in its tables. Area codes are 2 digits (10, 2x) or 3 digits.
+    """
+    national = str(number.national_number)
+    if number.country_code != 86 or (national.startswith("1") and not national.startswith("10")):
+        return False
+    area = 2 if national.startswith(("10", "2")) else 3
+    for digit in "23456789":
+        variant = phonenumbers.PhoneNumber(
+            country_code=86, national_number=int(national[:area] + digit + national[area + 1 :])
+        )
+        if (
+            phonenumbers.is_valid_number(variant)
+            and phonenumbers.length_of_geographical_area_code(variant) == area
+        ):
+            return True
+    return False
 
 
 def standardize_email(value: object) -> str | None:

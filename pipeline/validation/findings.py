@@ -20,6 +20,7 @@ from stdnum.cn import uscc as stdnum_uscc
 from pipeline.memo import Memo, code_version
 from pipeline.quarters import Quarter
 from pipeline.stages import StageContext, StageResult
+from pipeline.transform.standardize import unlisted_cn_landline
 
 FINDING_COLUMNS = (
     "quarter",
@@ -102,29 +103,7 @@ def is_valid_phone(value: str | None, region: str = "CN") -> bool:
         return False
     if phonenumbers.is_valid_number(number):
         return True
-    return region == "CN" and _unlisted_cn_landline(number)
-
-
-def _unlisted_cn_landline(number: phonenumbers.PhoneNumber) -> bool:
-    """True when only the first local digit keeps a CN landline from being valid.
-
-    The area code and the length are then right (phonenumbers knows both); the local
-    exchange is just not in its tables. Area codes are 2 digits (10, 2x) or 3 digits.
-    """
-    national = str(number.national_number)
-    if number.country_code != 86 or (national.startswith("1") and not national.startswith("10")):
-        return False
-    area = 2 if national.startswith(("10", "2")) else 3
-    for digit in "23456789":
-        variant = phonenumbers.PhoneNumber(
-            country_code=86, national_number=int(national[:area] + digit + national[area + 1 :])
-        )
-        if (
-            phonenumbers.is_valid_number(variant)
-            and phonenumbers.length_of_geographical_area_code(variant) == area
-        ):
-            return True
-    return False
+    return region == "CN" and unlisted_cn_landline(number)
 
 
 def is_valid_email(value: str | None) -> bool:

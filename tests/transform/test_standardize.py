@@ -82,6 +82,20 @@ def test_phone_numbers_become_e164(raw: str, e164: str) -> None:
     assert standardize_phone(raw) == e164
 
 
+def test_phone_validation_accepts_is_kept_for_matching() -> None:
+    # Shanghai 021-8000 xxxx: phonenumbers does not list the exchange, validation accepts
+    # the number (right area code and length), so resolution must not drop it.
+    from pipeline.validation.findings import is_valid_phone
+
+    for raw, e164 in (
+        ("021-8000 1234", "+862180001234"),
+        ("+86 21 80001234转5", "+862180001234;ext=5"),
+    ):
+        assert is_valid_phone(raw)
+        assert standardize_phone(raw) == e164
+    assert not is_valid_phone("021-8000 123") and standardize_phone("021-8000 123") is None
+
+
 @pytest.mark.parametrize("raw", ["123", "not a phone", "", None, "+86 999"])
 def test_invalid_phone_numbers_are_blank(raw: str | None) -> None:
     assert standardize_phone(raw) is None

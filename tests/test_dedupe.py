@@ -589,6 +589,20 @@ def test_nullish_placeholders_are_missing_not_shared_values(tmp_path: Path) -> N
     assert clusters.nunique() == len(rows)
 
 
+def test_placeholder_company_names_are_not_candidate_pairs(tmp_path: Path) -> None:
+    rows = [
+        ("1", "N/A", "Ann Lee", "+1 415 555 0101", "ann@alder.com"),
+        ("2", "N/A", "Bo Chen", "+1 415 555 0102", "bo@quartz.com"),
+        ("3", "未知", "Cy Diaz", "+1 415 555 0103", "cy@vortex.com"),
+        ("4", "未知", "Di Fox", "+1 415 555 0104", "di@nimbus.com"),
+        ("5", "NULL", "Ed Gray", "+1 415 555 0105", "ed@tundra.com"),
+        ("6", "NULL", "Flo Hart", "+1 415 555 0106", "flo@zephyr.com"),
+    ]
+    csv_path, fields_path = _write(tmp_path, _csv(rows))
+    pairs_path, _ = dedupe(csv_path, "id", fields_path, tmp_path / "out")
+    assert pd.read_csv(pairs_path, dtype=str).empty
+
+
 def test_very_long_values_and_case_of_the_id_column(tmp_path: Path) -> None:
     long_note = "x" * 200_000
     rows = [(*row, long_note) for row in GOOD_ROWS]

@@ -426,7 +426,7 @@ def split_company_name(value: object) -> CompanyName:
     legal form 股份有限公司, branch 上海分公司. ``(股份)`` inside the name is a legal form.
     """
     text = normalize_text(value)
-    if text is None:
+    if text is None or text in NULLISH:  # N/A, NULL, 未知: no name, not a name all share
         return CompanyName(None, None, None, None)
     text = text.replace("(", "(").replace(")", ")")
     branches: list[str] = []

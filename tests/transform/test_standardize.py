@@ -56,6 +56,11 @@ def test_branch_in_brackets_full_or_half_width_is_kept_apart() -> None:
         assert name.branch == "上海分公司"
 
 
+@pytest.mark.parametrize("raw", ["N/A", "NULL", "未知", "暂无", "none", "-", "  "])
+def test_placeholder_company_name_is_no_name(raw: str) -> None:
+    assert split_company_name(raw).core is None
+
+
 def test_region_prefix_is_split_from_core_name() -> None:
     assert split_company_name("北京市华信科技有限公司").region == "北京"
     assert split_company_name("北京市华信科技有限公司").core == "华信科技"

@@ -334,7 +334,8 @@ _PROVINCE_SUFFIX = re.compile(
     r"(省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)?"
 )
 _CITY = re.compile(r"^([\u4e00-\u9fff]{1,7}?(市|自治州|地区|盟))")
-_BRACKETS = re.compile(r"[(\[{]([^)\]}]*)[)\]}]")
+# Half-width after NFKC, plus the CJK brackets NFKC keeps: 【】 〔〕 〖〗.
+_BRACKETS = re.compile(r"[(\[{【〔〖]([^)\]}】〕〗]*)[)\]}】〕〗]")
 _PUNCT = re.compile(r"[\s,.;:!?'\"`·、,。;:!?“”‘’《》<>\-_/\\|&*#@~^=+]+")
 _EXTENSION = re.compile(r"(转|分机|ext\.?|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
 _USCC_SHAPE = re.compile(r"^[0-9A-Z]{2}\d{6}[0-9A-Z]{10}$")
@@ -446,13 +447,13 @@ def split_company_name(value: object) -> CompanyName:
         return ""
 
     text = _BRACKETS.sub(_bracket, text)
-    # Trailing branch without brackets: 某某公司上海分公司 / 某某公司北京办事处.
+    # Trailing branch without brackets: 某某公司上海分公司, 某某公司 北京办事处, 某某公司-北京分部.
     branch_tail = re.search(
-        r"(公司|集团)([\u4e00-\u9fff]{1,10}(分公司|办事处|分部|分厂|营业部))$", text
+        r"(公司|集团)[\s\-—_·]*([\u4e00-\u9fff]{1,10}(分公司|办事处|分部|分厂|营业部))$", text
     )
     if branch_tail:
         branches.append(branch_tail.group(2))
-        text = text[: branch_tail.start(2)]
+        text = text[: branch_tail.end(1)]
     if _LATIN.search(text):
         text, latin_forms = _strip_latin_legal_forms(text)
         suffixes.extend(latin_forms)

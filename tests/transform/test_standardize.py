@@ -56,6 +56,21 @@ def test_branch_in_brackets_full_or_half_width_is_kept_apart() -> None:
         assert name.branch == "上海分公司"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "华信科技有限公司【上海分公司】",
+        "华信科技有限公司〔上海分公司〕",
+        "华信科技有限公司 上海分公司",
+        "华信科技有限公司-上海分公司",
+        "华信科技有限公司—上海分公司",
+    ],
+)
+def test_branch_in_cjk_brackets_or_after_a_separator_is_kept_apart(raw: str) -> None:
+    name = split_company_name(raw)
+    assert (name.core, name.legal_form, name.branch) == ("华信科技", "有限公司", "上海分公司")
+
+
 @pytest.mark.parametrize("raw", ["N/A", "NULL", "未知", "暂无", "none", "-", "  "])
 def test_placeholder_company_name_is_no_name(raw: str) -> None:
     assert split_company_name(raw).core is None

@@ -365,14 +365,22 @@ def dedupe(
     settings: ResolutionSettings | None = None,
 ) -> tuple[Path, Path]:
     """Deduplicate ``input_csv`` and write ``pairs.csv`` and ``clusters.csv`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    rule = "(rule: --out names a folder that can be created and written)"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DedupeInputError(f"{out_dir}: --out is a file, not a folder {rule}")
     df = read_input(input_csv)
     fields = read_fields(fields_yaml, list(df.columns))
     pairs, clusters = dedupe_frame(df, id_column, fields, settings, source=str(input_csv))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     pairs_path, clusters_path = out_dir / "pairs.csv", out_dir / "clusters.csv"
-    pairs.to_csv(pairs_path, index=False)
-    clusters.to_csv(clusters_path, index=False)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pairs.to_csv(pairs_path, index=False)
+        clusters.to_csv(clusters_path, index=False)
+    except OSError as error:
+        raise DedupeInputError(
+            f"{error.filename or out_dir}: cannot write the results ({error.strerror}) {rule}"
+        ) from error
     log.info(
         "dedupe %s: %s records, %s pairs, %s clusters",
         input_csv,

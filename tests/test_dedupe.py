@@ -530,6 +530,15 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path) -> None:
     )
 
 
+def test_out_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    csv_path, fields_path = _write(tmp_path, _csv(GOOD_ROWS))
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(DedupeInputError, match=r"taken: --out is a file, not a folder"):
+        dedupe(csv_path, "id", fields_path, tmp_path / "taken")
+    with pytest.raises(DedupeInputError, match=r"cannot write the results"):
+        dedupe(csv_path, "id", fields_path, tmp_path / "taken" / "out")
+
+
 def _clusters(
     tmp_path: Path, text: str | bytes, fields: str = GENERIC_FIELDS, id_column: str = "id"
 ) -> pd.Series:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -77,6 +77,28 @@ class ResolutionSettings(_Section):
     # Survivorship: which system wins a field when several hold a valid value.
     source_priority: list[str] = Field(default_factory=lambda: ["sales", "finance", "service"])
     decisions_file: Path | None = None
+
+    @field_validator("source_priority")
+    @classmethod
+    def _known_systems(cls, systems: list[str]) -> list[str]:
+        # A misspelt system ("Sales", "finanse") would silently rank last.
+        known = ("sales", "finance", "service")
+        unknown = [s for s in systems if s not in known]
+        if unknown or len(set(systems)) != len(systems):
+            raise ValueError(
+                f"must list distinct source systems of {', '.join(known)}; "
+                f"unknown or repeated: {unknown or systems}"
+            )
+        return systems
+
+    @model_validator(mode="after")
+    def _review_band(self) -> ResolutionSettings:
+        if self.review_lower > self.review_upper:
+            raise ValueError(
+                f"review_lower ({self.review_lower}) is above review_upper "
+                f"({self.review_upper}): no pair would ever be queued for review"
+            )
+        return self
 
 
 class TierSettings(_Section):

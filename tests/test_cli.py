@@ -64,6 +64,18 @@ def test_bad_settings_name_the_value_and_keep_secrets(monkeypatch):
     assert "hunter2" not in output
 
 
+def test_misspelt_source_system_and_inverted_review_band_are_named(monkeypatch):
+    monkeypatch.setenv("CRM_RESOLUTION__SOURCE_PRIORITY", '["sales", "finanse"]')
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    assert "resolution.source_priority" in _plain(result) and "'finanse'" in _plain(result)
+    monkeypatch.delenv("CRM_RESOLUTION__SOURCE_PRIORITY")
+    monkeypatch.setenv("CRM_RESOLUTION__REVIEW_LOWER", "0.95")
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 2
+    assert "review_lower (0.95) is above review_upper (0.9)" in _plain(result)
+
+
 def test_malformed_or_missing_config_file_and_non_json_list(monkeypatch, cli_env):
     (cli_env / "crm-pipeline.toml").write_text('warehouse_url = "x\n[tiers\n', encoding="utf-8")
     result = CliRunner().invoke(app, ["run", "--quarter", "2026Q3"])

@@ -32,7 +32,7 @@ from pipeline.transform.resolve import (
     pair_evidence,
     score_pairs,
 )
-from pipeline.transform.standardize import customer_memos, standardize_customers
+from pipeline.transform.standardize import customer_memos, is_nullish, standardize_customers
 from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,8 @@ def _clean_name(value: object) -> str | None:
 def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.DataFrame:
     """One row per customer: field-by-field survivorship with ``<field>_source`` lineage.
 
-    For each field the candidates are the members' valid values; the winner is from the
+    For each field the candidates are the members' valid values (placeholders such as
+    ``N/A`` or ``未知`` are none); the winner is from the
     highest-priority system, then the most recently updated record, then the most complete
     record. ``created_at`` takes the earliest value and ``updated_at`` the latest.
     """
@@ -449,7 +450,10 @@ def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.Data
     customers = pd.DataFrame({"customer_id": sorted(values["customer_id"].unique())})
     for field in GOLDEN_FIELDS:
         candidates = ordered[["customer_id", "lineage", field]].dropna(subset=[field])
-        candidates = candidates[candidates[field].astype(str).str.strip() != ""]
+        text = candidates[field].astype(str)
+        # Blanks and placeholders (N/A, 未知, -) are no value: a real one from any system wins.
+        placeholders = [v for v in text.unique() if is_nullish(v)]
+        candidates = candidates[~text.isin(placeholders)]
         if field == "created_at":
             candidates = candidates.sort_values(["customer_id", field, "lineage"])
         elif field == "updated_at":

@@ -285,6 +285,13 @@ def test_survivorship_prefers_source_priority_then_recency() -> None:
     assert pd.isna(row["uscc"])
     assert row["created_at"] == pd.Timestamp("2019-01-01")
     assert row["updated_at_source"] == "service:S1"
+    # A placeholder from the preferred system is no value: the other system's real one wins.
+    records.loc[2, ["customer_name", "industry"]] = ["N/A", "未知"]
+    records.loc[0, "industry"] = "软件"
+    golden = golden_records(standardize_customers(records), ["sales", "finance", "service"])
+    row = golden.iloc[0]
+    assert row["name"] == "华信科技股份有限公司" and row["name_source"] == "sales:C1"
+    assert row["industry"] == "软件" and row["industry_source"] == "service:S1"
 
 
 def test_record_that_no_longer_matches_anything_is_a_split(tmp_path: Path, staged) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from types import ModuleType
@@ -46,10 +46,11 @@ PRUNE_AT_LEAST = 1_000
 T = TypeVar("T")
 
 
-def code_version(module: ModuleType, libraries: Iterable[str] = ()) -> str:
-    """A version of the rules in ``module``: a digest of its source, then each library's
-    installed version (``rules 3f2a9c01d4e5 phonenumbers 9.0.43``)."""
-    source = Path(inspect.getsourcefile(module) or "").read_bytes()
+def code_version(module: ModuleType | Sequence[ModuleType], libraries: Iterable[str] = ()) -> str:
+    """A version of the rules in ``module`` (or modules): a digest of the source, then each
+    library's installed version (``rules 3f2a9c01d4e5 phonenumbers 9.0.43``)."""
+    modules = [module] if isinstance(module, ModuleType) else list(module)
+    source = b"".join(Path(inspect.getsourcefile(m) or "").read_bytes() for m in modules)
     parts = [f"rules {hashlib.sha256(source).hexdigest()[:12]}"]
     parts += [f"{name} {installed_version(name)}" for name in libraries]
     return " ".join(parts)

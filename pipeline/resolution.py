@@ -32,7 +32,12 @@ from pipeline.transform.resolve import (
     pair_evidence,
     score_pairs,
 )
-from pipeline.transform.standardize import customer_memos, is_nullish, standardize_customers
+from pipeline.transform.standardize import (
+    NULLISH,
+    customer_memos,
+    is_nullish,
+    standardize_customers,
+)
 from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,8 @@ RECORD_COLUMNS = (
 )
 ID_PATTERN = re.compile(r"^CUST-(\d+)$")
 EVENTS_TABLE = "core_resolution_events"
+# Longest text a placeholder can be (a value longer than this is a value).
+NULLISH_CHARS = 4 * max(map(len, NULLISH))
 # Decisions named one by one in a warning.
 SHOWN_DECISIONS = 5
 
@@ -452,7 +459,9 @@ def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.Data
         candidates = ordered[["customer_id", "lineage", field]].dropna(subset=[field])
         text = candidates[field].astype(str)
         # Blanks and placeholders (N/A, 未知, -) are no value: a real one from any system wins.
-        placeholders = [v for v in text.unique() if is_nullish(v)]
+        # (Only short values can be one: names and addresses are not looked at one by one.)
+        short = text[text.str.len() <= NULLISH_CHARS].unique()
+        placeholders = [v for v in short if is_nullish(v)]
         candidates = candidates[~text.isin(placeholders)]
         if field == "created_at":
             candidates = candidates.sort_values(["customer_id", field, "lineage"])

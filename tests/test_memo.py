@@ -202,3 +202,27 @@ def test_findings_with_remembered_phone_checks_are_the_findings(engine):
     pd.testing.assert_frame_equal(customer_findings(*args, phones=loaded), plain)
     assert loaded.misses == 1  # the customers' missing phone
     assert plain["finding"].eq("phone_invalid").any()
+
+
+def test_the_phone_memo_is_computed_afresh_when_the_shared_landline_rule_changes(
+    monkeypatch,
+) -> None:
+    # is_valid_phone uses standardize.unlisted_cn_landline: the memo's version covers both
+    # modules' source, so a change in either one drops what was remembered.
+    from pipeline.transform import standardize
+    from pipeline.validation import findings
+
+    before = phone_memo(None, "CN").version
+    sources = {
+        findings.__file__: b"# findings",
+        standardize.__file__: b"# standardize, changed",
+    }
+    real_read = memo_module.Path.read_bytes
+    monkeypatch.setattr(
+        memo_module.Path,
+        "read_bytes",
+        lambda self: sources.get(str(self)) or real_read(self),
+    )
+    changed = phone_memo(None, "CN").version
+    sources[standardize.__file__] = b"# standardize, changed again"
+    assert len({before, changed, phone_memo(None, "CN").version}) == 3

@@ -20,6 +20,7 @@ from stdnum.cn import uscc as stdnum_uscc
 from pipeline.memo import Memo, code_version
 from pipeline.quarters import Quarter
 from pipeline.stages import StageContext, StageResult
+from pipeline.transform import standardize
 from pipeline.transform.standardize import unlisted_cn_landline
 
 FINDING_COLUMNS = (
@@ -66,7 +67,8 @@ def phone_memo(engine: Engine | None, region: str = "CN") -> Memo[bool]:
     return Memo(
         engine,
         f"valid_phone {region}",
-        code_version(sys.modules[__name__], ["phonenumbers"]),
+        # the landline rule lives in standardize: a change there computes afresh too
+        code_version([sys.modules[__name__], standardize], ["phonenumbers"]),
         lambda value: is_valid_phone(value, region),
         encode=lambda valid: "1" if valid else "0",
         decode=lambda texts: [text == "1" for text in texts],

@@ -103,8 +103,9 @@ LATEST_TIME = pd.Timestamp("2262-01-01")
 _NO_DAY = r"\s*\d{4}(?:[-/.]\d{1,2})?\s*$"
 
 
-def _local_time(value: str, source_timezone: str) -> pd.Timestamp | None:
-    """One ISO 8601 value as a naive time in ``source_timezone`` (None if unreadable)."""
+def _iso_time(value: str, timezone: str = "UTC") -> pd.Timestamp | None:
+    """One ISO 8601 value as a naive time in ``timezone`` (None if unreadable), whether or
+    not the typed columns can hold it."""
     try:
         stamp = pd.to_datetime(value, format="ISO8601")
     except (ValueError, OverflowError):
@@ -112,8 +113,15 @@ def _local_time(value: str, source_timezone: str) -> pd.Timestamp | None:
     if stamp is pd.NaT:
         return None
     if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert(source_timezone).tz_localize(None)
-    return stamp if EARLIEST_TIME <= stamp < LATEST_TIME else None
+        stamp = stamp.tz_convert(timezone).tz_localize(None)
+    return stamp
+
+
+def _local_time(value: str, source_timezone: str) -> pd.Timestamp | None:
+    """One ISO 8601 value as a naive time in ``source_timezone`` (None if unreadable or
+    beyond the times the typed columns hold)."""
+    stamp = _iso_time(value, source_timezone)
+    return stamp if stamp is not None and EARLIEST_TIME <= stamp < LATEST_TIME else None
 
 
 def _timestamps(text: pd.Series, source_timezone: str) -> pd.Series:
@@ -198,15 +206,8 @@ def _describe(kind: str, value: str, vocab: dict[str, str] | None) -> str:
 
 def _beyond_held_times(value: str) -> bool:
     """True for a readable ISO 8601 time that the typed columns cannot hold."""
-    try:
-        stamp = pd.to_datetime(value, format="ISO8601")
-    except (ValueError, OverflowError):
-        return False
-    if stamp is pd.NaT:
-        return False
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return not EARLIEST_TIME <= stamp < LATEST_TIME
+    stamp = _iso_time(value)
+    return stamp is not None and not EARLIEST_TIME <= stamp < LATEST_TIME
 
 
 def stage_frame(

@@ -342,11 +342,17 @@ _USCC_SHAPE = re.compile(r"^[0-9A-Z]{2}\d{6}[0-9A-Z]{10}$")
 _EMAIL = re.compile(r"^[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}$")
 
 
+# Invisible format characters that pasting brings along (zero-width space and joiners,
+# word joiner, byte order mark, soft hyphen): deleted, so "9111…\u200b" is the USCC it shows.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"))
+
+
 def normalize_text(value: object) -> str | None:
-    """NFKC (full-width to half-width), Latin lower case, collapsed whitespace; blank -> None."""
+    """NFKC (full-width to half-width), invisible characters deleted, Latin lower case,
+    collapsed whitespace; blank -> None."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return None
-    text = unicodedata.normalize("NFKC", str(value))
+    text = unicodedata.normalize("NFKC", str(value)).translate(_INVISIBLE)
     text = text.replace("\u3000", " ")
     text = re.sub(r"\s+", " ", text).strip().lower()
     return text or None

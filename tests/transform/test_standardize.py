@@ -137,6 +137,15 @@ def test_uscc_is_validated_with_its_check_character() -> None:
     assert standardize_uscc(None) is None
 
 
+def test_invisible_characters_pasted_into_values_are_deleted() -> None:
+    # A USCC or a name copied from a web page or chat often carries zero-width spaces, a
+    # BOM or a soft hyphen: the value shown is the value matched.
+    valid = "911201020281902993"
+    assert standardize_uscc("\ufeff9112010202\u200b81902993\u2060") == valid
+    assert split_company_name("华信\u200d科技有限公司") == split_company_name("华信科技有限公司")
+    assert normalize_text("\u200b\u00ad") is None
+
+
 def test_address_is_split_into_province_city_and_rest() -> None:
     address = split_address("广东省深圳市福田区世纪大道424号")
     assert (address.province, address.city, address.rest) == ("广东", "深圳", "福田区世纪大道424号")

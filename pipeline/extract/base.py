@@ -7,7 +7,6 @@ validation decides what a value means; renames and lineage are added here.
 from __future__ import annotations
 
 import codecs
-import csv
 import glob
 import logging
 import sqlite3
@@ -238,8 +237,9 @@ def _folded(name: object) -> str:
 
 
 def _near_names(missing: list[str], columns: list[str]) -> str:
-    """ "; the source has ..." with, per missing name, the source's column that differs only in
-    full-width characters, case or spaces (``金额（元）`` for ``金额(元)``, ``CSAT`` for ``csat``)."""
+    """The end of a missing-column error: the source's columns, and per missing name the
+    source's column that differs from it only in full-width characters, case or spaces
+    (``金额（元）`` for ``金额(元)``, ``CSAT`` for ``csat``)."""
     folded = {_folded(c): c for c in reversed(columns)}
     near = [f"{folded[_folded(m)]!r} for {m!r}" for m in missing if _folded(m) in folded]
     shown = ", ".join(map(str, columns[:40])) + (" …" if len(columns) > 40 else "")
@@ -494,12 +494,12 @@ def resolve_files(folder: Path, pattern: str, system: str) -> list[Path]:
     return paths
 
 
-def _check_header(names: list, dataset: Dataset, where: str, renamed: bool = False) -> None:
+def _check_header(columns: list, dataset: Dataset, where: str) -> None:
     """A :class:`SourceError` when a column ``dataset`` reads is named more than once in a
     file's header (spaces around names do not count): which one holds the values is a guess.
-    ``renamed``: the names as pandas gives them, a repeated name's copies as "金额.1"."""
-    names = [str(n).strip() for n in names]
-    repeated = [n for n in dataset.rename if names.count(n) > 1 or (renamed and f"{n}.1" in names)]
+    ``columns`` as pandas read them: it renames a repeated name's copies ("金额", "金额.1")."""
+    names = [str(n).strip() for n in columns]
+    repeated = [n for n in dataset.rename if names.count(n) > 1 or f"{n}.1" in names]
     if repeated:
         raise SourceError(
             f"{dataset.system} source {where}: column(s) {', '.join(repeated)} appear more "
@@ -530,8 +530,7 @@ def read_file(
                 f"{dataset.system} source: cannot read Excel file {path}: {error}"
             ) from error
         where = f"file {path} sheet {sheet_name}"
-        # (not read again for the header: calamine would load the whole sheet once more)
-        _check_header(list(raw.columns), dataset, where, renamed=True)
+        _check_header(list(raw.columns), dataset, where)
         raw.columns = [str(c).strip() for c in raw.columns]
         yield house_frame(raw, dataset, where, batch_id, extracted_at)
         return
@@ -541,13 +540,12 @@ def read_file(
         encoding = detect_encoding(path)
     except SourceError as error:
         raise SourceError(f"{dataset.system} source: {error}") from error
-    with path.open(encoding=encoding, newline="") as file:
-        _check_header(next(csv.reader(file), []), dataset, f"file {path}")
     try:
         reader = pd.read_csv(
             path, encoding=encoding, dtype=str, keep_default_na=False, chunksize=chunk_rows
         )
-        for chunk in reader:
+        for chunk in reader:  # (a header alone still gives one empty chunk)
+            _check_header(list(chunk.columns), dataset, f"file {path}")
             chunk.columns = [str(c).strip() for c in chunk.columns]
             yield house_frame(chunk, dataset, f"file {path}", batch_id, extracted_at)
     except pd.errors.EmptyDataError as error:

@@ -851,12 +851,12 @@ class NothingToReport(ValueError):
 def first_activity(engine: Engine) -> pd.Timestamp | None:
     """The earliest order, ticket or invoice date in the warehouse (None: none staged)."""
     firsts = []
-    with engine.connect() as conn:
-        for table, column in ACTIVITY_DATES:
-            if sa.inspect(conn).has_table(table):
+    for table, column in ACTIVITY_DATES:
+        if table_exists(engine, table):
+            with engine.connect() as conn:
                 value = conn.execute(sa.text(f'SELECT MIN("{column}") FROM "{table}"')).scalar()
-                if value is not None:
-                    firsts.append(pd.Timestamp(value))
+            if value is not None:
+                firsts.append(pd.Timestamp(value))
     return min(firsts) if firsts else None
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline import warehouse, worker
@@ -69,16 +68,9 @@ def _previous_findings(engine: Engine, quarter: Quarter) -> pd.DataFrame | None:
     findings = _read(engine, "dq_findings", quarter=previous)
     if findings is None or not findings.empty:
         return findings
-    if not warehouse.table_exists(engine, "run_log"):
-        return None
-    with engine.connect() as conn:
-        reviewed = conn.execute(
-            sa.text(
-                "SELECT 1 FROM run_log WHERE stage = 'quality_findings' AND quarter = :quarter "
-                "AND status = 'success'"
-            ),
-            {"quarter": previous},
-        ).first()
+    reviewed = warehouse.has_rows(
+        engine, "run_log", stage="quality_findings", quarter=previous, status="success"
+    )
     return findings if reviewed else None
 
 
@@ -216,17 +208,7 @@ def satisfaction_in_worker(url: str, settings: Settings, quarter: Quarter) -> Re
 def _check_metrics(engine: Engine, quarter: Quarter) -> None:
     """A clear error when the quarter's metrics were never computed: the reports would show
     every customer unclassified and every rate empty."""
-    computed = warehouse.table_exists(engine, "mart_metrics")
-    if computed:
-        with engine.connect() as conn:
-            computed = (
-                conn.execute(
-                    sa.text('SELECT 1 FROM "mart_metrics" WHERE "quarter" = :q LIMIT 1'),
-                    {"q": str(quarter)},
-                ).first()
-                is not None
-            )
-    if not computed:
+    if not warehouse.has_rows(engine, "mart_metrics", quarter=str(quarter)):
         raise ReportDataError(
             f"mart_metrics has no rows for {quarter}: compute_metrics has not run for it "
             f"(crm-pipeline stage compute_metrics --quarter {quarter}, or crm-pipeline run "

@@ -113,6 +113,16 @@ def table_exists(engine: Engine, table: str) -> bool:
     return sa.inspect(engine).has_table(table)
 
 
+def has_rows(engine: Engine, table: str, **where: Any) -> bool:
+    """Does ``table`` exist and hold a row with these column values?"""
+    if not table_exists(engine, table):
+        return False
+    condition = " AND ".join(f'"{column}" = :{column}' for column in where) or "1 = 1"
+    with engine.connect() as conn:
+        found = conn.execute(sa.text(f'SELECT 1 FROM "{table}" WHERE {condition} LIMIT 1'), where)
+        return found.first() is not None
+
+
 def _column_type(series: pd.Series, name: str) -> sa.types.TypeEngine:
     """The SQL type of a new column. ``_date`` columns holding dates are DATE; text stays
     TEXT whatever its name (raw tables keep the source's text, "2026-13-01" included)."""

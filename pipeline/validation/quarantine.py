@@ -72,9 +72,12 @@ def split_rows(
         for row, column in zip(cast_errors["row"], cast_errors["column"], strict=True)
         if row in held
     }
-    columns = violations["column"] if "column" in violations else [None] * len(violations)
     for row, code, reason, column in zip(
-        violations["row"], violations["code"], violations["reason"], columns, strict=True
+        violations["row"],
+        violations["code"],
+        violations["reason"],
+        violations["column"],
+        strict=True,
     ):
         if (row, code, reason) in seen:
             continue

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.extract.base import SourceError, detect_encoding
 from pipeline.memo import Memo
 from pipeline.memory import release_freed_memory
 from pipeline.settings import ResolutionSettings
@@ -534,14 +535,10 @@ def read_decisions_file(path: Path) -> pd.DataFrame:
     where = f"resolution.decisions_file {path}"
     if not path.is_file():
         raise FileNotFoundError(f"{where} does not exist")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = raw.decode("gb18030")  # saved from Excel on a Chinese Windows
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{where}: not UTF-8 or GBK text ({error})") from None
+    try:  # UTF-8, or GBK when saved from Excel on a Chinese Windows, as finance exports
+        text = path.read_text(encoding=detect_encoding(path))
+    except SourceError as error:
+        raise ValueError(f"{where}: {error}") from None
     try:
         rows = list(csv.reader(io.StringIO(text)))
     except csv.Error as error:

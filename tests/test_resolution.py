@@ -11,7 +11,7 @@ import pytest
 from pipeline.bench_resolution import staging_from_sources
 from pipeline.demo import generate_demo_sources
 from pipeline.quarters import Quarter
-from pipeline.resolution import SOURCE_TABLES, golden_records, run
+from pipeline.resolution import SOURCE_TABLES, golden_records, read_decisions_file, run
 from pipeline.settings import ResolutionSettings, Settings
 from pipeline.stages import StageContext
 from pipeline.transform.standardize import standardize_customers
@@ -218,6 +218,18 @@ def test_bad_decisions_file_names_file_and_row(
     _load(ctx, frames)
     with pytest.raises(ValueError, match=message):
         run(ctx)
+
+
+def test_decisions_file_in_gbk_is_read_and_unreadable_bytes_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.csv"
+    path.write_bytes("id_l,id_r,decision\nfinance:客户1,sales:C1,same\n".encode("gbk"))
+    decisions = read_decisions_file(path)
+    assert decisions[["id_l", "id_r", "decision"]].values.tolist() == [
+        ["finance:客户1", "sales:C1", "same"]
+    ]
+    path.write_bytes(b"id_l,id_r,decision\nsales:\xff\x80,sales:C1,same\n")
+    with pytest.raises(ValueError, match=r"decisions_file .*decisions\.csv: .*line 2, bytes ff"):
+        read_decisions_file(path)
 
 
 def test_decisions_file_from_excel_and_unknown_ids_and_uscc_conflicts(

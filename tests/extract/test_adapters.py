@@ -185,16 +185,7 @@ def test_a_column_named_twice_in_the_header_names_the_file_and_column(tmp_path):
     for again in ("客户名称 ", "客户名称"):  # pandas reads the second as "客户名称.1"
         pd.DataFrame(
             [["F1", "甲公司", None, None, None, 1, None, "乙公司"]],
-            columns=[
-                "客户编号",
-                "客户名称",
-                "纳税人识别号",
-                "联系电话",
-                "地址",
-                "信用额度(元)",
-                "更新日期",
-                again,
-            ],
+            columns=[*DATASETS["finance_accounts"].rename, again],
         ).to_excel(book, sheet_name="客户", index=False)
         with pytest.raises(
             SourceError, match=r"accounts.xlsx sheet 客户: column\(s\) 客户名称 appear"

@@ -60,6 +60,7 @@ from pipeline.demo.writers import (
     write_sqlite,
     write_xlsx,
 )
+from pipeline.extract import changelog
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +383,13 @@ def generate_demo_sources(
         ],
     )
     logger.info("wrote %s", out_dir / "service.db")
+    # Both systems log their changes from here on, as a source set up for incremental
+    # extracts would (pipeline.extract.changelog).
+    for name, tables in (
+        ("sales.db", ["crm_customer", "crm_contact", "sales_order", "sales_order_line"]),
+        ("service.db", ["account", "ticket", "survey", "contact_log"]),
+    ):
+        changelog.install(out_dir / name, tables)
     write_xlsx(
         out_dir / "finance" / "accounts.xlsx", "客户", schemas["accounts"], finance_table, as_of
     )

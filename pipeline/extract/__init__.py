@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +14,8 @@ import sqlalchemy as sa
 
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
-from pipeline.extract import changes, finance, sales, service
-from pipeline.extract.base import ROW_FILTER, house_frame
+from pipeline.extract import changelog, changes, finance, sales, service
+from pipeline.extract.base import ONLY_ROWS, ROW_FILTER, house_frame
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 
@@ -36,33 +38,87 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     With ``sources.incremental`` a dataset already landed with row hashes is not rewritten:
     the source is still read whole, but only rows added, changed or removed since the last
     landing are written (:mod:`pipeline.extract.changes`), and their record keys are left
-    in ``raw_pending`` for validate. When more than ``changes.MAX_CHANGED_SHARE`` of a
-    dataset changed (or the row hash itself did), the system is landed whole instead.
-    Otherwise every dataset is landed anew and validate checks all of it.
+    in ``raw_pending`` for validate. A SQLite source that keeps a change log
+    (:mod:`changelog`) is not even read whole: only the rows its log names since the last
+    landing are read and landed (checked against the source afterwards; on a mismatch the
+    system is compared in full). When more than ``changes.MAX_CHANGED_SHARE`` of a dataset
+    changed (or the row hash itself did), the system is landed whole instead. Otherwise
+    every dataset is landed anew and validate checks all of it.
     """
-    if not warehouse.table_exists(ctx.engine, changes.PENDING):
+    if not warehouse.table_exists(ctx.engine, changes.CHANGE_LOG):
         warehouse.migrate(ctx.engine)
     if ctx.settings.sources.incremental:
         try:
-            return _land(ctx, system, incremental=True)
+            try:
+                return _land(ctx, system, incremental=True)
+            except changes.LogMismatch as error:
+                log.warning("%s; comparing %s with its landing in full instead", error, system)
+                return _land(ctx, system, incremental=True, use_log=False)
         except changes.TooManyChanges as error:
             log.warning("%s; landing %s whole instead", error, system)
     return _land(ctx, system, incremental=False)
 
 
-def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
+def _log_database(ctx: StageContext, system: str) -> Path | None:
+    """The SQLite file of a database source (None: files, or another database)."""
+    url = {"sales": ctx.settings.sources.sales_url, "service": ctx.settings.sources.service_url}
+    if system not in url:
+        return None
+    parsed = sa.engine.make_url(url[system])
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return path if path.is_file() else None
+
+
+def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = True) -> StageResult:
     adapter = ADAPTERS[system]
     datasets = {d.name: d for d in datasets_of(system)}
     counts: dict[str, int] = dict.fromkeys(datasets, 0)
+    top_row: dict[str, int] = {}  # per dataset read by row id: the highest row id read
     detail: dict[str, dict[str, int]] = {}  # per compared dataset: what its landing changed
     comparing: dict[str, changes.Diff] = {}  # the dataset being compared (one at a time)
+    logged: dict[str, changes.Logged] = {}  # datasets landed from the source's change log
+    database = _log_database(ctx, system)
     # The comparison reads the landing before it writes: on SQLite it takes the write lock
     # first, so extracts running side by side wait for each other instead of failing.
     with ctx.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, conn.begin():
+        was = {name: changes.log_position(conn, name) for name in datasets}
+        # (a landing an earlier version wrote, with no position, is landed whole once)
         compared = {
             name
             for name in datasets
-            if incremental and changes.has_change_columns(conn, f"raw_{name}")
+            if incremental
+            and was[name] is not None
+            and changes.has_change_columns(conn, f"raw_{name}")
+        }
+        snap = None
+        if database is not None:
+            try:  # read before the rows: changes made while they are read come again
+                snap = changelog.snapshot(
+                    database,
+                    [d.raw for d in datasets.values()],
+                    [datasets[n].raw for n in compared if use_log and was[n].seq is not None],
+                )
+            except sqlite3.Error as error:  # the read of the rows will say what is wrong
+                log.info("%s: no change log read: %s", system, error)
+        for name in sorted(compared) if use_log and snap is not None else ():
+            table, position = datasets[name].raw, was[name]
+            if (
+                table in snap.tracked
+                and position.source_id == snap.source_id
+                and position.seq is not None
+                and position.seq <= snap.seq
+            ):
+                row_ids = changelog.changed_rows(database, table, position.seq, snap.seq)
+                if len(row_ids) > max(changes.MAX_CHANGED_SHARE * position.source_rows, 1000):
+                    raise changes.TooManyChanges(
+                        f"{name}: the change log names {len(row_ids):,} rows"
+                    )
+                logged[name] = changes.Logged(datasets[name], row_ids)
+        only = {
+            name: changelog.changed_rows_query(datasets[name].raw, was[name].seq, snap.seq)
+            for name in logged
         }
         for name in datasets.keys() - compared:
             # Dropped, not emptied: the new rows get a fresh table (no dead rows left
@@ -76,11 +132,16 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
                 detail[name] = comparing.pop(name).apply(conn, ctx.batch_id)
 
         def row_filter(
-            name: str, hashes: np.ndarray, keys: Callable[[], np.ndarray]
+            name: str,
+            hashes: np.ndarray,
+            keys: Callable[[], np.ndarray],
+            row_ids: np.ndarray | None,
         ) -> tuple[np.ndarray, int]:
             first = counts[name]
             counts[name] += len(hashes)
-            if name not in compared:
+            if row_ids is not None and len(row_ids):
+                top_row[name] = max(top_row.get(name, 0), int(row_ids.max()))
+            if name not in compared or name in logged:
                 return np.ones(len(hashes), dtype=bool), first
             if name not in comparing:
                 # adapters give a dataset's chunks one after another: the previous one is done
@@ -89,16 +150,31 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
                     raise RuntimeError(f"{system} adapter gave {name} again after other datasets")
                 landed = changes.landed_hash_counts(conn, f"raw_{name}")
                 comparing[name] = changes.Diff(datasets[name], landed)
-            return comparing[name].filter(hashes, keys())
+            return comparing[name].filter(hashes, keys(), row_ids)
 
         token = ROW_FILTER.set(row_filter)
+        only_token = ONLY_ROWS.set(only)
         try:
             for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
-                if name in compared:
+                if name in logged:
+                    logged[name].offer(chunk)
+                elif name in compared:
                     comparing[name].offer(chunk)
                 else:
                     warehouse.insert_frame(conn, f"raw_{name}", chunk)
             finish_comparison()
+            for name, landing in logged.items():
+                detail[name], rows, top = landing.apply(conn, ctx.batch_id, was[name])
+                source = snap.shapes[datasets[name].raw]
+                if (rows, top) != source:
+                    raise changes.LogMismatch(
+                        f"{system} table {datasets[name].raw}: after applying its change log "
+                        f"the landing holds {rows:,} rows up to row id {top:,}, the source "
+                        f"{source[0]:,} up to {source[1]:,}"
+                    )
+                changes.set_log_position(
+                    conn, name, changes.LogPosition(snap.source_id, snap.seq, rows, top)
+                )
             for name in compared - detail.keys():  # no rows at the source any more
                 landed = changes.landed_hash_counts(conn, f"raw_{name}")
                 detail[name] = changes.Diff(datasets[name], landed).apply(conn, ctx.batch_id)
@@ -109,16 +185,33 @@ def _land(ctx: StageContext, system: str, incremental: bool) -> StageResult:
                         no_rows, dataset, "(no rows)", ctx.batch_id, ctx.extracted_at
                     )
                     warehouse.insert_frame(conn, f"raw_{name}", empty)
+            for name in datasets.keys() - logged.keys():  # read whole: where they stand now
+                # (a table read otherwise than by row id has no row ids to follow a log by)
+                tracked = snap is not None and datasets[name].raw in snap.tracked
+                tracked = tracked and (name in top_row or counts[name] == 0)
+                changes.set_log_position(
+                    conn,
+                    name,
+                    changes.LogPosition(
+                        snap.source_id if tracked else None,
+                        snap.seq if tracked else None,
+                        counts[name],
+                        top_row.get(name, counts[name] - 1),
+                    ),
+                )
         finally:
+            ONLY_ROWS.reset(only_token)
             ROW_FILTER.reset(token)
     total = sum(counts.values())
     written = sum(detail[n]["inserted"] if n in detail else counts[n] for n in datasets)
     log.info("landed %s rows from %s (%s written): %s", total, system, written, counts)
     if detail:
         log.info("incremental landing of %s: %s", system, detail)
+    if logged:
+        log.info("%s: %s landed from the change log", system, ", ".join(sorted(logged)))
     return StageResult(
         stage=f"extract_{system}",
         rows_in=total,
         rows_out=written,
-        detail={"rows": counts, "incremental": detail},
+        detail={"rows": counts, "incremental": detail, "change_log": sorted(logged)},
     )

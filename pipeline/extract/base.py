@@ -219,12 +219,19 @@ def key_hashes(keys: np.ndarray) -> np.ndarray:
     return value_hashes(keys).view(np.int64)
 
 
-# While an extract compares a source with its last landing it sets this: given a dataset,
-# its chunk's row hashes and a function giving the chunk's record-key hashes (computed only
-# when asked for), it answers which rows to render (the others are landed already) and the
-# chunk's first row number in the source.
-RowFilter = Callable[[str, np.ndarray, Callable[[], np.ndarray]], tuple[np.ndarray, int]]
+# While an extract lands a source it sets this: given a dataset, its chunk's row hashes, a
+# function giving the chunk's record-key hashes (computed only when asked for) and the
+# rows' SQLite row ids (None for other sources), it answers which rows to render (when it
+# compares with the last landing, the others are landed already) and the chunk's first row
+# number in the source. A row's position in the source (``source_row``) is its row id, or
+# else its row number.
+RowFilter = Callable[
+    [str, np.ndarray, Callable[[], np.ndarray], np.ndarray | None], tuple[np.ndarray, int]
+]
 ROW_FILTER: ContextVar[RowFilter | None] = ContextVar("ROW_FILTER", default=None)
+# While an extract lands tables from a SQLite source's change log it sets this: dataset name
+# -> a query of the row ids to read (:func:`changelog.changed_rows_query`); others read whole.
+ONLY_ROWS: ContextVar[dict[str, str] | None] = ContextVar("ONLY_ROWS", default=None)
 
 
 def _stripped(values: np.ndarray) -> np.ndarray:
@@ -290,6 +297,7 @@ def house_frame(
             dataset.name,
             hashes,
             lambda: key_hashes(_stripped(_text_column(selected[dataset.key_raw]))),
+            None,
         )
         positions = first + np.flatnonzero(keep)
         selected, hashes = selected[keep], hashes[keep]
@@ -303,12 +311,17 @@ def house_frame(
 
 
 def house_text_frame(
-    text: Any, dataset: Dataset, batch_id: str, extracted_at: datetime
+    text: Any,
+    dataset: Dataset,
+    batch_id: str,
+    extracted_at: datetime,
+    row_ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`house_frame` of an Arrow table of landed text (the source's columns that
     ``dataset`` reads, :mod:`sqlite_arrow`): hashed, filtered and stripped in Arrow; the
     columns come as Arrow-backed strings. ``row_hash`` is the hash of the text
-    (:func:`sqlite_arrow.row_hashes`)."""
+    (:func:`sqlite_arrow.row_hashes`); ``row_ids``: the rows' SQLite row ids, their
+    ``source_row``."""
     import pyarrow as pa
 
     hashes = sqlite_arrow.row_hashes(text)
@@ -320,8 +333,9 @@ def house_text_frame(
             dataset.name,
             hashes,
             lambda: key_hashes(stripped(key).to_numpy(zero_copy_only=False)),
+            row_ids,
         )
-        positions = first + np.flatnonzero(keep)
+        positions = row_ids[keep] if row_ids is not None else first + np.flatnonzero(keep)
         text, hashes = text.filter(pa.array(keep)), hashes[keep]
     text = text.rename_columns([dataset.rename[c] for c in text.column_names])
     for name in ("source_record_id", *dataset.parents):
@@ -349,14 +363,20 @@ def _with_lineage(
 
 
 def read_sql_table(
-    url: str, dataset: Dataset, batch_id: str, extracted_at: datetime, chunk_rows: int
+    url: str,
+    dataset: Dataset,
+    batch_id: str,
+    extracted_at: datetime,
+    chunk_rows: int,
 ) -> Iterator[pd.DataFrame]:
     """Read ``dataset.raw`` from a SQL source in chunks of house-named text rows.
 
     A SQLite file is read into Arrow (:mod:`sqlite_arrow`); other databases, and SQLite
-    views and tables without row ids, through their driver's cursor.
+    views and tables without row ids, through their driver's cursor. With a query in
+    :data:`ONLY_ROWS` only the rows of those row ids are read (a SQLite table's changes).
     """
     where = f"{_safe(url)} table {dataset.raw}"
+    only = (ONLY_ROWS.get() or {}).get(dataset.name)
     database = _sqlite_file(url, dataset)
     if database is not None:
         declared = sqlite_arrow.table_columns(database, dataset.raw)
@@ -366,11 +386,14 @@ def read_sql_table(
         except sqlite_arrow.Unsupported as reason:
             log.info("%s: read through the driver's cursor (%s)", where, reason)
         else:
-            for text in sqlite_arrow.text_batches(
-                database, dataset.raw, row_id, declared, columns, chunk_rows, where
-            ):
-                yield house_text_frame(text, dataset, batch_id, extracted_at)
+            batches = sqlite_arrow.text_batches(
+                database, dataset.raw, row_id, declared, columns, chunk_rows, where, only
+            )
+            for row_ids, text in batches:
+                yield house_text_frame(text, dataset, batch_id, extracted_at, row_ids)
             return
+    if only is not None:
+        raise SourceError(f"{where}: changed rows can be read only from a SQLite table")
     for raw in _sql_rows(url, dataset, chunk_rows):
         # outside the source's error handling: an error here is not the source's
         yield house_frame(raw, dataset, where, batch_id, extracted_at)

@@ -58,6 +58,11 @@ class TooManyChanges(RuntimeError):
     """So much of a dataset changed that landing it whole is cheaper than comparing."""
 
 
+class LogMismatch(RuntimeError):
+    """After applying a source's change log the landing does not match the source: the log
+    missed changes, or the row ids moved (:mod:`pipeline.extract.changelog`)."""
+
+
 # A comparison keeps the changed rows in memory; past this share of the landed rows (or one
 # chunk, whichever is more) the extract lands the system whole instead.
 MAX_CHANGED_SHARE = 0.10
@@ -87,6 +92,7 @@ class Diff:
     landed: pd.Series  # hash -> landed count
     hashes: list[np.ndarray] = field(default_factory=list)
     keys: list[np.ndarray] = field(default_factory=list)
+    row_ids: list[np.ndarray] = field(default_factory=list)  # SQLite sources: positions
     kept: list[pd.DataFrame] = field(default_factory=list)
     rows: int = 0
 
@@ -98,13 +104,17 @@ class Diff:
         self._kept_rows = 0
         self._chunk_rows = 0  # the largest chunk seen: a change of one chunk is always fine
 
-    def filter(self, hashes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, int]:
+    def filter(
+        self, hashes: np.ndarray, keys: np.ndarray, row_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int]:
         """The rows of the next chunk worth rendering (:data:`base.ROW_FILTER`): those
         whose hash was not landed exactly once; and the chunk's first row number."""
         first = self.rows
         self._chunk_rows = max(self._chunk_rows, len(hashes))
         self.hashes.append(hashes)
         self.keys.append(keys)
+        if row_ids is not None:
+            self.row_ids.append(row_ids)
         self.rows += len(hashes)
         if not len(self._once):
             return np.ones(len(hashes), dtype=bool), first
@@ -144,7 +154,8 @@ class Diff:
         table = f"raw_{self.dataset.name}"
         hashes = np.concatenate(self.hashes) if self.hashes else np.array([], dtype=np.int64)
         keys = np.concatenate(self.keys) if self.keys else np.array([], dtype=np.int64)
-        self.hashes, self.keys = [], []
+        row_ids = np.concatenate(self.row_ids) if self.row_ids else None
+        self.hashes, self.keys, self.row_ids = [], [], []
         values, counts = np.unique(hashes, return_counts=True)
         landed = self.landed.index.to_numpy(dtype=np.int64)
         both = _sorted_union(values, landed)
@@ -193,7 +204,9 @@ class Diff:
         # (a record whose key only shares a key hash with a changed one stays as landed)
         positions = positions[content.index.get_indexer(hashes[positions]) >= 0]
         rows = content.loc[hashes[positions]].reset_index()
-        rows["source_row"] = positions.astype(np.int64)
+        rows["source_row"] = (row_ids[positions] if row_ids is not None else positions).astype(
+            np.int64
+        )
         rows = rows[rows["source_record_id"].fillna(BLANK_KEY).isin(set(pending_keys))]
         rows = rows[list(landed_rows.columns)]  # the landing table's column order
         rows["extracted_at"] = pd.to_datetime(rows["extracted_at"], format="mixed")
@@ -333,3 +346,112 @@ def clear_pending(conn: sa.Connection, dataset: str, batches: frozenset[str]) ->
             sa.text(f'DELETE FROM "{PENDING}" WHERE "dataset" = :d AND "batch_id" = :b'),
             {"d": dataset, "b": batch},
         )
+
+
+# -- landing from a source's change log (pipeline.extract.changelog) -------------------------
+CHANGE_LOG = "raw_change_log"
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """What ``raw_<dataset>`` holds (rows, highest ``source_row``) and where it stands in
+    its source's change log (None, None: the source keeps none)."""
+
+    source_id: str | None
+    seq: int | None
+    source_rows: int
+    max_row: int
+
+
+def log_position(conn: sa.Connection, dataset: str) -> LogPosition | None:
+    row = conn.execute(
+        sa.text(
+            f'SELECT "source_id", "seq", "source_rows", "max_row" FROM "{CHANGE_LOG}" '
+            'WHERE "dataset" = :d'
+        ),
+        {"d": dataset},
+    ).first()
+    if row is None:
+        return None
+    seq = None if row[1] is None else int(row[1])
+    return LogPosition(row[0], seq, int(row[2]), int(row[3]))
+
+
+def set_log_position(conn: sa.Connection, dataset: str, position: LogPosition) -> None:
+    """Record what ``raw_<dataset>`` holds and where it stands in its source's log."""
+    conn.execute(sa.text(f'DELETE FROM "{CHANGE_LOG}" WHERE "dataset" = :d'), {"d": dataset})
+    conn.execute(
+        sa.text(
+            f'INSERT INTO "{CHANGE_LOG}" ("dataset", "source_id", "seq", "source_rows", '
+            '"max_row") VALUES (:d, :i, :s, :r, :m)'
+        ),
+        {
+            "d": dataset,
+            "i": position.source_id,
+            "s": position.seq,
+            "r": position.source_rows,
+            "m": position.max_row,
+        },
+    )
+
+
+@dataclass
+class Logged:
+    """One dataset's landing from its source's change log: the rows the log names (their
+    current content, read by row id) replace the landed rows of those row ids."""
+
+    dataset: Dataset
+    row_ids: list[int]  # what the log names: changed, added and removed rows
+    kept: list[pd.DataFrame] = field(default_factory=list)
+
+    def offer(self, chunk: pd.DataFrame) -> None:
+        if len(chunk):
+            self.kept.append(chunk)
+
+    def apply(
+        self, conn: sa.Connection, batch_id: str, was: LogPosition
+    ) -> tuple[dict[str, int], int, int]:
+        """Bring ``raw_<dataset>`` to the source for the rows the log names and record the
+        changed record keys; return what changed, and the rows landed and their highest
+        row id afterwards (from ``was``, the position before)."""
+        from pipeline import warehouse
+
+        table = f"raw_{self.dataset.name}"
+        if not self.row_ids:
+            nothing = {"rows": 0, "inserted": 0, "deleted": 0, "records_changed": 0}
+            return nothing, was.source_rows, was.max_row
+        temp = _temp_values(conn, "changed_rows", "source_row", "BIGINT", self.row_ids)
+        match = f'"source_row" IN (SELECT "source_row" FROM {temp})'
+        landed_keys = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                f'SELECT DISTINCT COALESCE("source_record_id", \'\') FROM "{table}" WHERE {match}'
+            )
+        ]
+        deleted = int(conn.exec_driver_sql(f'DELETE FROM "{table}" WHERE {match}').rowcount)
+        rows = (
+            pd.concat(self.kept, ignore_index=True)
+            if self.kept
+            else pd.DataFrame(columns=["source_record_id", "source_row"])
+        )
+        inserted = warehouse.insert_frame(conn, table, rows) if len(rows) else 0
+        source_keys = [BLANK_KEY if pd.isna(k) else k for k in rows["source_record_id"].tolist()]
+        pending_keys = list(dict.fromkeys(landed_keys + source_keys))
+        set_source_order(conn, self.dataset.name, False)  # new rows may fill old gaps
+        add_pending(conn, self.dataset.name, pending_keys, batch_id)
+        top = int(rows["source_row"].max()) if len(rows) else 0
+        if top >= was.max_row or was.max_row not in set(self.row_ids):
+            top = max(top, was.max_row)
+        else:  # the highest landed row went: look again
+            top = int(
+                conn.exec_driver_sql(
+                    f'SELECT COALESCE(MAX("source_row"), 0) FROM "{table}"'
+                ).scalar_one()
+            )
+        detail = {
+            "rows": len(rows),
+            "inserted": inserted,
+            "deleted": deleted,
+            "records_changed": len(pending_keys),
+        }
+        return detail, was.source_rows - deleted + inserted, top

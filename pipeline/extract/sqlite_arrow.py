@@ -180,9 +180,12 @@ def text_batches(
     columns: list[str],
     chunk_rows: int,
     where: str,
-) -> Iterator[Any]:
+    only: str | None = None,
+) -> Iterator[tuple[np.ndarray, Any]]:
     """``columns`` of ``table`` as Arrow tables of landed text (column names as in the
-    source), ``chunk_rows`` rows at a time, in row id order (the order of ``SELECT *``).
+    source), ``chunk_rows`` rows at a time, in row id order (the order of ``SELECT *``),
+    each with its rows' row ids (int64). ``only``: a query of the row ids to read, if not
+    all (the rows a change log names, :mod:`pipeline.extract.changelog`).
 
     ``row_id``: how the table selects its row id (:func:`rowid`); ``declared``: its columns
     and declared types (:func:`table_columns`). Each column is selected as one part per
@@ -200,10 +203,13 @@ def text_batches(
     owner = [c for c, p in zip(columns, parts, strict=True) for _ in p]  # part -> column
     expressions = ", ".join(e for p in parts for e in p)
     last = None  # the row id of the last row yielded
+    condition = f" WHERE {row_id} IN ({only})" if only else ""
     with adbc.connect(_uri(path)) as conn, conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
         try:
-            cursor.execute(f"SELECT {row_id}, {expressions} FROM {_quote(table)} ORDER BY {row_id}")
+            cursor.execute(
+                f"SELECT {row_id}, {expressions} FROM {_quote(table)}{condition} ORDER BY {row_id}"
+            )
             for batch in read_ahead(cursor.fetch_record_batch(), name="sqlite-read-ahead"):
                 texts, at = [], 1
                 for column, column_parts in zip(columns, parts, strict=True):
@@ -221,8 +227,9 @@ def text_batches(
                 if len(texts) < len(columns):
                     log.info("%s: column %s read through sqlite3", where, column)
                     break
-                yield pa.table(texts, names=columns)
-                last = batch.column(0)[-1].as_py()
+                row_ids = batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+                yield row_ids, pa.table(texts, names=columns)
+                last = int(row_ids[-1])
             else:
                 return
         except OSError as error:  # the driver's errors come through Arrow's reader
@@ -236,7 +243,10 @@ def text_batches(
                 owner[int(mismatch.group(1)) - 1],
                 last,
             )
-    after = "" if last is None else f" WHERE {row_id} > {int(last)}"
+    conditions = [f"{row_id} IN ({only})" if only else None]
+    conditions.append(None if last is None else f"{row_id} > {int(last)}")
+    after = " AND ".join(c for c in conditions if c)
+    after = f" WHERE {after}" if after else ""
     plain = ", ".join(_quote(c) for c in columns)
     sql = f"SELECT {row_id}, {plain} FROM {_quote(table)}{after} ORDER BY {row_id}"
     yield from _python_batches(path, sql, columns, chunk_rows, where)
@@ -261,9 +271,9 @@ def _first_invalid_utf8(path: Path, table: str, row_id: str, column: str, after:
 
 def _python_batches(
     path: Path, sql: str, columns: list[str], chunk_rows: int, where: str
-) -> Iterator[Any]:
+) -> Iterator[tuple[np.ndarray, Any]]:
     """The rows ``sql`` selects (row id first) through ``sqlite3``, rendered as the object
-    path renders them."""
+    path renders them, with their row ids."""
     import pyarrow as pa
 
     from pipeline.extract.base import SourceError, _as_text, rows_frame
@@ -272,8 +282,13 @@ def _python_batches(
         try:
             cursor = conn.execute(sql)
             while rows := cursor.fetchmany(chunk_rows):
-                text = _as_text(rows_frame(rows, ["rowid", *columns]).iloc[:, 1:])
-                yield pa.table({c: pa.array(text[c].to_numpy(), type=pa.string()) for c in columns})
+                frame = rows_frame(rows, ["rowid", *columns])
+                text = _as_text(frame.iloc[:, 1:])
+                row_ids = frame["rowid"].to_numpy().astype(np.int64)
+                yield (
+                    row_ids,
+                    pa.table({c: pa.array(text[c].to_numpy(), type=pa.string()) for c in columns}),
+                )
         except sqlite3.Error as error:
             raise SourceError(f"{where}: cannot read: {error}") from error
 

@@ -21,6 +21,7 @@ history. Results go to a JSON file and a table between markers in ``docs/benchma
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -743,15 +744,23 @@ def _mutate_table(con: sqlite3.Connection, dataset, share: float, rng, seed: int
 
 
 def _mutate_finance_csvs(folder: Path, share: float, rng, seed: int = 0) -> int:
+    """Rows added at the end of every finance CSV, written as the export writes its rows
+    (encoding, quoting, line ends): a ledger's export grows at its end. (Rewriting the
+    whole file through pandas, as this did before, changed every line end.)"""
     touched = 0
     for path in sorted(folder.glob("*.csv")):
-        raw = path.read_bytes()
-        encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "gb18030"
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+        with path.open("rb") as file:
+            head = file.read(4096)
+        bom = head.startswith(b"\xef\xbb\xbf")
+        ending = "\r\n" if b"\r\n" in head else "\n"
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding="utf-8-sig" if bom else "gb18030"
+        )
         k = max(int(len(frame) * share), 1)
         extra = frame.sample(n=min(k, len(frame)), random_state=int(rng.integers(1 << 31))).copy()
         extra.iloc[:, 0] = extra.iloc[:, 0] + f"-n{seed}"
-        pd.concat([frame, extra]).to_csv(path, index=False, encoding=encoding)
+        with path.open("a", encoding="utf-8" if bom else "gb18030", newline="") as file:
+            csv.writer(file, lineterminator=ending).writerows(extra.itertuples(index=False))
         touched += len(extra)
     return touched
 

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from pipeline import warehouse
 from pipeline.datasets import datasets_of
 from pipeline.extract import changelog, changes, finance, sales, service
-from pipeline.extract.base import ONLY_ROWS, ROW_FILTER, house_frame
+from pipeline.extract.base import (
+    FILE_STARTS,
+    FILES_READ,
+    ONLY_ROWS,
+    ROW_FILTER,
+    FileChanged,
+    FileState,
+    house_frame,
+)
 from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 
@@ -51,7 +59,7 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
         try:
             try:
                 return _land(ctx, system, incremental=True)
-            except changes.LogMismatch as error:
+            except (changes.LogMismatch, FileChanged) as error:
                 log.warning("%s; comparing %s with its landing in full instead", error, system)
                 return _land(ctx, system, incremental=True, use_log=False)
         except changes.TooManyChanges as error:
@@ -69,6 +77,27 @@ def _log_database(ctx: StageContext, system: str) -> Path | None:
         return None
     path = Path(parsed.database)
     return path if path.is_file() else None
+
+
+def _files_grown(ctx: StageContext, dataset, before: list[FileState]) -> list[FileState] | None:
+    """``before`` (the files a dataset was landed from) if the dataset's files now are those,
+    each as large or larger, then maybe new ones, and they grew by no more than
+    ``changes.MAX_CHANGED_SHARE``: they are then read from where they ended (and checked to
+    begin with the same bytes as they are read). None: compare the files in full."""
+    if not before:
+        return None
+    now = finance.files(ctx.settings, dataset)
+    if [str(p) for p in now[: len(before)]] != [f.path for f in before]:
+        return None
+    sizes = [p.stat().st_size for p in now[: len(before)]]
+    if any(size < f.size for size, f in zip(sizes, before, strict=True)):
+        return None
+    added = (
+        sum(sizes) - sum(f.size for f in before) + sum(p.stat().st_size for p in now[len(before) :])
+    )
+    if added > max(changes.MAX_CHANGED_SHARE * sum(f.size for f in before), 1 << 20):
+        return None
+    return before
 
 
 def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = True) -> StageResult:
@@ -120,6 +149,13 @@ def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = Tru
             name: changelog.changed_rows_query(datasets[name].raw, was[name].seq, snap.seq)
             for name in logged
         }
+        starts: dict[str, FileState] = {}  # files read before: read from where they ended
+        files_read: dict[str, list[FileState]] = {}
+        for name in sorted(compared) if use_log and system == "finance" else ():
+            before = _files_grown(ctx, datasets[name], changes.landed_files(conn, name))
+            if before is not None:
+                starts.update((f.path, f) for f in before)
+                logged[name] = changes.Logged(datasets[name], [])
         for name in datasets.keys() - compared:
             # Dropped, not emptied: the new rows get a fresh table (no dead rows left
             # behind for validate to scan) whose columns are typed from this batch.
@@ -152,8 +188,12 @@ def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = Tru
                 comparing[name] = changes.Diff(datasets[name], landed)
             return comparing[name].filter(hashes, keys(), row_ids)
 
-        token = ROW_FILTER.set(row_filter)
-        only_token = ONLY_ROWS.set(only)
+        tokens = [
+            (ROW_FILTER, ROW_FILTER.set(row_filter)),
+            (ONLY_ROWS, ONLY_ROWS.set(only)),
+            (FILE_STARTS, FILE_STARTS.set(starts)),
+            (FILES_READ, FILES_READ.set(files_read)),
+        ]
         try:
             for name, chunk in adapter(ctx.settings, ctx.batch_id, ctx.extracted_at):
                 if name in logged:
@@ -165,6 +205,9 @@ def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = Tru
             finish_comparison()
             for name, landing in logged.items():
                 detail[name], rows, top = landing.apply(conn, ctx.batch_id, was[name])
+                if snap is None:  # rows added to files: nothing to check them against
+                    changes.set_log_position(conn, name, changes.LogPosition(None, None, rows, top))
+                    continue
                 source = snap.shapes[datasets[name].raw]
                 if (rows, top) != source:
                     raise changes.LogMismatch(
@@ -199,9 +242,12 @@ def _land(ctx: StageContext, system: str, incremental: bool, use_log: bool = Tru
                         top_row.get(name, counts[name] - 1),
                     ),
                 )
+            if system == "finance":
+                for name in datasets:
+                    changes.set_landed_files(conn, name, files_read.get(name, []))
         finally:
-            ONLY_ROWS.reset(only_token)
-            ROW_FILTER.reset(token)
+            for var, token in reversed(tokens):
+                var.reset(token)
     total = sum(counts.values())
     written = sum(detail[n]["inserted"] if n in detail else counts[n] for n in datasets)
     log.info("landed %s rows from %s (%s written): %s", total, system, written, counts)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
+import io
 import logging
 import sqlite3
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -280,13 +283,18 @@ def _house_columns(columns: list[str], dataset: Dataset, where: str) -> list[str
 
 
 def house_frame(
-    raw: pd.DataFrame, dataset: Dataset, where: str, batch_id: str, extracted_at: datetime
+    raw: pd.DataFrame,
+    dataset: Dataset,
+    where: str,
+    batch_id: str,
+    extracted_at: datetime,
+    row_ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Check the raw columns, rename to house names, keep text values, add lineage and
     ``row_hash`` (:func:`raw_row_hashes`).
 
     With a :data:`ROW_FILTER` set only the rows it keeps are rendered, and each gets its
-    position in the source (``source_row``).
+    position in the source (``source_row``): from ``row_ids`` if given, else its number.
     """
     selected = raw[_house_columns(list(raw.columns), dataset, where)]
     hashes = raw_row_hashes(selected)
@@ -297,9 +305,9 @@ def house_frame(
             dataset.name,
             hashes,
             lambda: key_hashes(_stripped(_text_column(selected[dataset.key_raw]))),
-            None,
+            row_ids,
         )
-        positions = first + np.flatnonzero(keep)
+        positions = row_ids[keep] if row_ids is not None else first + np.flatnonzero(keep)
         selected, hashes = selected[keep], hashes[keep]
     frame = _as_text(selected).rename(columns=dataset.rename)
     # Record keys and references are identifiers: stripped here, so that the landing tables
@@ -530,6 +538,75 @@ def _check_header(columns: list, dataset: Dataset, where: str) -> None:
         )
 
 
+# -- files: what was read of each, so that the next extract can read only what was added ----
+FILE_ROWS = 1 << 40  # a file row's position: its file's number times this, plus its row
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A source file as an extract read it: bytes, their SHA-1, data rows, encoding (CSV),
+    and whether it ended at the end of a line (so that rows added later start a line)."""
+
+    path: str
+    size: int
+    digest: str
+    rows: int
+    encoding: str | None
+    ends_line: bool
+
+
+class FileChanged(RuntimeError):
+    """A file no longer begins with what was read of it last time."""
+
+
+# While an extract lands files it sets these. FILE_STARTS: per file (its path), what was
+# read of it last time, when the file is expected to hold that and maybe more at its end:
+# it is then read from there on (nothing, if it is the same). FILES_READ: per dataset, the
+# files read, as they were read (:class:`FileState`).
+FILE_STARTS: ContextVar[dict[str, FileState] | None] = ContextVar("FILE_STARTS", default=None)
+FILES_READ: ContextVar[dict[str, list[FileState]] | None] = ContextVar("FILES_READ", default=None)
+
+
+class _Hashing(io.RawIOBase):
+    """A binary file read through: every byte read updates ``digest``; ``head`` (a CSV
+    header read before) comes first and is not hashed."""
+
+    def __init__(self, file: io.BufferedIOBase, digest: Any, head: bytes = b"") -> None:
+        self.file, self.digest, self.head = file, digest, head
+        self.size = 0  # bytes of the file read through
+        self.last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.file.read(len(buffer))
+        if data:
+            self.digest.update(data)
+            self.size += len(data)
+            self.last = data[-1:]
+            buffer[: len(data)] = data
+        return len(data)
+
+
+def _sha1() -> Any:
+    return hashlib.sha1(usedforsecurity=False)  # change detection, not security
+
+
+def _hash_prefix(file: io.BufferedIOBase, size: int, digest: Any) -> None:
+    left = size
+    while left > 0:
+        block = file.read(min(left, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
+
+
 def read_file(
     path: Path,
     dataset: Dataset,
@@ -537,13 +614,34 @@ def read_file(
     extracted_at: datetime,
     chunk_rows: int,
     sheet: str | None = None,
+    file_no: int = 0,
 ) -> Iterator[pd.DataFrame]:
-    """Read a CSV or Excel export in chunks of house-named text rows."""
+    """Read a CSV or Excel export in chunks of house-named text rows (positions: the
+    ``file_no``-th file's rows, :data:`FILE_ROWS`).
+
+    With an entry in :data:`FILE_STARTS` a file that begins with what was read of it last
+    time is read from there on (a CSV), or not at all (the same bytes); one that does not
+    is :class:`FileChanged`. What was read goes to :data:`FILES_READ`.
+    """
+    before = (FILE_STARTS.get() or {}).get(str(path))
+    files_read = FILES_READ.get()
+    read = None if files_read is None else files_read.setdefault(dataset.name, [])
     suffix = path.suffix.lower()
+    base = file_no * FILE_ROWS
     if suffix in (".xlsx", ".xlsm", ".xls"):
+        data = path.read_bytes()
+        digest = _sha1()
+        digest.update(data)
+        state = FileState(str(path), len(data), digest.hexdigest(), 0, None, True)
+        if before is not None:
+            if (state.size, state.digest) != (before.size, before.digest):
+                raise FileChanged(f"{dataset.system} source: file {path} changed")
+            if read is not None:
+                read.append(before)
+            return
         try:
             # calamine (Rust) reads a sheet ~10x faster than openpyxl, the same values
-            with pd.ExcelFile(path, engine="calamine") as book:
+            with pd.ExcelFile(io.BytesIO(data), engine="calamine") as book:
                 sheets = book.sheet_names
                 sheet_name = sheet if sheet in sheets else sheets[0]
                 raw = book.parse(sheet_name=sheet_name, dtype=object)
@@ -555,22 +653,69 @@ def read_file(
         where = f"file {path} sheet {sheet_name}"
         _check_header(list(raw.columns), dataset, where)
         raw.columns = [str(c).strip() for c in raw.columns]
-        yield house_frame(raw, dataset, where, batch_id, extracted_at)
+        row_ids = base + np.arange(len(raw), dtype=np.int64)
+        yield house_frame(raw, dataset, where, batch_id, extracted_at, row_ids)
+        if read is not None:
+            read.append(replace(state, rows=len(raw)))
         return
     if suffix not in (".csv", ".txt"):
         raise SourceError(f"{dataset.system} source: unsupported file type {path}")
-    try:
-        encoding = detect_encoding(path)
-    except SourceError as error:
-        raise SourceError(f"{dataset.system} source: {error}") from error
+    if before is None:
+        try:
+            encoding = detect_encoding(path)
+        except SourceError as error:
+            raise SourceError(f"{dataset.system} source: {error}") from error
+    else:
+        encoding = before.encoding or CSV_ENCODINGS[0]
+    with path.open("rb") as file:
+        digest, header = _sha1(), b""
+        if before is not None:
+            header = file.readline()  # parsed again before the rows added since
+            file.seek(0)
+            _hash_prefix(file, before.size, digest)
+            if digest.hexdigest() != before.digest or not before.ends_line:
+                raise FileChanged(f"{dataset.system} source: file {path} changed before its end")
+            if not file.peek(1):  # the same bytes: nothing to read
+                if read is not None:
+                    read.append(before)
+                return
+        hashing = _Hashing(file, digest, header)
+        rows = 0 if before is None else before.rows
+        for chunk in _csv_chunks(hashing, encoding, chunk_rows, path, dataset, before):
+            row_ids = base + rows + np.arange(len(chunk), dtype=np.int64)
+            rows += len(chunk)
+            yield house_frame(chunk, dataset, f"file {path}", batch_id, extracted_at, row_ids)
+    if read is not None:
+        size = hashing.size + (0 if before is None else before.size)
+        ends_line = hashing.last == b"\n"
+        read.append(FileState(str(path), size, digest.hexdigest(), rows, encoding, ends_line))
+
+
+def _csv_chunks(
+    hashing: _Hashing,
+    encoding: str,
+    chunk_rows: int,
+    path: Path,
+    dataset: Dataset,
+    before: FileState | None,
+) -> Iterator[pd.DataFrame]:
+    """The rows of a CSV read through ``hashing``, header checked, columns stripped."""
     try:
         reader = pd.read_csv(
-            path, encoding=encoding, dtype=str, keep_default_na=False, chunksize=chunk_rows
+            io.BufferedReader(hashing, 1 << 20),
+            encoding=encoding,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=chunk_rows,
         )
         for chunk in reader:  # (a header alone still gives one empty chunk)
             _check_header(list(chunk.columns), dataset, f"file {path}")
             chunk.columns = [str(c).strip() for c in chunk.columns]
-            yield house_frame(chunk, dataset, f"file {path}", batch_id, extracted_at)
+            yield chunk
+    except UnicodeDecodeError as error:
+        if before is None:  # decoded a moment ago: changed while being read
+            raise SourceError(f"{dataset.system} source: file {path}: {error}") from error
+        raise FileChanged(f"{dataset.system} source: file {path}: {error}") from error
     except pd.errors.EmptyDataError as error:
         raise SourceError(
             f"{dataset.system} source: CSV file {path} is empty (not even a header row)"

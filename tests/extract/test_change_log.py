@@ -1,5 +1,6 @@
-"""Change capture at a SQLite source: what the triggers log, and what the extract does when
-the log cannot be trusted (changes made without it, row ids renumbered, a new database)."""
+"""Change capture: at a SQLite source, what the triggers log, and what the extract does when
+the log cannot be trusted (changes made without it, row ids renumbered, a new database); at
+file exports, rows added at the end are read alone, and anything else means a comparison."""
 
 from __future__ import annotations
 
@@ -101,4 +102,64 @@ def test_a_database_created_anew_is_compared_in_full(demo_sources: Path, tmp_pat
         con.execute(f"UPDATE {changelog.SOURCE} SET source_id = 'another'")
     second = _ingest(settings, "day-2")
     assert second["extract_sales"].detail["change_log"] == []
+    _same_as_a_full_run(sources, url, tmp_path)
+
+
+def _finance(result) -> tuple[list[str], dict[str, int]]:
+    return result.detail["change_log"], result.detail["rows"]
+
+
+def test_rows_added_at_the_end_of_an_export_are_read_alone(
+    demo_sources: Path, tmp_path: Path
+) -> None:
+    sources, settings, url = _ingested(demo_sources, tmp_path)
+    payments = sources / "finance" / "payments.csv"
+    size = payments.stat().st_size
+    added = mutate_sources(sources, 0.02, seed=7)  # appends to the CSVs as an export does
+    assert payments.read_bytes()[size - 2 : size] == b"\r\n"  # the old bytes stay
+    second = _ingest(settings, "day-2")
+    logged, rows = _finance(second["extract_finance"])
+    assert logged == ["finance_accounts", "finance_invoices", "finance_payments"]
+    assert rows["finance_accounts"] == 0  # the workbook is the same: not read
+    assert 0 < rows["finance_invoices"] + rows["finance_payments"] < added
+    _same_as_a_full_run(sources, url, tmp_path)
+    third = _ingest(settings, "day-3")  # nothing new
+    assert sum(_finance(third["extract_finance"])[1].values()) == 0
+
+
+def test_a_new_monthly_file_is_read_alone(demo_sources: Path, tmp_path: Path) -> None:
+    sources, settings, url = _ingested(demo_sources, tmp_path)
+    settings.sources.finance_invoices_file = "invoices*.csv"
+    invoices = sources / "finance" / "invoices.csv"
+    lines = invoices.read_bytes().split(b"\r\n")
+    month = [lines[0], *(line.replace(b",", b"-m,", 1) for line in lines[1:6]), b""]
+    (sources / "finance" / "invoices_202612.csv").write_bytes(b"\r\n".join(month))
+    second = _ingest(settings, "day-2")
+    logged, rows = _finance(second["extract_finance"])
+    assert "finance_invoices" in logged
+    assert rows["finance_invoices"] == 5
+    full_url = f"sqlite:///{tmp_path / 'full.db'}"
+    full = _settings(sources, full_url, tmp_path / "out-full", incremental=False)
+    full.sources.finance_invoices_file = "invoices*.csv"
+    _ingest(full, "full")
+    for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
+        pd.testing.assert_frame_equal(_table(url, table), _table(full_url, table), obj=table)
+
+
+def test_an_export_changed_before_its_end_is_compared_in_full(
+    demo_sources: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sources, settings, url = _ingested(demo_sources, tmp_path)
+    payments = sources / "finance" / "payments.csv"
+    data = payments.read_bytes()
+    middle = data.index(b"\r\n", len(data) // 2) + 2
+    line_end = data.index(b"\r\n", middle)
+    line = data[middle:line_end]
+    changed = line[:-1] + (b"7" if line[-1:] != b"7" else b"8")  # the last digit of an amount
+    payments.write_bytes(
+        data[:middle] + changed + data[line_end:] + data[middle:line_end] + b"\r\n"
+    )
+    second = _ingest(settings, "day-2")
+    assert _finance(second["extract_finance"])[0] == []
+    assert "changed before its end" in caplog.text
     _same_as_a_full_run(sources, url, tmp_path)

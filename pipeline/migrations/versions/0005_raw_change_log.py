@@ -7,6 +7,10 @@ changes are landed; an incremental extract checks the first two against the sour
 applying the log's changes. A dataset with no row was landed by an earlier version, whose
 positions were row numbers: the next extract lands it whole.
 
+``raw_files``: per file of a dataset landed from files, what was read of it (bytes, their
+SHA-1, rows, encoding, whether it ended a line), so that the next incremental extract reads
+only rows added at the end of a file, and skips a file that is the same.
+
 Revision ID: 0005
 Revises: 0004
 """
@@ -22,6 +26,7 @@ branch_labels = None
 depends_on = None
 
 TABLE = "raw_change_log"
+FILES = "raw_files"
 
 
 def upgrade() -> None:
@@ -34,7 +39,20 @@ def upgrade() -> None:
             sa.Column("source_rows", sa.BigInteger, nullable=False),
             sa.Column("max_row", sa.BigInteger, nullable=False),
         )
+    if not sa.inspect(op.get_bind()).has_table(FILES):
+        op.create_table(
+            FILES,
+            sa.Column("dataset", sa.Text, primary_key=True),
+            sa.Column("file_no", sa.Integer, primary_key=True),
+            sa.Column("path", sa.Text, nullable=False),
+            sa.Column("size", sa.BigInteger, nullable=False),
+            sa.Column("digest", sa.Text, nullable=False),
+            sa.Column("rows", sa.BigInteger, nullable=False),
+            sa.Column("encoding", sa.Text),
+            sa.Column("ends_line", sa.Boolean, nullable=False),
+        )
 
 
 def downgrade() -> None:
+    op.drop_table(FILES)
     op.drop_table(TABLE)

@@ -465,15 +465,13 @@ class Logged:
         deleted = 0
         if self.row_ids:
             temp = _temp_values(conn, "changed_rows", "source_row", "BIGINT", self.row_ids)
-            match = f'"source_row" IN (SELECT "source_row" FROM {temp})'
-            landed_keys = [
-                r[0]
-                for r in conn.exec_driver_sql(
-                    f'SELECT DISTINCT COALESCE("source_record_id", \'\') FROM "{table}" '
-                    f"WHERE {match}"
-                )
-            ]
-            deleted = int(conn.exec_driver_sql(f'DELETE FROM "{table}" WHERE {match}').rowcount)
+            # one pass over the landing: the rows go, and say which records they were
+            gone = conn.exec_driver_sql(
+                f'DELETE FROM "{table}" WHERE "source_row" IN (SELECT "source_row" FROM {temp}) '
+                "RETURNING COALESCE(\"source_record_id\", '')"
+            ).fetchall()
+            landed_keys = list(dict.fromkeys(r[0] for r in gone))
+            deleted = len(gone)
         rows = (
             pd.concat(self.kept, ignore_index=True)
             if self.kept

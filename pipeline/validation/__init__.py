@@ -397,11 +397,10 @@ def threshold_error(outcome: DatasetOutcome, max_share: float) -> QuarantineThre
     )
 
 
-def previous_row_count(engine: sa.engine.Engine, dataset: Dataset) -> int | None:
-    """Rows of the previous batch of ``dataset`` (staged + quarantined), None on the first run."""
+def previous_counts(engine: sa.engine.Engine, dataset: Dataset) -> tuple[int, int] | None:
+    """(staged, quarantined) rows of the previous batch of ``dataset``, None on the first run."""
     with engine.connect() as conn:
-        counts = _staged_counts(conn, dataset)
-    return None if counts is None else sum(counts)
+        return _staged_counts(conn, dataset)
 
 
 def _check_counts(
@@ -464,27 +463,45 @@ def _rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
         conn.exec_driver_sql(definition)
 
 
-def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> None:
-    """Delete the staged and quarantined rows of the records pending for ``dataset``."""
+def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> tuple[int, int]:
+    """Delete the staged and quarantined rows of the records pending for ``dataset``;
+    return how many of each went."""
     pending = changes.pending_keys_sql(dataset.name)
-    conn.exec_driver_sql(
-        f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" IN {pending}'
-    )
-    conn.execute(
+    # On PostgreSQL an array of the keys takes the index on source_record_id (94,000 keys
+    # out of 9.2 million staged order lines: 0.4 s); IN (subquery) was planned as a hash
+    # join over the whole table (5.6 s).
+    match = f"= ANY(ARRAY{pending})" if conn.dialect.name == "postgresql" else f"IN {pending}"
+    staged = conn.exec_driver_sql(
+        f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" {match}'
+    ).rowcount
+    quarantined = conn.execute(
         sa.text(
             'DELETE FROM "quarantine" WHERE "dataset" = :d AND '
             f"COALESCE(\"source_record_id\", '') IN {pending}"
         ),
         {"d": dataset.name},
-    )
+    ).rowcount
+    return int(staged), int(quarantined)
 
 
 def _staged_counts(conn: sa.Connection, dataset: Dataset) -> tuple[int, int] | None:
     """(staged rows, quarantined rows) of ``dataset`` as ``conn`` sees them; None before
-    its first validation."""
+    its first validation. Kept in ``validation_state`` by each validate (counting a
+    staged table of 9 million rows took 2 s); counted where it is not."""
     inspector = sa.inspect(conn)
     if not inspector.has_table(dataset.staging_table):
         return None
+    if inspector.has_table(STATE) and "staged_rows" in {
+        c["name"] for c in inspector.get_columns(STATE)
+    }:
+        kept = conn.execute(
+            sa.text(
+                f'SELECT "staged_rows", "quarantined_rows" FROM "{STATE}" WHERE "dataset" = :d'
+            ),
+            {"d": dataset.name},
+        ).first()
+        if kept is not None and kept[0] is not None and kept[1] is not None:
+            return int(kept[0]), int(kept[1])
     staged = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')).scalar_one()
     quarantined = (
         conn.execute(
@@ -551,15 +568,25 @@ def plan_pending(ctx: StageContext) -> dict[str, changes.Pending]:
         return {name: changes.pending(conn, name) for name in DATASETS}
 
 
-def _store_fingerprint(conn: sa.Connection, ctx: StageContext, dataset: Dataset) -> None:
+def _store_state(
+    conn: sa.Connection, ctx: StageContext, dataset: Dataset, counts: tuple[int, int]
+) -> None:
+    """What ``dataset`` was validated with, and its staged and quarantined rows now."""
     if not sa.inspect(conn).has_table(STATE):
         return
     conn.execute(sa.text(f'DELETE FROM "{STATE}" WHERE "dataset" = :d'), {"d": dataset.name})
     conn.execute(
         sa.text(
-            f'INSERT INTO "{STATE}" ("dataset", "fingerprint", "batch_id") VALUES (:d, :f, :b)'
+            f'INSERT INTO "{STATE}" ("dataset", "fingerprint", "batch_id", "staged_rows", '
+            '"quarantined_rows") VALUES (:d, :f, :b, :s, :q)'
         ),
-        {"d": dataset.name, "f": fingerprint(dataset, ctx.settings), "b": ctx.batch_id},
+        {
+            "d": dataset.name,
+            "f": fingerprint(dataset, ctx.settings),
+            "b": ctx.batch_id,
+            "s": counts[0],
+            "q": counts[1],
+        },
     )
 
 
@@ -583,7 +610,8 @@ def validate_and_write(
     index returned then holds only those records' keys.
     """
     settings = ctx.settings.validation
-    previous = previous_row_count(ctx.engine, dataset)
+    before = previous_counts(ctx.engine, dataset)
+    previous = None if before is None else sum(before)
     incremental = pending is not None and not pending.full
     validator = DatasetValidator(
         dataset, parents, settings, ctx.settings.sources.source_timezone, ctx.extracted_at
@@ -593,8 +621,9 @@ def validate_and_write(
         transaction = conn.begin()
         try:
             rebuild: list[str] = []
+            gone = (0, 0)
             if incremental:
-                _clear_pending_records(conn, dataset)
+                gone = _clear_pending_records(conn, dataset)
             else:
                 rebuild = _clear(conn, dataset)
             for raw in read_raw_chunks(
@@ -608,15 +637,16 @@ def validate_and_write(
                     kept.append(keep(valid))
             _rebuild_indexes(conn, rebuild)
             outcome = validator.outcome()
-            if incremental:
-                staged, quarantined = _staged_counts(conn, dataset) or (0, 0)
+            if incremental:  # the dataset's totals: what was there, less what went, plus
+                staged = (before or (0, 0))[0] - gone[0] + outcome.rows_valid
+                quarantined = (before or (0, 0))[1] - gone[1] + outcome.rows_quarantined
                 outcome.rows_checked = outcome.rows_in
                 outcome.rows_in = staged + quarantined
                 outcome.rows_valid, outcome.rows_quarantined = staged, quarantined
             error = _check_counts(outcome, settings, previous)
             if pending is not None:
                 changes.clear_pending(conn, dataset.name, pending.batches)
-            _store_fingerprint(conn, ctx, dataset)
+            _store_state(conn, ctx, dataset, (outcome.rows_valid, outcome.rows_quarantined))
         except BaseException:
             transaction.rollback()
             raise

@@ -168,6 +168,24 @@ def test_incremental_ingest_ends_where_a_full_ingest_ends(
     assert all(v is not None for v in checked.values()), checked
     assert 0 < sum(checked.values()) < 0.3 * source_rows
     assert _pending(incremental_url) == 0
+    # the staged and quarantined counts validate keeps are the tables' own
+    engine = warehouse.create_engine(incremental_url)
+    with engine.connect() as conn:
+        for dataset in DATASETS.values():
+            kept = conn.execute(
+                sa.text(
+                    'SELECT "staged_rows", "quarantined_rows" FROM "validation_state" '
+                    'WHERE "dataset" = :d'
+                ),
+                {"d": dataset.name},
+            ).one()
+            staged = conn.exec_driver_sql(f'SELECT COUNT(*) FROM "{dataset.staging_table}"')
+            quarantined = conn.execute(
+                sa.text('SELECT COUNT(*) FROM "quarantine" WHERE "dataset" = :d'),
+                {"d": dataset.name},
+            )
+            assert tuple(kept) == (staged.scalar_one(), quarantined.scalar_one()), dataset.name
+    engine.dispose()
     # with a change log the database sources were not read whole
     for system in ("sales", "service"):
         result = second[f"extract_{system}"]

@@ -11,6 +11,9 @@ positions were row numbers: the next extract lands it whole.
 SHA-1, rows, encoding, whether it ended a line), so that the next incremental extract reads
 only rows added at the end of a file, and skips a file that is the same.
 
+``validation_state`` gains each dataset's staged and quarantined row counts, so that an
+incremental validate need not count tables of millions of rows to check its totals.
+
 Revision ID: 0005
 Revises: 0004
 """
@@ -52,7 +55,14 @@ def upgrade() -> None:
             sa.Column("ends_line", sa.Boolean, nullable=False),
         )
 
+    state = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("validation_state")}
+    for column in ("staged_rows", "quarantined_rows"):
+        if column not in state:
+            op.add_column("validation_state", sa.Column(column, sa.BigInteger))
+
 
 def downgrade() -> None:
+    op.drop_column("validation_state", "quarantined_rows")
+    op.drop_column("validation_state", "staged_rows")
     op.drop_table(FILES)
     op.drop_table(TABLE)

@@ -34,9 +34,8 @@ from pipeline.transform.resolve import (
     score_pairs,
 )
 from pipeline.transform.standardize import (
-    NULLISH,
     customer_memos,
-    is_nullish,
+    placeholders,
     standardize_customers,
 )
 from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
@@ -88,8 +87,11 @@ RECORD_COLUMNS = (
 )
 ID_PATTERN = re.compile(r"^CUST-(\d+)$")
 EVENTS_TABLE = "core_resolution_events"
-# Longest text a placeholder can be (a value longer than this is a value).
-NULLISH_CHARS = 4 * max(map(len, NULLISH))
+# Golden fields whose values are typed or standardized (a placeholder is no value there
+# already): the others are looked through for placeholders.
+TYPED_FIELDS = frozenset(
+    {"uscc", "phone", "email", "employee_count", "annual_revenue_cny", "created_at", "updated_at"}
+)
 # Decisions named one by one in a warning.
 SHOWN_DECISIONS = 5
 
@@ -458,12 +460,11 @@ def golden_records(records: pd.DataFrame, source_priority: list[str]) -> pd.Data
     customers = pd.DataFrame({"customer_id": sorted(values["customer_id"].unique())})
     for field in GOLDEN_FIELDS:
         candidates = ordered[["customer_id", "lineage", field]].dropna(subset=[field])
-        text = candidates[field].astype(str)
-        # Blanks and placeholders (N/A, 未知, -) are no value: a real one from any system wins.
-        # (Only short values can be one: names and addresses are not looked at one by one.)
-        short = text[text.str.len() <= NULLISH_CHARS].unique()
-        placeholders = [v for v in short if is_nullish(v)]
-        candidates = candidates[~text.isin(placeholders)]
+        if field not in TYPED_FIELDS:
+            # Blanks and placeholders (N/A, 未知, -) are no value: a real one from any
+            # system wins.
+            text = candidates[field].astype(str)
+            candidates = candidates[~text.isin(placeholders(text))]
         if field == "created_at":
             candidates = candidates.sort_values(["customer_id", field, "lineage"])
         elif field == "updated_at":

@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 
 from pipeline.transform.standardize import (
+    NULLISH,
     bigrams,
     is_nullish,
     normalize_text,
     phone_key,
+    placeholders,
     split_address,
     split_company_name,
     standardize_any_address,
@@ -256,3 +258,20 @@ def test_nullish_placeholders_are_missing() -> None:
     for value in ("NULL", " n/a ", "-", "None", "未知", "", None):
         assert is_nullish(value)
     assert not is_nullish("Acme")
+
+
+def test_placeholders_among_many_values_are_the_ones_is_nullish_finds() -> None:
+    """The Arrow shortcut finds exactly what normalizing every value would."""
+    padded = [
+        "\u3000Ｎ／Ａ\u3000",
+        "\u200bnull\u200b",
+        "\xa0-\xa0",
+        "NULL" + " " * 80,
+        "未\u00ad知",
+    ]
+    others = ["上海华信科技有限公司", "Acme", "--x", None, "  "]
+    values = pd.Series([*NULLISH, *(v.upper() for v in NULLISH), *padded, *others], dtype=object)
+    expected = {v for v in values.dropna() if is_nullish(v)}
+    assert placeholders(values) == expected
+    assert {"\u3000Ｎ／Ａ\u3000", "NULL" + " " * 80} <= expected
+    assert "Acme" not in expected

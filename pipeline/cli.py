@@ -235,6 +235,44 @@ def run(
     _run(names, chosen, batch_id)
 
 
+@app.command("track-changes")
+def track_changes(
+    system: Annotated[str, typer.Argument(help="The database source: sales or service.")],
+) -> None:
+    """Install a change log in a SQLite source (a table and triggers), so that incremental
+    extracts read only the rows changed since the last one (docs/sources.md)."""
+    import sqlite3
+
+    from pipeline.datasets import datasets_of
+    from pipeline.extract import changelog
+
+    settings = _settings()
+    urls = {"sales": settings.sources.sales_url, "service": settings.sources.service_url}
+    if system not in urls:
+        console.print(f"[bold red]unknown database source {system!r}[/]: sales or service")
+        raise typer.Exit(code=2)
+    path = changelog.sqlite_path(urls[system])
+    if path is None or not path.is_file():
+        console.print(
+            f"[bold red]{system} source is not a SQLite file[/]: for another database, create "
+            "the log and its triggers as docs/sources.md shows",
+            highlight=False,
+        )
+        raise typer.Exit(code=2)
+    tables = [d.raw for d in datasets_of(system)]
+    try:
+        source_id = changelog.install(path, tables)
+    except sqlite3.Error as error:
+        console.print(f"[bold red]cannot install the change log in {path}[/]: {error}")
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"{system}: changes to {', '.join(tables)} are logged in {changelog.LOG} of {path} "
+        f"(log {source_id}); the next incremental extract compares in full once, then "
+        "reads only what the log names",
+        highlight=False,
+    )
+
+
 @app.command()
 def migrate() -> None:
     """Bring the warehouse schema to the newest version (run after installing or upgrading)."""

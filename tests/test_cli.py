@@ -122,3 +122,24 @@ def test_misspelt_settings_are_named_not_ignored(monkeypatch, cli_env):
     assert "tierz: unknown setting" in output
     assert "smtp.pasword: unknown setting" in output
     assert "hunter2" not in output
+
+
+def test_track_changes_installs_the_log_in_a_sqlite_source(monkeypatch, tmp_path):
+    import sqlite3
+
+    from pipeline.extract import changelog
+
+    sales = tmp_path / "sales.db"
+    with sqlite3.connect(sales) as con:
+        for table in ("crm_customer", "crm_contact", "sales_order", "sales_order_line"):
+            con.execute(f"CREATE TABLE {table} (x TEXT)")
+    monkeypatch.setenv("CRM_SOURCES__SALES_URL", f"sqlite:///{sales}")
+    result = CliRunner().invoke(app, ["track-changes", "sales"])
+    assert result.exit_code == 0, result.output
+    snap = changelog.snapshot(sales, ["crm_customer", "sales_order_line"])
+    assert snap is not None and snap.tracked == {"crm_customer", "sales_order_line"}
+    # finance is files, and a missing database file is no SQLite source
+    assert CliRunner().invoke(app, ["track-changes", "finance"]).exit_code == 2
+    monkeypatch.setenv("CRM_SOURCES__SERVICE_URL", f"sqlite:///{tmp_path / 'none.db'}")
+    result = CliRunner().invoke(app, ["track-changes", "service"])
+    assert result.exit_code == 2 and "not a SQLite file" in result.output

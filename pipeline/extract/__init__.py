@@ -70,13 +70,8 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
 def _log_database(ctx: StageContext, system: str) -> Path | None:
     """The SQLite file of a database source (None: files, or another database)."""
     url = {"sales": ctx.settings.sources.sales_url, "service": ctx.settings.sources.service_url}
-    if system not in url:
-        return None
-    parsed = sa.engine.make_url(url[system])
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database)
-    return path if path.is_file() else None
+    path = changelog.sqlite_path(url[system]) if system in url else None
+    return path if path is not None and path.is_file() else None
 
 
 def _files_grown(ctx: StageContext, dataset, before: list[FileState]) -> list[FileState] | None:

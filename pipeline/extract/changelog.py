@@ -39,6 +39,16 @@ SOURCE = "crm_change_log_source"
 EVENTS = ("insert", "update", "delete")
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL (None: another database, or in memory)."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def trigger_name(table: str, event: str) -> str:
     return f"{LOG}_{table}_{event}"
 

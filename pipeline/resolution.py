@@ -13,10 +13,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +32,7 @@ from pipeline.transform.resolve import (
     agreed_fields,
     apply_decisions,
     cluster,
+    model_fingerprint,
     pair_evidence,
     score_pairs,
 )
@@ -115,13 +118,14 @@ def combine_sources(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Resolution:
-    """Everything one resolution run produces."""
+    """Everything one resolution run produces (``model``: the match model it scored with)."""
 
     customers: pd.DataFrame
     xref: pd.DataFrame
     review: pd.DataFrame
     events: pd.DataFrame
     pairs: pd.DataFrame
+    model: dict | None = None
 
 
 def resolve_customers(
@@ -132,10 +136,11 @@ def resolve_customers(
     quarter: str,
     phone_region: str = "CN",
     memos: dict[str, Memo] | None = None,
+    model: dict | None = None,
 ) -> Resolution:
     """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``.
     ``memos``: :func:`customer_memos` for the standardization, saved (and let go) as soon
-    as it is done."""
+    as it is done. ``model``: a trained match model to score with instead of training."""
     standardized = standardize_customers(records, phone_region, memos)
     for memo in (memos or {}).values():
         memo.save()
@@ -144,7 +149,9 @@ def resolve_customers(
     log.info("standardized %s records", len(standardized))
     check_decisions(decisions, standardized)
     scored = score_pairs(
-        standardized, threshold=min(settings.review_lower, settings.match_threshold)
+        standardized,
+        threshold=min(settings.review_lower, settings.match_threshold),
+        model=model,
     )
     log.info("scored %s candidate pairs", len(scored.pairs))
     pairs = apply_decisions(scored.pairs, decisions)
@@ -166,7 +173,7 @@ def resolve_customers(
     )
     customers = golden_records(standardized, settings.source_priority)
     review = review_queue(pairs, ids, settings)
-    return Resolution(customers, xref.reset_index(drop=True), review, events, pairs)
+    return Resolution(customers, xref.reset_index(drop=True), review, events, pairs, scored.model)
 
 
 def _membership_probability(records: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -631,6 +638,44 @@ def record_events(engine: object, events: pd.DataFrame, batch_id: str) -> int:
     return len(new) - len(mine)
 
 
+MODEL_TABLE = "resolution_model"
+
+
+def stored_model(
+    engine: object, settings: ResolutionSettings, records: int, now: datetime
+) -> tuple[dict | None, str]:
+    """The kept match model if it may score these records (and why, or why not): trained
+    by this code on as many records, give or take a tenth, fewer than
+    ``retrain_after_days`` ago."""
+    if settings.retrain_after_days == 0 or not table_exists(engine, MODEL_TABLE):
+        return None, "trained"
+    kept = read_table(engine, MODEL_TABLE)
+    if len(kept) != 1:
+        return None, "trained"
+    row = kept.iloc[0]
+    trained_at = pd.Timestamp(row["trained_at"]).to_pydatetime().replace(tzinfo=None)
+    if row["fingerprint"] != model_fingerprint():
+        return None, "trained (the model's rules or code changed)"
+    if abs(records - int(row["records"])) > 0.1 * int(row["records"]):
+        return None, f"trained (records {int(row['records']):,} -> {records:,})"
+    if now.replace(tzinfo=None) - trained_at >= timedelta(days=settings.retrain_after_days):
+        return None, f"trained (the model was trained {trained_at:%Y-%m-%d})"
+    return json.loads(row["model"]), f"reused (trained {trained_at:%Y-%m-%d %H:%M})"
+
+
+def _keep_model(engine: object, model: dict, records: int, now: datetime, batch: str) -> None:
+    kept = pd.DataFrame(
+        {
+            "fingerprint": [model_fingerprint()],
+            "records": [records],
+            "trained_at": [pd.Timestamp(now.replace(tzinfo=None))],
+            "batch_id": [batch],
+            "model": [json.dumps(model)],
+        }
+    )
+    replace_table(engine, MODEL_TABLE, kept)
+
+
 def run(ctx: StageContext) -> StageResult:
     """Resolve the staged customer records into golden customers and write the core tables."""
     frames = {}
@@ -652,6 +697,10 @@ def run(ctx: StageContext) -> StageResult:
     decisions = load_decisions(ctx.engine, ctx.settings.resolution.decisions_file)
     quarter = str(ctx.quarter)
     phone_region = ctx.settings.validation.phone_region
+    model, model_note = stored_model(
+        ctx.engine, ctx.settings.resolution, len(records), ctx.extracted_at
+    )
+    log.info("match model: %s", model_note)
     result = resolve_customers(
         records,
         ctx.settings.resolution,
@@ -660,7 +709,10 @@ def run(ctx: StageContext) -> StageResult:
         quarter,
         phone_region,
         customer_memos(ctx.engine, phone_region),
+        model,
     )
+    if model is None and result.model is not None:
+        _keep_model(ctx.engine, result.model, len(records), ctx.extracted_at, ctx.batch_id)
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)
     replace_table(ctx.engine, "core_customers", result.customers)
@@ -676,5 +728,6 @@ def run(ctx: StageContext) -> StageResult:
             "merges": int((result.events["event_type"] == "merge").sum()),
             "splits": int((result.events["event_type"] == "split").sum()),
             "events_recorded": recorded,
+            "model": model_note,
         },
     )

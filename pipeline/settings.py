@@ -77,6 +77,9 @@ class ResolutionSettings(_Section):
     # Survivorship: which system wins a field when several hold a valid value.
     source_priority: list[str] = Field(default_factory=lambda: ["sales", "finance", "service"])
     decisions_file: Path | None = None
+    # The trained match model is kept and used again for this many days, unless the
+    # number of customer records moved by more than a tenth (0: train on every run).
+    retrain_after_days: int = Field(7, ge=0)
 
     @field_validator("source_priority")
     @classmethod

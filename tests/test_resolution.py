@@ -336,3 +336,36 @@ def test_record_that_no_longer_matches_anything_is_a_split(tmp_path: Path, stage
     split = events[events["event_type"] == "split"].iloc[0]
     assert split.customer_id == customer and moved in split.source_records.split(",")
     assert "no scored pair links them now" in split.evidence
+
+
+def test_the_trained_model_is_kept_and_used_again(tmp_path: Path, staged) -> None:
+    """A day's few changes do not need a new model: the kept one scores them, so the
+    same records give the same customers; other rules, age or many new records retrain."""
+    from dataclasses import replace
+
+    from pipeline.resolution import MODEL_TABLE
+
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    assert run(ctx).detail["model"] == "trained"
+    xref, customers = _xref(ctx), read_table(ctx.engine, "core_customers")
+    again = run(_context(tmp_path, batch_id="b2"))
+    assert again.detail["model"].startswith("reused")
+    pd.testing.assert_series_equal(_xref(ctx), xref)
+    pd.testing.assert_frame_equal(read_table(ctx.engine, "core_customers"), customers)
+    week_later = replace(ctx, batch_id="b3", extracted_at=datetime(2026, 10, 8))
+    assert run(week_later).detail["model"].startswith("trained (the model was trained")
+    kept = read_table(ctx.engine, MODEL_TABLE).assign(fingerprint="rules of another version")
+    replace_table(ctx.engine, MODEL_TABLE, kept)
+    assert run(week_later).detail["model"].startswith("trained (the model's rules")
+    _load(ctx, {**frames, "sales": frames["sales"].iloc[: len(frames["sales"]) // 2]})
+    assert run(week_later).detail["model"].startswith("trained (records")
+    always = replace(
+        week_later,
+        settings=Settings(
+            warehouse_url=ctx.settings.warehouse_url,
+            resolution=ResolutionSettings(retrain_after_days=0),
+        ),
+    )
+    assert run(always).detail["model"] == "trained"

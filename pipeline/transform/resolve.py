@@ -12,7 +12,9 @@ one-character change in a Chinese name look like three.
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,10 +285,12 @@ def _capped(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 @dataclass(frozen=True)
 class ScoredPairs:
-    """Scored candidate pairs (one row per pair, ``id_l < id_r``) and the level labels."""
+    """Scored candidate pairs (one row per pair, ``id_l < id_r``), the level labels, and
+    the model that scored them (Splink's settings with their trained parameters)."""
 
     pairs: pd.DataFrame
     level_labels: dict[str, dict[int, str]]
+    model: dict[str, Any] | None = None
 
 
 def _level_labels(fields: tuple[MatchField, ...]) -> dict[str, dict[int, str]]:
@@ -301,12 +305,27 @@ def _level_labels(fields: tuple[MatchField, ...]) -> dict[str, dict[int, str]]:
     return labels
 
 
+def model_fingerprint(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> str:
+    """What a trained model depends on besides the records: the comparisons and blocking
+    rules, the code that prepares and trains, and Splink's version."""
+    import hashlib
+
+    from pipeline import memo
+    from pipeline.transform import standardize
+
+    described = json.dumps([comparisons(fields), blocking_rules(fields)], sort_keys=True)
+    code = memo.code_version([sys.modules[__name__], standardize], ["splink"])
+    return hashlib.sha256(f"{described} {code}".encode()).hexdigest()[:16]
+
+
 def score_pairs(
     records: pd.DataFrame,
     threshold: float = 0.0,
     fields: tuple[MatchField, ...] = CUSTOMER_FIELDS,
+    model: dict[str, Any] | None = None,
 ) -> ScoredPairs:
-    """Train the model (u by seeded random sampling, m by EM) and score candidate pairs.
+    """Train the model (u by seeded random sampling, m by EM) and score candidate pairs;
+    with ``model`` (a :attr:`ScoredPairs.model` of the same fields) score with it instead.
 
     A pair matching exactly on a ``decisive`` field (the customer model: same valid USCC)
     is a deterministic match (probability 1). Returns pairs with ``id_l < id_r``,
@@ -320,6 +339,11 @@ def score_pairs(
     if len(frame) < 2:
         return ScoredPairs(empty, labels)
     db_api = DuckDBAPI()
+    table = db_api.register(frame, dataset_display_name="records")
+    if model is not None:
+        linker = Linker(table, model, log_level=logging.WARNING)
+        log.info("scoring with the stored model")
+        return _predict(linker, threshold, fields, labels, model)
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
@@ -329,7 +353,6 @@ def score_pairs(
         retain_matching_columns=True,  # gives the gamma_* columns (Splink 5)
         probability_two_random_records_match=max(1.0 / len(frame), 1e-7),
     )
-    table = db_api.register(frame, dataset_display_name="records")
     linker = Linker(table, settings, log_level=logging.WARNING)
     max_pairs = min(U_SAMPLE_PAIRS, max(1e4, len(frame) * (len(frame) - 1) / 2))
     # One pass over the sample: the chunked probe costs more than it saves at this size.
@@ -337,6 +360,16 @@ def score_pairs(
     log.info("estimated u from %s sampled pairs", int(max_pairs))
     _train_em(linker, frame, fields)
     log.info("trained m by EM")
+    return _predict(linker, threshold, fields, labels, linker.misc.save_model_to_json())
+
+
+def _predict(
+    linker: Any,
+    threshold: float,
+    fields: tuple[MatchField, ...],
+    labels: dict[str, dict[int, str]],
+    model: dict[str, Any],
+) -> ScoredPairs:
     predictions = linker.inference.predict(threshold_match_probability=threshold)
     # Only the columns used leave DuckDB: converting every intermediate column to pandas
     # more than doubled the stage's peak memory at 100,000 customers.
@@ -353,7 +386,7 @@ def score_pairs(
     swap = pairs["id_l"] > pairs["id_r"]
     pairs.loc[swap, ["id_l", "id_r"]] = pairs.loc[swap, ["id_r", "id_l"]].to_numpy()
     pairs = pairs.sort_values(["id_l", "id_r"], kind="stable").reset_index(drop=True)
-    return ScoredPairs(pairs, labels)
+    return ScoredPairs(pairs, labels, model)
 
 
 def _train_em(linker: Any, frame: pd.DataFrame, fields: tuple[MatchField, ...]) -> None:

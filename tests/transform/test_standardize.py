@@ -269,9 +269,10 @@ def test_placeholders_among_many_values_are_the_ones_is_nullish_finds() -> None:
         "NULL" + " " * 80,
         "未\u00ad知",
     ]
-    others = ["上海华信科技有限公司", "Acme", "--x", None, "  "]
+    padded += ["not\u2028available", "NOT  AVAILABLE", "\u3000无\u3000"]
+    others = ["上海华信科技有限公司", "张三", "Acme", "--x", "unknown?", "—", None, "  "]
     values = pd.Series([*NULLISH, *(v.upper() for v in NULLISH), *padded, *others], dtype=object)
     expected = {v for v in values.dropna() if is_nullish(v)}
     assert placeholders(values) == expected
     assert {"\u3000Ｎ／Ａ\u3000", "NULL" + " " * 80} <= expected
-    assert "Acme" not in expected
+    assert not {"Acme", "张三"} & expected

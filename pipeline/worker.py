@@ -27,20 +27,59 @@ def call(function: str, folder: Path, label: str, **kwargs: Any) -> Any:
     request_path.write_bytes(pickle.dumps({"function": function, "kwargs": kwargs}))
     command = [sys.executable, "-m", "pipeline.worker", str(request_path), str(reply_path)]
     finished = subprocess.run(command, check=False)
+    return _reply(reply_path, label, finished.returncode)
+
+
+def _reply(reply_path: Path, label: str, returncode: int) -> Any:
     if not reply_path.is_file():
-        raise RuntimeError(
-            f"worker for {label} ended without a result (exit code {finished.returncode})"
-        )
+        raise RuntimeError(f"worker for {label} ended without a result (exit code {returncode})")
     status, value = pickle.loads(reply_path.read_bytes())
     if status == "error":
         raise value
     return value
 
 
+class Started:
+    """A worker process started before its work is known: it imports ``preload`` (the
+    modules the work will need: seconds of imports) while the caller prepares the request,
+    then reads the request from its stdin. :meth:`call` hands it over and waits for the
+    result; :meth:`cancel` lets the process go without work."""
+
+    def __init__(self, folder: Path, name: str, preload: tuple[str, ...] = ()) -> None:
+        self.reply_path = folder / f"{name}.reply"
+        command = [sys.executable, "-m", "pipeline.worker", "-", str(self.reply_path), *preload]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE)
+
+    def call(self, function: str, label: str, **kwargs: Any) -> Any:
+        """As :func:`call`, in this process; ``label`` names the work in errors."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(pickle.dumps({"function": function, "kwargs": kwargs}))
+            self.process.stdin.close()
+        except BrokenPipeError:  # the process is gone already: its exit code says more
+            pass
+        return _reply(self.reply_path, label, self.process.wait())
+
+    def cancel(self) -> None:
+        """End the process if it was given no work (it was: wait for it, as call did)."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()  # no request: the process ends
+        self.process.wait()
+
+
 def main(argv: list[str]) -> int:
-    request_path, reply_path = (Path(a) for a in argv)
+    request_arg, reply_arg, *preload = argv
+    reply_path = Path(reply_arg)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    request = pickle.loads(request_path.read_bytes())
+    if request_arg == "-":  # started ahead (Started): import, then wait for the request
+        for module in preload:
+            importlib.import_module(module)
+        data = sys.stdin.buffer.read()
+        if not data:
+            return 0  # cancelled
+        request = pickle.loads(data)
+    else:
+        request = pickle.loads(Path(request_arg).read_bytes())
     try:
         module, name = request["function"].split(":")
         function = getattr(importlib.import_module(module), name)

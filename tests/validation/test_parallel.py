@@ -238,7 +238,8 @@ def test_text_that_is_not_a_date_lands_on_postgresql_and_is_quarantined(
 def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
     """A worker process hands its exception back; the stage raises it as it was."""
     from pipeline.quarters import Quarter
-    from pipeline.validation import _run_worker
+    from pipeline.validation import WORKER_PRELOAD, _run_worker
+    from pipeline.worker import Started
 
     request = {
         "url": "sqlite:///" + str(tmp_path / "none.db"),
@@ -249,7 +250,11 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
         "names": ["no_such_dataset"],
     }
     with pytest.raises(KeyError, match="no_such_dataset"):
-        _run_worker(tmp_path, request)
+        _run_worker(Started(tmp_path, "w", WORKER_PRELOAD), request)
+    # a worker started ahead and given no work ends cleanly
+    idle = Started(tmp_path, "idle", WORKER_PRELOAD)
+    idle.cancel()
+    assert idle.process.returncode == 0
 
 
 def test_datasets_are_spread_largest_first_over_the_workers() -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipeline import warehouse
-from pipeline.datasets import datasets_of
+from pipeline.datasets import Dataset, datasets_of
 from pipeline.extract import changelog, changes, finance, sales, service
 from pipeline.extract.base import (
     FILE_STARTS,
@@ -44,14 +44,15 @@ def land_system(ctx: StageContext, system: str) -> StageResult:
     half-way leaves the previous landing untouched.
 
     With ``sources.incremental`` a dataset already landed with row hashes is not rewritten:
-    the source is still read whole, but only rows added, changed or removed since the last
-    landing are written (:mod:`pipeline.extract.changes`), and their record keys are left
-    in ``raw_pending`` for validate. A SQLite source that keeps a change log
-    (:mod:`changelog`) is not even read whole: only the rows its log names since the last
-    landing are read and landed (checked against the source afterwards; on a mismatch the
-    system is compared in full). When more than ``changes.MAX_CHANGED_SHARE`` of a dataset
-    changed (or the row hash itself did), the system is landed whole instead. Otherwise
-    every dataset is landed anew and validate checks all of it.
+    only rows added, changed or removed since the last landing are written
+    (:mod:`pipeline.extract.changes`), and their record keys are left in ``raw_pending``
+    for validate. To find them, a SQLite source that keeps a change log (:mod:`changelog`)
+    is read only for the rows its log names (the landing is checked against the source
+    afterwards), files only for the rows added at their end (and new files); anything
+    else, or a check that fails, means the source is read whole and compared row by row.
+    When more than ``changes.MAX_CHANGED_SHARE`` of a dataset changed (or the row hash
+    itself did), the system is landed whole instead. Otherwise every dataset is landed anew
+    and validate checks all of it.
     """
     if not warehouse.table_exists(ctx.engine, changes.CHANGE_LOG):
         warehouse.migrate(ctx.engine)
@@ -74,7 +75,9 @@ def _log_database(ctx: StageContext, system: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def _files_grown(ctx: StageContext, dataset, before: list[FileState]) -> list[FileState] | None:
+def _files_grown(
+    ctx: StageContext, dataset: Dataset, before: list[FileState]
+) -> list[FileState] | None:
     """``before`` (the files a dataset was landed from) if the dataset's files now are those,
     each as large or larger, then maybe new ones, and they grew by no more than
     ``changes.MAX_CHANGED_SHARE``: they are then read from where they ended (and checked to

@@ -51,9 +51,12 @@ def _ingested(demo_sources: Path, tmp_path: Path):
     return sources, settings, url
 
 
-def _same_as_a_full_run(sources: Path, url: str, tmp_path: Path) -> None:
+def _same_as_a_full_run(sources: Path, url: str, tmp_path: Path, **source_settings) -> None:
     full_url = f"sqlite:///{tmp_path / 'full.db'}"
-    _ingest(_settings(sources, full_url, tmp_path / "out-full", incremental=False), "full")
+    full = _settings(sources, full_url, tmp_path / "out-full", incremental=False)
+    for name, value in source_settings.items():
+        setattr(full.sources, name, value)
+    _ingest(full, "full")
     for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
         pd.testing.assert_frame_equal(_table(url, table), _table(full_url, table), obj=table)
 
@@ -138,12 +141,7 @@ def test_a_new_monthly_file_is_read_alone(demo_sources: Path, tmp_path: Path) ->
     logged, rows = _finance(second["extract_finance"])
     assert "finance_invoices" in logged
     assert rows["finance_invoices"] == 5
-    full_url = f"sqlite:///{tmp_path / 'full.db'}"
-    full = _settings(sources, full_url, tmp_path / "out-full", incremental=False)
-    full.sources.finance_invoices_file = "invoices*.csv"
-    _ingest(full, "full")
-    for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
-        pd.testing.assert_frame_equal(_table(url, table), _table(full_url, table), obj=table)
+    _same_as_a_full_run(sources, url, tmp_path, finance_invoices_file="invoices*.csv")
 
 
 def test_an_export_changed_before_its_end_is_compared_in_full(

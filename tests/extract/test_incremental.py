@@ -134,7 +134,13 @@ def without_change_log(sources: Path) -> None:
             con.execute(f"DROP TABLE {changelog.SOURCE}")
 
 
-@pytest.mark.parametrize("change_log", [True, False], ids=["change-log", "compared"])
+# Compared in full on SQLite: the change-log tests' fallbacks (tests/extract/test_change_log.py)
+@pytest.mark.parametrize(
+    ("warehouses", "change_log"),
+    [("sqlite", True), ("postgresql", True), ("postgresql", False)],
+    ids=["sqlite-change-log", "postgresql-change-log", "postgresql-compared"],
+    indirect=["warehouses"],
+)
 def test_incremental_ingest_ends_where_a_full_ingest_ends(
     demo_sources: Path, tmp_path: Path, warehouses: tuple[str, str], change_log: bool
 ) -> None:

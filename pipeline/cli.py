@@ -267,8 +267,8 @@ def track_changes(
         raise typer.Exit(code=1) from None
     console.print(
         f"{system}: changes to {', '.join(tables)} are logged in {changelog.LOG} of {path} "
-        f"(log {source_id}); the next incremental extract compares in full once, then "
-        "reads only what the log names",
+        f"(log {source_id}); an incremental extract reads only what the log names (once "
+        "the source has been landed with the log in place)",
         highlight=False,
     )
 

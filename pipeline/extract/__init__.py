@@ -85,7 +85,7 @@ def _files_grown(
     if not before:
         return None
     now = finance.files(ctx.settings, dataset)
-    if [str(p) for p in now[: len(before)]] != [f.path for f in before]:
+    if [str(p.resolve()) for p in now[: len(before)]] != [f.path for f in before]:
         return None
     sizes = [p.stat().st_size for p in now[: len(before)]]
     if any(size < f.size for size, f in zip(sizes, before, strict=True)):

@@ -544,8 +544,9 @@ FILE_ROWS = 1 << 40  # a file row's position: its file's number times this, plus
 
 @dataclass(frozen=True)
 class FileState:
-    """A source file as an extract read it: bytes, their SHA-1, data rows, encoding (CSV),
-    and whether it ended at the end of a line (so that rows added later start a line)."""
+    """A source file (its resolved path) as an extract read it: bytes, their SHA-1, data
+    rows, encoding (CSV), and whether it ended at the end of a line (so that rows added
+    later start a line)."""
 
     path: str
     size: int
@@ -623,7 +624,8 @@ def read_file(
     time is read from there on (a CSV), or not at all (the same bytes); one that does not
     is :class:`FileChanged`. What was read goes to :data:`FILES_READ`.
     """
-    before = (FILE_STARTS.get() or {}).get(str(path))
+    name = str(path.resolve())  # one file, however the setting names it
+    before = (FILE_STARTS.get() or {}).get(name)
     files_read = FILES_READ.get()
     read = None if files_read is None else files_read.setdefault(dataset.name, [])
     suffix = path.suffix.lower()
@@ -632,7 +634,7 @@ def read_file(
         data = path.read_bytes()
         digest = _sha1()
         digest.update(data)
-        state = FileState(str(path), len(data), digest.hexdigest(), 0, None, True)
+        state = FileState(name, len(data), digest.hexdigest(), 0, None, True)
         if before is not None:
             if (state.size, state.digest) != (before.size, before.digest):
                 raise FileChanged(f"{dataset.system} source: file {path} changed")
@@ -688,7 +690,7 @@ def read_file(
     if read is not None:
         size = hashing.size + (0 if before is None else before.size)
         ends_line = hashing.last == b"\n"
-        read.append(FileState(str(path), size, digest.hexdigest(), rows, encoding, ends_line))
+        read.append(FileState(name, size, digest.hexdigest(), rows, encoding, ends_line))
 
 
 def _csv_chunks(

@@ -16,12 +16,14 @@ import io
 import json
 import logging
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
 from pipeline.extract.base import SourceError, detect_encoding
 from pipeline.memo import Memo
@@ -29,19 +31,33 @@ from pipeline.memory import release_freed_memory
 from pipeline.settings import ResolutionSettings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform.resolve import (
+    ScoredPairs,
+    TermFrequencies,
     agreed_fields,
     apply_decisions,
     cluster,
+    email_domain,
+    key_columns,
+    match_keys,
     model_fingerprint,
     pair_evidence,
     score_pairs,
+    score_touched,
+    sort_pairs,
+    term_frequencies,
 )
 from pipeline.transform.standardize import (
     customer_memos,
     placeholders,
     standardize_customers,
 )
-from pipeline.warehouse import read_table, replace_partition, replace_table, table_exists
+from pipeline.warehouse import (
+    insert_frame,
+    read_table,
+    replace_partition,
+    replace_table,
+    table_exists,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +134,12 @@ def combine_sources(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Resolution:
-    """Everything one resolution run produces (``model``: the match model it scored with)."""
+    """Everything one resolution run produces (``model``: the match model it scored with).
+
+    ``customers`` holds every customer, or after a partial run (:func:`resolve_changes`)
+    only the customers it recomputed, with ``retired`` the ids whose rows to drop
+    (recomputed ones included). ``standardized`` and ``scored`` (the pairs before the
+    archive decisions) are what the next run starts from."""
 
     customers: pd.DataFrame
     xref: pd.DataFrame
@@ -126,6 +147,10 @@ class Resolution:
     events: pd.DataFrame
     pairs: pd.DataFrame
     model: dict | None = None
+    frequencies: TermFrequencies | None = None
+    standardized: pd.DataFrame | None = None
+    scored: pd.DataFrame | None = None
+    retired: frozenset[str] | None = None
 
 
 def resolve_customers(
@@ -137,23 +162,44 @@ def resolve_customers(
     phone_region: str = "CN",
     memos: dict[str, Memo] | None = None,
     model: dict | None = None,
+    frequencies: TermFrequencies | None = None,
 ) -> Resolution:
     """Standardize, score, cluster and survive; ids stay stable against ``previous_xref``.
     ``memos``: :func:`customer_memos` for the standardization, saved (and let go) as soon
-    as it is done. ``model``: a trained match model to score with instead of training."""
+    as it is done. ``model`` (with its term ``frequencies``): a trained match model to
+    score with instead of training."""
     standardized = standardize_customers(records, phone_region, memos)
     for memo in (memos or {}).values():
         memo.save()
     del memos
     release_freed_memory()  # before Splink's DuckDB allocates the pairs
     log.info("standardized %s records", len(standardized))
-    check_decisions(decisions, standardized)
     scored = score_pairs(
-        standardized,
-        threshold=min(settings.review_lower, settings.match_threshold),
-        model=model,
+        standardized, threshold=score_threshold(settings), model=model, frequencies=frequencies
     )
     log.info("scored %s candidate pairs", len(scored.pairs))
+    return _survive(standardized, scored, settings, previous_xref, decisions, quarter)
+
+
+def score_threshold(settings: ResolutionSettings) -> float:
+    """Pairs scoring below this are neither matched nor reviewed, so they are not kept."""
+    return min(settings.review_lower, settings.match_threshold)
+
+
+def _survive(
+    standardized: pd.DataFrame,
+    scored: ScoredPairs,
+    settings: ResolutionSettings,
+    previous_xref: pd.DataFrame | None,
+    decisions: pd.DataFrame | None,
+    quarter: str,
+    changed_ids: frozenset[str] | None = None,
+) -> Resolution:
+    """Cluster the scored pairs, give ids and survive the golden records: of every
+    customer, or with ``changed_ids`` (the records whose values changed since
+    ``previous_xref``, or that are gone) only of the customers whose records or values
+    changed."""
+    check_decisions(decisions, standardized)
     pairs = apply_decisions(scored.pairs, decisions)
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
     pairs["fields_agreed"] = agreed_fields(pairs, scored.level_labels)
@@ -171,9 +217,46 @@ def resolve_customers(
     xref = xref.drop(columns="unique_id").sort_values(
         ["customer_id", "source_system", "source_record_id"]
     )
-    customers = golden_records(standardized, settings.source_priority)
+    retired = None
+    if changed_ids is None:
+        members = standardized
+    else:
+        old = _old_ids(previous_xref)
+        new = standardized.set_index("unique_id")["customer_id"]
+        moved = new.index[new.to_numpy() != old.reindex(new.index).to_numpy()]
+        touched = set(changed_ids) | set(moved)
+        retired = frozenset(old.reindex(list(touched)).dropna()) | frozenset(
+            new.reindex(list(touched)).dropna()
+        )
+        members = standardized[standardized["customer_id"].isin(retired)]
+        log.info(
+            "surviving %s of %s customers again", members["customer_id"].nunique(), new.nunique()
+        )
+    customers = (
+        golden_records(members, settings.source_priority) if len(members) else pd.DataFrame()
+    )
     review = review_queue(pairs, ids, settings)
-    return Resolution(customers, xref.reset_index(drop=True), review, events, pairs, scored.model)
+    return Resolution(
+        customers,
+        xref.reset_index(drop=True),
+        review,
+        events,
+        pairs,
+        scored.model,
+        scored.frequencies,
+        standardized.drop(columns="customer_id"),
+        scored.pairs,
+        retired,
+    )
+
+
+def _old_ids(previous_xref: pd.DataFrame | None) -> pd.Series:
+    """unique_id -> customer_id of the previous run."""
+    if previous_xref is None or previous_xref.empty:
+        return pd.Series(dtype=object)
+    return previous_xref.set_index(
+        previous_xref["source_system"] + ":" + previous_xref["source_record_id"].astype(str)
+    )["customer_id"]
 
 
 def _membership_probability(records: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -230,16 +313,8 @@ def assign_customer_ids(
     ``fields_agreed`` and ``decision``. Returns ``(unique_id, customer_id)`` and the events.
     """
     frame = clusters[["unique_id", "cluster_id"]].copy()
-    if previous_xref is not None and not previous_xref.empty:
-        old = previous_xref.assign(
-            unique_id=previous_xref["source_system"]
-            + ":"
-            + previous_xref["source_record_id"].astype(str)
-        ).set_index("unique_id")["customer_id"]
-        frame["old_id"] = frame["unique_id"].map(old)
-    else:
-        old = pd.Series(dtype=object)
-        frame["old_id"] = None
+    old = _old_ids(previous_xref)
+    frame["old_id"] = frame["unique_id"].map(old) if len(old) else None
     frame["old_id"] = frame["old_id"].astype(object).where(frame["old_id"].notna(), None)
     next_number = 1 + max(
         (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
@@ -641,16 +716,26 @@ def record_events(engine: object, events: pd.DataFrame, batch_id: str) -> int:
 MODEL_TABLE = "resolution_model"
 
 
+@dataclass(frozen=True)
+class KeptModel:
+    """A kept match model: Splink's settings with trained parameters, the term
+    frequencies it scores with, and a digest of both."""
+
+    model: dict
+    frequencies: TermFrequencies
+    digest: str
+
+
 def stored_model(
     engine: object, settings: ResolutionSettings, records: int, now: datetime
-) -> tuple[dict | None, str]:
+) -> tuple[KeptModel | None, str]:
     """The kept match model if it may score these records (and why, or why not): trained
     by this code on as many records, give or take a tenth, fewer than
     ``retrain_after_days`` ago."""
     if settings.retrain_after_days == 0 or not table_exists(engine, MODEL_TABLE):
         return None, "trained"
     kept = read_table(engine, MODEL_TABLE)
-    if len(kept) != 1:
+    if len(kept) != 1 or "frequencies" not in kept.columns:
         return None, "trained"
     row = kept.iloc[0]
     trained_at = pd.Timestamp(row["trained_at"]).to_pydatetime().replace(tzinfo=None)
@@ -660,10 +745,21 @@ def stored_model(
         return None, f"trained (records {int(row['records']):,} -> {records:,})"
     if now.replace(tzinfo=None) - trained_at >= timedelta(days=settings.retrain_after_days):
         return None, f"trained (the model was trained {trained_at:%Y-%m-%d})"
-    return json.loads(row["model"]), f"reused (trained {trained_at:%Y-%m-%d %H:%M})"
+    digest = hashlib.sha256(f"{row['model']}\n{row['frequencies']}".encode()).hexdigest()[:16]
+    model = KeptModel(
+        json.loads(row["model"]), TermFrequencies.from_json(row["frequencies"]), digest
+    )
+    return model, f"reused (trained {trained_at:%Y-%m-%d %H:%M})"
 
 
-def _keep_model(engine: object, model: dict, records: int, now: datetime, batch: str) -> None:
+def _keep_model(
+    engine: object,
+    model: dict,
+    frequencies: TermFrequencies,
+    records: int,
+    now: datetime,
+    batch: str,
+) -> None:
     kept = pd.DataFrame(
         {
             "fingerprint": [model_fingerprint()],
@@ -671,9 +767,264 @@ def _keep_model(engine: object, model: dict, records: int, now: datetime, batch:
             "trained_at": [pd.Timestamp(now.replace(tzinfo=None))],
             "batch_id": [batch],
             "model": [json.dumps(model)],
+            "frequencies": [frequencies.to_json()],
         }
     )
     replace_table(engine, MODEL_TABLE, kept)
+
+
+# What a run keeps for the next one to resolve only what changed: per source record its
+# digest, standardized values and blocking keys; the scored pairs; and what they hold for.
+STATE_TABLE = "resolution_state"
+RECORDS_TABLE = "resolution_records"
+PAIRS_TABLE = "resolution_pairs"
+# Columns standardize_customers adds, kept per record.
+STANDARDIZED_COLUMNS = (
+    "name_core",
+    "name_legal_form",
+    "name_branch",
+    "name_region",
+    "uscc_valid",
+    "phone_e164",
+    "phone_number",
+    "email_std",
+    "email_domain",
+    "address_std",
+    "province_std",
+    "city_std",
+)
+# A day that changes more of the customer records than this is resolved whole.
+PARTIAL_MAX_SHARE = 0.1
+
+
+def record_digests(records: pd.DataFrame) -> pd.Series:
+    """A 64-bit digest of each record's source values (int64, aligned with ``records``)."""
+    hashed = pd.util.hash_pandas_object(records[list(RECORD_COLUMNS)], index=False)
+    return pd.Series(hashed.to_numpy().view("int64"), index=records.index)
+
+
+def state_fingerprint(settings: ResolutionSettings, phone_region: str, kept: KeptModel) -> str:
+    """What the kept records and pairs are valid for: the model and its frequencies, the
+    kept pairs' threshold, the phone region, the survivorship order and this code."""
+    from pipeline import memo
+    from pipeline.transform import resolve, standardize
+
+    parts = [
+        kept.digest,
+        repr(score_threshold(settings)),
+        phone_region,
+        ",".join(settings.source_priority),
+        memo.code_version([sys.modules[__name__], resolve, standardize], ["splink"]),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """How today's customer records differ from those the kept state was built from."""
+
+    changed: pd.Series  # bool per record: new, or its source values changed
+    gone: pd.Index  # unique_ids of records no longer in the sources
+    kept: pd.DataFrame  # the kept records, indexed by unique_id
+
+
+def load_changes(
+    engine: object, records: pd.DataFrame, digests: pd.Series, fingerprint: str
+) -> tuple[Changes | None, str]:
+    """Today's records against the kept state, or None (and why) when it cannot be used:
+    none kept, kept for another model or settings, or too much changed."""
+    if not all(table_exists(engine, t) for t in (STATE_TABLE, RECORDS_TABLE, PAIRS_TABLE)):
+        return None, "whole (nothing kept from an earlier run)"
+    state = read_table(engine, STATE_TABLE)
+    if len(state) != 1 or state.iloc[0]["fingerprint"] != fingerprint:
+        return None, "whole (the model, the settings or the code changed)"
+    kept = read_table(engine, RECORDS_TABLE).set_index("unique_id")
+    position = kept.index.get_indexer(records["unique_id"])
+    kept_digests = kept["record_digest"].to_numpy(dtype="int64")
+    known = position >= 0
+    changed = ~known
+    changed[known] = kept_digests[position[known]] != digests.to_numpy()[known]
+    changed = pd.Series(changed, index=records.index)
+    gone = kept.index.difference(pd.Index(records["unique_id"]))
+    moved = int(changed.sum()) + len(gone)
+    if moved > PARTIAL_MAX_SHARE * max(len(records), len(kept), 1):
+        return None, f"whole ({moved:,} of {len(records):,} records changed)"
+    return Changes(changed, gone, kept), f"partial ({moved:,} records changed or gone)"
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What a partial run changed in the kept state, for :func:`_write_state`."""
+
+    rewritten: pd.Index  # unique_ids whose kept record row is replaced
+    gone: pd.Index  # unique_ids whose kept record row goes
+    rescored: pd.Index  # unique_ids whose kept pairs are replaced
+
+
+def resolve_changes(
+    records: pd.DataFrame,
+    changes: Changes,
+    kept_pairs: pd.DataFrame,
+    kept: KeptModel,
+    settings: ResolutionSettings,
+    previous_xref: pd.DataFrame,
+    decisions: pd.DataFrame | None,
+    quarter: str,
+    phone_region: str = "CN",
+) -> tuple[Resolution, Partial]:
+    """Resolve after a few changes, giving what :func:`resolve_customers` gives with the
+    same kept model, but standardizing only the changed records, scoring only the
+    candidate pairs whose score or candidacy can have changed, and surviving only the
+    customers whose records changed or moved.
+
+    A pair is scored again when one of its records changed, or when one of its blocking
+    keys became too common (or no longer is), or when its email domain is new since the
+    model was trained and a changed or removed record held it (the domain's frequency
+    moved). Every other pair scores as it did: its records, their keys and the
+    frequencies it uses are the same.
+    """
+    changed = changes.changed.to_numpy()
+    fresh = standardize_customers(records[changed], phone_region)
+    standardized = records.join(
+        changes.kept[list(STANDARDIZED_COLUMNS)], on="unique_id", how="left"
+    )
+    for column in STANDARDIZED_COLUMNS:
+        values = standardized[column].to_numpy(dtype=object)
+        values[changed] = fresh[column].to_numpy(dtype=object)
+        standardized[column] = values
+    keys = match_keys(standardized)
+    ids = pd.Index(keys["unique_id"])
+    columns = key_columns()
+    kept_keys = changes.kept.reindex(ids)[columns].to_numpy(dtype=object)
+    now_keys = keys[columns].to_numpy(dtype=object)
+    differs = (pd.isna(kept_keys) != pd.isna(now_keys)) | (
+        pd.notna(kept_keys) & pd.notna(now_keys) & (kept_keys != now_keys)
+    )
+    flipped = differs.any(axis=1) & ~changed
+    frequencies = term_frequencies(keys, kept=kept.frequencies)
+    touched = changed | flipped
+    for column in frequencies.columns:
+        known = kept.frequencies.columns.get(column, (pd.Series(dtype="float64"), 0))[0].index
+        source = column.removesuffix("__domain")
+        held = pd.concat(
+            [
+                keys.loc[changed, column],
+                pd.Series(
+                    [email_domain(v) for v in changes.kept.reindex(ids[changed])[source]],
+                    dtype=object,
+                ),
+                pd.Series(
+                    [email_domain(v) for v in changes.kept.loc[changes.gone, source]], dtype=object
+                ),
+            ]
+        ).dropna()
+        moved_domains = pd.Index(held.unique()).difference(known)
+        touched |= keys[column].isin(moved_domains).to_numpy()
+    # The touched records and every record sharing a blocking key with one.
+    needed = touched.copy()
+    for column in columns:
+        shared = keys.loc[touched, column].dropna().unique()
+        needed |= keys[column].isin(shared).to_numpy()
+    log.info(
+        "partial: %s records changed, %s gone, %s keys or domains moved: scoring %s among %s",
+        int(changed.sum()),
+        len(changes.gone),
+        int(touched.sum() - changed.sum()),
+        int(touched.sum()),
+        int(needed.sum()),
+    )
+    scored = score_touched(
+        keys[needed].reset_index(drop=True),
+        pd.Series(touched[needed]),
+        score_threshold(settings),
+        kept.model,
+        frequencies,
+    )
+    rescored = ids[touched].union(changes.gone)
+    untouched = kept_pairs[~kept_pairs["id_l"].isin(rescored) & ~kept_pairs["id_r"].isin(rescored)]
+    pairs = untouched
+    if len(scored.pairs):
+        new_pairs = scored.pairs[list(untouched.columns)]
+        pairs = pd.concat([untouched, new_pairs.astype(untouched.dtypes.to_dict())])
+    pairs = sort_pairs(pairs.reset_index(drop=True))
+    log.info("kept %s pairs, scored %s", len(untouched), len(scored.pairs))
+    scored = ScoredPairs(pairs, scored.level_labels, kept.model, frequencies)
+    changed_ids = frozenset(ids[changed]) | frozenset(changes.gone)
+    result = _survive(
+        standardized, scored, settings, previous_xref, decisions, quarter, changed_ids
+    )
+    partial = Partial(ids[changed | flipped], changes.gone, rescored)
+    return result, partial
+
+
+def _state_records(standardized: pd.DataFrame, digests: pd.Series) -> pd.DataFrame:
+    """The kept rows of :data:`RECORDS_TABLE` for ``standardized`` (aligned with ``digests``)."""
+    keys = match_keys(standardized)
+    frame = pd.DataFrame({"unique_id": standardized["unique_id"].to_numpy()})
+    frame["record_digest"] = digests.to_numpy()
+    for column in STANDARDIZED_COLUMNS:
+        frame[column] = standardized[column].to_numpy(dtype=object)
+    for column in key_columns():
+        frame[column] = keys[column].to_numpy(dtype=object)
+    return frame
+
+
+def _delete_ids(conn: sa.Connection, table: str, columns: list[str], ids: pd.Index) -> None:
+    """Delete the rows of ``table`` whose ``columns`` (any of them) hold one of ``ids``."""
+    values = [str(i) for i in ids]
+    for column in columns:
+        if conn.dialect.name == "postgresql":  # one statement, the array hashed
+            conn.execute(
+                sa.text(f'DELETE FROM "{table}" WHERE "{column}" = ANY(:ids)'), {"ids": values}
+            )
+            continue
+        statement = sa.text(f'DELETE FROM "{table}" WHERE "{column}" IN :ids').bindparams(
+            sa.bindparam("ids", expanding=True)
+        )
+        for start in range(0, len(values), 500):
+            conn.execute(statement, {"ids": values[start : start + 500]})
+
+
+def _write_state(
+    engine: sa.Engine,
+    fingerprint: str | None,
+    result: Resolution,
+    digests: pd.Series,
+    partial: Partial | None,
+    batch_id: str,
+) -> None:
+    """Keep what the next run starts from; written last, so an interrupted run leaves no
+    state and the next one resolves whole. No model (``fingerprint`` None): none kept."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{STATE_TABLE}"')
+    if fingerprint is None:
+        return
+    assert result.standardized is not None and result.scored is not None
+    pairs = result.scored
+    if partial is None:
+        replace_table(engine, RECORDS_TABLE, _state_records(result.standardized, digests))
+        replace_table(engine, PAIRS_TABLE, pairs)
+    else:
+        rows = result.standardized["unique_id"].isin(partial.rewritten).to_numpy()
+        with engine.begin() as conn:
+            _delete_ids(conn, RECORDS_TABLE, ["unique_id"], partial.rewritten.union(partial.gone))
+            insert_frame(
+                conn, RECORDS_TABLE, _state_records(result.standardized[rows], digests[rows])
+            )
+            _delete_ids(conn, PAIRS_TABLE, ["id_l", "id_r"], partial.rescored)
+            rescored = pairs["id_l"].isin(partial.rescored) | pairs["id_r"].isin(partial.rescored)
+            insert_frame(conn, PAIRS_TABLE, pairs[rescored])
+    state = pd.DataFrame({"fingerprint": [fingerprint], "batch_id": [batch_id]})
+    replace_table(engine, STATE_TABLE, state)
+
+
+def _write_customers(engine: sa.Engine, result: Resolution) -> None:
+    if result.retired is None:
+        replace_table(engine, "core_customers", result.customers)
+        return
+    with engine.begin() as conn:
+        _delete_ids(conn, "core_customers", ["customer_id"], pd.Index(sorted(result.retired)))
+        insert_frame(conn, "core_customers", result.customers)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -687,6 +1038,8 @@ def run(ctx: StageContext) -> StageResult:
     if not frames:
         raise LookupError("no staged customer tables: run extract and validation first")
     records = combine_sources(frames)
+    del frames
+    digests = record_digests(records)
     previous = (
         read_table(
             ctx.engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"]
@@ -696,38 +1049,72 @@ def run(ctx: StageContext) -> StageResult:
     )
     decisions = load_decisions(ctx.engine, ctx.settings.resolution.decisions_file)
     quarter = str(ctx.quarter)
+    settings = ctx.settings.resolution
     phone_region = ctx.settings.validation.phone_region
-    model, model_note = stored_model(
-        ctx.engine, ctx.settings.resolution, len(records), ctx.extracted_at
-    )
+    kept, model_note = stored_model(ctx.engine, settings, len(records), ctx.extracted_at)
     log.info("match model: %s", model_note)
-    result = resolve_customers(
-        records,
-        ctx.settings.resolution,
-        previous,
-        decisions,
-        quarter,
-        phone_region,
-        customer_memos(ctx.engine, phone_region),
-        model,
-    )
-    if model is None and result.model is not None:
-        _keep_model(ctx.engine, result.model, len(records), ctx.extracted_at, ctx.batch_id)
+    changes, how = None, "whole (a new model)"
+    if kept is not None and previous is not None and table_exists(ctx.engine, "core_customers"):
+        changes, how = load_changes(
+            ctx.engine, records, digests, state_fingerprint(settings, phone_region, kept)
+        )
+    log.info("resolution: %s", how)
+    partial = None
+    if changes is not None and previous is not None and kept is not None:
+        kept_pairs = read_table(ctx.engine, PAIRS_TABLE)
+        result, partial = resolve_changes(
+            records,
+            changes,
+            kept_pairs,
+            kept,
+            settings,
+            previous,
+            decisions,
+            quarter,
+            phone_region,
+        )
+        del kept_pairs, changes
+    else:
+        result = resolve_customers(
+            records,
+            settings,
+            previous,
+            decisions,
+            quarter,
+            phone_region,
+            customer_memos(ctx.engine, phone_region),
+            kept.model if kept else None,
+            kept.frequencies if kept else None,
+        )
+    if kept is None and result.model is not None and result.frequencies is not None:
+        _keep_model(
+            ctx.engine,
+            result.model,
+            result.frequencies,
+            len(records),
+            ctx.extracted_at,
+            ctx.batch_id,
+        )
+        kept, _ = stored_model(ctx.engine, settings, len(records), ctx.extracted_at)
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)
-    replace_table(ctx.engine, "core_customers", result.customers)
+    _write_customers(ctx.engine, result)
     replace_table(ctx.engine, "core_customer_xref", result.xref)
     replace_table(ctx.engine, "core_match_review", result.review)
+    fingerprint = state_fingerprint(settings, phone_region, kept) if kept is not None else None
+    _write_state(ctx.engine, fingerprint, result, digests, partial, ctx.batch_id)
+    customers = int(result.xref["customer_id"].nunique())
     return StageResult(
         stage="resolution",
         rows_in=len(records),
-        rows_out=len(result.customers),
+        rows_out=customers,
         detail={
-            "customers": len(result.customers),
+            "customers": customers,
             "review_pairs": len(result.review),
             "merges": int((result.events["event_type"] == "merge").sum()),
             "splits": int((result.events["event_type"] == "split").sum()),
             "events_recorded": recorded,
             "model": model_note,
+            "resolved": how.split(" ")[0],
         },
     )

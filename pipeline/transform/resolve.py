@@ -229,6 +229,14 @@ def prepare(
     records: pd.DataFrame, fields: tuple[MatchField, ...] = CUSTOMER_FIELDS
 ) -> pd.DataFrame:
     """The Splink input: one row per record, match columns plus character-bigram lists."""
+    return add_grams(match_keys(records, fields), fields)
+
+
+def match_keys(
+    records: pd.DataFrame, fields: tuple[MatchField, ...] = CUSTOMER_FIELDS
+) -> pd.DataFrame:
+    """One row per record: ``unique_id``, the match columns, the email domains and the
+    blocking keys, capped over all of ``records`` (no bigrams: :func:`add_grams`)."""
     frame = pd.DataFrame({"unique_id": records["unique_id"].astype(str).to_numpy()})
     columns = {f.column for f in fields} | {f.context for f in fields if f.context}
     for column in sorted(columns):
@@ -242,8 +250,6 @@ def prepare(
         )
     for field in fields:
         values = frame[field.column]
-        if field.kind == "text":
-            frame[field.column + "__grams"] = [bigrams(v) for v in values]
         if field.kind == "email":
             frame[field.column + "__domain"] = pd.Series(
                 [email_domain(v) for v in values], dtype=object
@@ -262,6 +268,84 @@ def prepare(
                 column = f"{field.column}__{part}"
                 frame[column] = _capped(frame, [column, *context])
     return frame
+
+
+def key_columns(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str]:
+    """The blocking-key columns of :func:`match_keys`: a record's candidate pairs are the
+    records sharing one of them (with its ``context``)."""
+    columns = []
+    for field in fields:
+        if field.block:
+            columns.append(f"{field.column}__key")
+        if field.block_prefix:
+            columns += [f"{field.column}__head", f"{field.column}__mid"]
+    return columns
+
+
+def add_grams(
+    frame: pd.DataFrame, fields: tuple[MatchField, ...] = CUSTOMER_FIELDS
+) -> pd.DataFrame:
+    """``frame`` (of :func:`match_keys`) with the character bigrams of its text fields."""
+    frame = frame.copy()
+    for field in fields:
+        if field.kind == "text":
+            frame[field.column + "__grams"] = [bigrams(v) for v in frame[field.column]]
+    return frame
+
+
+def term_frequencies(
+    frame: pd.DataFrame,
+    fields: tuple[MatchField, ...] = CUSTOMER_FIELDS,
+    kept: TermFrequencies | None = None,
+) -> TermFrequencies:
+    """Per term-frequency column of :func:`match_keys`: each value's share of the records
+    that have one, as Splink computes it. With ``kept`` (a kept model's frequencies) the
+    kept shares stand and a value new since then counts against the kept total, so a
+    day's records change no pair's score except through the values they hold."""
+    columns = {}
+    for field in fields:
+        if field.kind != "email":
+            continue
+        column = f"{field.column}__domain"
+        counts = frame[column].dropna().value_counts(sort=False)
+        kept_column = (kept or TermFrequencies({})).columns.get(column)
+        if kept_column is None:
+            total = int(counts.sum())
+            shares = counts.astype("float64") / max(total, 1)
+        else:
+            total = kept_column[1]
+            shares = counts.astype("float64") / max(total, 1)
+            known = kept_column[0].reindex(shares.index)
+            shares = known.where(known.notna(), shares)
+        shares.index.name = column
+        columns[column] = (shares.rename(f"tf_{column}").sort_index(), total)
+    return TermFrequencies(columns)
+
+
+@dataclass(frozen=True)
+class TermFrequencies:
+    """Per column: (value -> share of the records with a value, the number of those records)."""
+
+    columns: dict[str, tuple[pd.Series, int]]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                name: {"total": total, "shares": {str(k): float(v) for k, v in shares.items()}}
+                for name, (shares, total) in self.columns.items()
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TermFrequencies:
+        columns = {}
+        for name, kept in json.loads(text).items():
+            shares = pd.Series(kept["shares"], dtype="float64", name=f"tf_{name}")
+            shares.index = shares.index.astype(object)
+            shares.index.name = name
+            columns[name] = (shares, int(kept["total"]))
+        return cls(columns)
 
 
 def _prefix_keys(value: object) -> tuple[str | None, str | None]:
@@ -285,12 +369,14 @@ def _capped(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 @dataclass(frozen=True)
 class ScoredPairs:
-    """Scored candidate pairs (one row per pair, ``id_l < id_r``), the level labels, and
-    the model that scored them (Splink's settings with their trained parameters)."""
+    """Scored candidate pairs (one row per pair, ``id_l < id_r``), the level labels, the
+    model that scored them (Splink's settings with their trained parameters) and the term
+    frequencies it scored with."""
 
     pairs: pd.DataFrame
     level_labels: dict[str, dict[int, str]]
     model: dict[str, Any] | None = None
+    frequencies: TermFrequencies | None = None
 
 
 def _level_labels(fields: tuple[MatchField, ...]) -> dict[str, dict[int, str]]:
@@ -318,14 +404,19 @@ def model_fingerprint(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> str:
     return hashlib.sha256(f"{described} {code}".encode()).hexdigest()[:16]
 
 
+EMPTY_PAIRS = ("id_l", "id_r", "match_probability", "match_weight")
+
+
 def score_pairs(
     records: pd.DataFrame,
     threshold: float = 0.0,
     fields: tuple[MatchField, ...] = CUSTOMER_FIELDS,
     model: dict[str, Any] | None = None,
+    frequencies: TermFrequencies | None = None,
 ) -> ScoredPairs:
     """Train the model (u by seeded random sampling, m by EM) and score candidate pairs;
-    with ``model`` (a :attr:`ScoredPairs.model` of the same fields) score with it instead.
+    with ``model`` (a :attr:`ScoredPairs.model` of the same fields) and its
+    ``frequencies`` score with it instead.
 
     A pair matching exactly on a ``decisive`` field (the customer model: same valid USCC)
     is a deterministic match (probability 1). Returns pairs with ``id_l < id_r``,
@@ -335,15 +426,16 @@ def score_pairs(
 
     frame = prepare(records, fields)
     labels = _level_labels(fields)
-    empty = pd.DataFrame(columns=["id_l", "id_r", "match_probability", "match_weight"])
     if len(frame) < 2:
-        return ScoredPairs(empty, labels)
+        return ScoredPairs(pd.DataFrame(columns=list(EMPTY_PAIRS)), labels)
+    frequencies = term_frequencies(frame, fields, frequencies if model is not None else None)
     db_api = DuckDBAPI()
     table = db_api.register(frame, dataset_display_name="records")
     if model is not None:
         linker = Linker(table, model, log_level=logging.WARNING)
+        _register_frequencies(linker, db_api, frequencies)
         log.info("scoring with the stored model")
-        return _predict(linker, threshold, fields, labels, model)
+        return _predict(linker, threshold, fields, labels, model, frequencies)
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
@@ -354,13 +446,61 @@ def score_pairs(
         probability_two_random_records_match=max(1.0 / len(frame), 1e-7),
     )
     linker = Linker(table, settings, log_level=logging.WARNING)
+    _register_frequencies(linker, db_api, frequencies)
     max_pairs = min(U_SAMPLE_PAIRS, max(1e4, len(frame) * (len(frame) - 1) / 2))
     # One pass over the sample: the chunked probe costs more than it saves at this size.
     linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=SEED, num_chunks=1)
     log.info("estimated u from %s sampled pairs", int(max_pairs))
     _train_em(linker, frame, fields)
     log.info("trained m by EM")
-    return _predict(linker, threshold, fields, labels, linker.misc.save_model_to_json())
+    return _predict(
+        linker, threshold, fields, labels, linker.misc.save_model_to_json(), frequencies
+    )
+
+
+TOUCHED = "crm_touched"
+
+
+def score_touched(
+    frame: pd.DataFrame,
+    touched: pd.Series,
+    threshold: float,
+    model: dict[str, Any],
+    frequencies: TermFrequencies,
+    fields: tuple[MatchField, ...] = CUSTOMER_FIELDS,
+) -> ScoredPairs:
+    """Score with a kept ``model`` only the candidate pairs with a ``touched`` record.
+
+    ``frame``: :func:`match_keys` rows, its keys capped over *all* records, holding the
+    touched records and every record sharing a blocking key with one; ``frequencies``:
+    those of all records (:func:`term_frequencies`). Each pair gets the score it gets
+    among all records, because a pair's candidacy and score depend only on its two
+    records, their capped keys, the model and the frequencies.
+    """
+    from splink import DuckDBAPI, Linker
+
+    labels = _level_labels(fields)
+    if not touched.any() or len(frame) < 2:
+        return ScoredPairs(pd.DataFrame(columns=list(EMPTY_PAIRS)), labels, model, frequencies)
+    frame = add_grams(frame, fields)
+    frame[TOUCHED] = touched.to_numpy().astype("int8")
+    settings = dict(model)
+    settings["blocking_rules_to_generate_predictions"] = [
+        f"({rule}) AND (l.{TOUCHED} = 1 OR r.{TOUCHED} = 1)" for rule in blocking_rules(fields)
+    ]
+    db_api = DuckDBAPI()
+    table = db_api.register(frame, dataset_display_name="records")
+    linker = Linker(table, settings, log_level=logging.WARNING)
+    _register_frequencies(linker, db_api, frequencies)
+    return _predict(linker, threshold, fields, labels, model, frequencies)
+
+
+def _register_frequencies(linker: Any, db_api: Any, frequencies: TermFrequencies) -> None:
+    for column, (shares, _total) in frequencies.columns.items():
+        lookup = shares.rename(f"tf_{column}").reset_index()
+        linker.table_management.register_term_frequency_lookup(
+            db_api.register(lookup, dataset_display_name=f"tf_{column}"), column
+        )
 
 
 def _predict(
@@ -369,6 +509,7 @@ def _predict(
     fields: tuple[MatchField, ...],
     labels: dict[str, dict[int, str]],
     model: dict[str, Any],
+    frequencies: TermFrequencies,
 ) -> ScoredPairs:
     predictions = linker.inference.predict(threshold_match_probability=threshold)
     # Only the columns used leave DuckDB: converting every intermediate column to pandas
@@ -383,10 +524,14 @@ def _predict(
     for field in fields:
         if field.decisive:
             pairs.loc[pairs[f"gamma_{field.name}"] == 1, "match_probability"] = 1.0
+    return ScoredPairs(sort_pairs(pairs), labels, model, frequencies)
+
+
+def sort_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """``pairs`` (changed in place) with ``id_l < id_r``, sorted by them, a fresh index."""
     swap = pairs["id_l"] > pairs["id_r"]
     pairs.loc[swap, ["id_l", "id_r"]] = pairs.loc[swap, ["id_r", "id_l"]].to_numpy()
-    pairs = pairs.sort_values(["id_l", "id_r"], kind="stable").reset_index(drop=True)
-    return ScoredPairs(pairs, labels, model)
+    return pairs.sort_values(["id_l", "id_r"], kind="stable").reset_index(drop=True)
 
 
 def _train_em(linker: Any, frame: pd.DataFrame, fields: tuple[MatchField, ...]) -> None:

@@ -920,11 +920,11 @@ def resolve_changes(
         ).dropna()
         moved_domains = pd.Index(held.unique()).difference(known)
         touched |= keys[column].isin(moved_domains).to_numpy()
-    # The touched records and every record sharing a blocking key with one.
+    # The touched records and every record sharing a blocking key (and its context) with one.
     needed = touched.copy()
-    for column in columns:
-        shared = keys.loc[touched, column].dropna().unique()
-        needed |= keys[column].isin(shared).to_numpy()
+    for column, context in key_columns(with_context=True):
+        key = keys[column] if context is None else keys[column] + "\x1f" + keys[context]
+        needed |= key.isin(key[touched].dropna().unique()).to_numpy()
     log.info(
         "partial: %s records changed, %s gone, %s keys or domains moved: scoring %s among %s",
         int(changed.sum()),

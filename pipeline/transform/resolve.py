@@ -213,15 +213,11 @@ def blocking_rules(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str
     more than :data:`MAX_BLOCK_SIZE` records share them.
     """
     rules = []
-    for field in fields:
-        if field.block:
-            rules.append(f"l.{field.column}__key = r.{field.column}__key")
-        if field.block_prefix:
-            for part in ("head", "mid"):
-                rule = f"l.{field.column}__{part} = r.{field.column}__{part}"
-                if field.context:
-                    rule += f" AND l.{field.context} = r.{field.context}"
-                rules.append(rule)
+    for column, context in key_columns(fields, with_context=True):
+        rule = f"l.{column} = r.{column}"
+        if context:
+            rule += f" AND l.{context} = r.{context}"
+        rules.append(rule)
     return rules
 
 
@@ -270,16 +266,19 @@ def match_keys(
     return frame
 
 
-def key_columns(fields: tuple[MatchField, ...] = CUSTOMER_FIELDS) -> list[str]:
+def key_columns(
+    fields: tuple[MatchField, ...] = CUSTOMER_FIELDS, with_context: bool = False
+) -> list[Any]:
     """The blocking-key columns of :func:`match_keys`: a record's candidate pairs are the
-    records sharing one of them (with its ``context``)."""
-    columns = []
+    records sharing one of them (and its context column, if any). ``with_context``:
+    (column, context column or None) pairs."""
+    columns: list[tuple[str, str | None]] = []
     for field in fields:
         if field.block:
-            columns.append(f"{field.column}__key")
+            columns.append((f"{field.column}__key", None))
         if field.block_prefix:
-            columns += [f"{field.column}__head", f"{field.column}__mid"]
-    return columns
+            columns += [(f"{field.column}__{part}", field.context) for part in ("head", "mid")]
+    return columns if with_context else [column for column, _ in columns]
 
 
 def add_grams(
@@ -600,7 +599,56 @@ def cluster(
     USCC), a union is also refused when both sides already hold keys and share none, so a
     chain of likely pairs cannot join two legal entities; pairs decided ``same`` are exempt.
     Returns ``unique_id, cluster_id`` (the smallest member id), one row per record in ``ids``.
+
+    Only where a refusal is possible does the order matter: a connected group of strong
+    pairs holding no ``different`` decision and at most one key is one cluster, found as a
+    connected component; the other groups are unioned pair by pair (:func:`_cluster_in_order`).
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    members = pd.Index(ids.astype(str).unique())
+    strong = pairs[pairs["match_probability"] >= threshold]
+    left, right = members.get_indexer(strong["id_l"]), members.get_indexer(strong["id_r"])
+    inside = (left >= 0) & (right >= 0)
+    graph = coo_matrix(
+        (np.ones(int(inside.sum()), dtype=np.int8), (left[inside], right[inside])),
+        shape=(len(members), len(members)),
+    )
+    _, component = connected_components(graph, directed=False)
+    hard = np.zeros(len(members), dtype=bool)
+    if "decision" in pairs.columns:
+        different = pairs[pairs["decision"] == "different"]
+        for column in ("id_l", "id_r"):
+            position = members.get_indexer(different[column])
+            hard[position[position >= 0]] = True
+    if exclusive is not None:
+        keys = exclusive[exclusive.map(lambda k: isinstance(k, str) and bool(k))]
+        keys = keys[~keys.index.duplicated(keep="last")]
+        position = members.get_indexer(keys.index.astype(str))
+        held = pd.DataFrame(
+            {"component": component[position[position >= 0]], "key": keys[position >= 0]}
+        )
+        several = held.groupby("component")["key"].nunique()
+        hard |= np.isin(component, several.index[several > 1].to_numpy())
+    hard = np.isin(component, np.unique(component[hard]))
+    frame = pd.DataFrame({"unique_id": members, "component": component})
+    frame["cluster_id"] = frame.groupby("component")["unique_id"].transform("min")
+    if hard.any():
+        subset = members[hard]
+        among = pairs[pairs["id_l"].isin(subset) & pairs["id_r"].isin(subset)]
+        ordered = _cluster_in_order(pd.Series(subset), among, threshold, exclusive)
+        frame.loc[hard, "cluster_id"] = ordered["cluster_id"].to_numpy()
+    return frame[["unique_id", "cluster_id"]]
+
+
+def _cluster_in_order(
+    ids: pd.Series,
+    pairs: pd.DataFrame,
+    threshold: float,
+    exclusive: pd.Series | None = None,
+) -> pd.DataFrame:
+    """:func:`cluster`, one union at a time in order of strength (decided ``same`` first)."""
     members = pd.Index(ids.astype(str).unique())
     position = {uid: i for i, uid in enumerate(members)}
     parent = np.arange(len(members))

@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -229,3 +230,32 @@ def test_jaccard_threshold_form_agrees_with_the_ratio(threshold: float) -> None:
     results = connection.execute(sql).fetchall()
     assert all(ratio == fast for ratio, fast in results)
     assert any(ratio for ratio, _ in results) and not all(ratio for ratio, _ in results)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_clustering_by_components_equals_union_in_order(seed: int) -> None:
+    """Connected components stand in for the ordered unions only where no refusal is
+    possible: random pairs, keys and decisions give the same clusters either way."""
+    from pipeline.transform.resolve import _cluster_in_order
+
+    rng = np.random.default_rng(seed)
+    ids = pd.Series([f"r{i:03d}" for i in range(120)])
+    chosen = rng.integers(0, len(ids), size=(int(rng.integers(60, 200)), 2))
+    chosen = chosen[chosen[:, 0] != chosen[:, 1]]
+    pairs = pd.DataFrame(
+        {
+            "id_l": ids.to_numpy()[chosen.min(axis=1)],
+            "id_r": ids.to_numpy()[chosen.max(axis=1)],
+            "match_probability": rng.choice([0.95, 0.97, 0.99, 0.5, 1.0], size=len(chosen)),
+        }
+    ).drop_duplicates(["id_l", "id_r"])
+    pairs["decision"] = rng.choice([None, None, None, None, "same", "different"], size=len(pairs))
+    pairs.loc[pairs["decision"] == "same", "match_probability"] = 1.0
+    pairs.loc[pairs["decision"] == "different", "match_probability"] = 0.0
+    keys = pd.Series(
+        rng.choice([None, None, None, "K1", "K2", "K3"], size=len(ids)), index=ids.to_numpy()
+    )
+    fast = cluster(ids, pairs, 0.9, keys)
+    slow = _cluster_in_order(ids, pairs, 0.9, keys)
+    pd.testing.assert_frame_equal(fast.reset_index(drop=True), slow.reset_index(drop=True))
+    assert fast["cluster_id"].nunique() < len(ids)  # unions happened

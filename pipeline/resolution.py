@@ -151,6 +151,7 @@ class Resolution:
     standardized: pd.DataFrame | None = None
     scored: pd.DataFrame | None = None
     retired: frozenset[str] | None = None
+    keys: pd.DataFrame | None = None
 
 
 def resolve_customers(
@@ -247,6 +248,7 @@ def _survive(
         standardized.drop(columns="customer_id"),
         scored.pairs,
         retired,
+        scored.keys,
     )
 
 
@@ -948,7 +950,7 @@ def resolve_changes(
         pairs = pd.concat([untouched, new_pairs.astype(untouched.dtypes.to_dict())])
     pairs = sort_pairs(pairs.reset_index(drop=True))
     log.info("kept %s pairs, scored %s", len(untouched), len(scored.pairs))
-    scored = ScoredPairs(pairs, scored.level_labels, kept.model, frequencies)
+    scored = ScoredPairs(pairs, scored.level_labels, kept.model, frequencies, keys)
     changed_ids = frozenset(ids[changed]) | frozenset(changes.gone)
     result = _survive(
         standardized, scored, settings, previous_xref, decisions, quarter, changed_ids
@@ -957,9 +959,11 @@ def resolve_changes(
     return result, partial
 
 
-def _state_records(standardized: pd.DataFrame, digests: pd.Series) -> pd.DataFrame:
-    """The kept rows of :data:`RECORDS_TABLE` for ``standardized`` (aligned with ``digests``)."""
-    keys = match_keys(standardized)
+def _state_records(
+    standardized: pd.DataFrame, digests: pd.Series, keys: pd.DataFrame
+) -> pd.DataFrame:
+    """The kept rows of :data:`RECORDS_TABLE` for ``standardized`` (aligned with ``digests``
+    and with ``keys``, its :func:`match_keys` among all records)."""
     frame = pd.DataFrame({"unique_id": standardized["unique_id"].to_numpy()})
     frame["record_digest"] = digests.to_numpy()
     for column in STANDARDIZED_COLUMNS:
@@ -1000,17 +1004,18 @@ def _write_state(
     if fingerprint is None:
         return
     assert result.standardized is not None and result.scored is not None
+    assert result.keys is not None
     pairs = result.scored
     if partial is None:
-        replace_table(engine, RECORDS_TABLE, _state_records(result.standardized, digests))
+        records = _state_records(result.standardized, digests, result.keys)
+        replace_table(engine, RECORDS_TABLE, records)
         replace_table(engine, PAIRS_TABLE, pairs)
     else:
         rows = result.standardized["unique_id"].isin(partial.rewritten).to_numpy()
         with engine.begin() as conn:
             _delete_ids(conn, RECORDS_TABLE, ["unique_id"], partial.rewritten.union(partial.gone))
-            insert_frame(
-                conn, RECORDS_TABLE, _state_records(result.standardized[rows], digests[rows])
-            )
+            records = _state_records(result.standardized[rows], digests[rows], result.keys[rows])
+            insert_frame(conn, RECORDS_TABLE, records)
             _delete_ids(conn, PAIRS_TABLE, ["id_l", "id_r"], partial.rescored)
             rescored = pairs["id_l"].isin(partial.rescored) | pairs["id_r"].isin(partial.rescored)
             insert_frame(conn, PAIRS_TABLE, pairs[rescored])

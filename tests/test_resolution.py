@@ -405,6 +405,9 @@ def _core_tables(engine) -> dict[str, pd.DataFrame]:
         "core_customer_xref": ["source_system", "source_record_id"],
         "core_match_review": ["id_l", "id_r"],
         "core_resolution_events": ["event_id"],
+        # What the next day starts from is the same too.
+        "resolution_records": ["unique_id"],
+        "resolution_pairs": ["id_l", "id_r"],
     }
     return {
         table: read_table(engine, table).sort_values(columns).reset_index(drop=True)

@@ -369,13 +369,14 @@ def _capped(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 @dataclass(frozen=True)
 class ScoredPairs:
     """Scored candidate pairs (one row per pair, ``id_l < id_r``), the level labels, the
-    model that scored them (Splink's settings with their trained parameters) and the term
-    frequencies it scored with."""
+    model that scored them (Splink's settings with their trained parameters), the term
+    frequencies it scored with and the records' :func:`match_keys`."""
 
     pairs: pd.DataFrame
     level_labels: dict[str, dict[int, str]]
     model: dict[str, Any] | None = None
     frequencies: TermFrequencies | None = None
+    keys: pd.DataFrame | None = None
 
 
 def _level_labels(fields: tuple[MatchField, ...]) -> dict[str, dict[int, str]]:
@@ -423,10 +424,11 @@ def score_pairs(
     """
     from splink import DuckDBAPI, Linker, SettingsCreator
 
-    frame = prepare(records, fields)
+    keys = match_keys(records, fields)
+    frame = add_grams(keys, fields)
     labels = _level_labels(fields)
     if len(frame) < 2:
-        return ScoredPairs(pd.DataFrame(columns=list(EMPTY_PAIRS)), labels)
+        return ScoredPairs(pd.DataFrame(columns=list(EMPTY_PAIRS)), labels, keys=keys)
     frequencies = term_frequencies(frame, fields, frequencies if model is not None else None)
     db_api = DuckDBAPI()
     table = db_api.register(frame, dataset_display_name="records")
@@ -434,7 +436,7 @@ def score_pairs(
         linker = Linker(table, model, log_level=logging.WARNING)
         _register_frequencies(linker, db_api, frequencies)
         log.info("scoring with the stored model")
-        return _predict(linker, threshold, fields, labels, model, frequencies)
+        return _predict(linker, threshold, fields, labels, model, frequencies, keys)
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
@@ -453,7 +455,7 @@ def score_pairs(
     _train_em(linker, frame, fields)
     log.info("trained m by EM")
     return _predict(
-        linker, threshold, fields, labels, linker.misc.save_model_to_json(), frequencies
+        linker, threshold, fields, labels, linker.misc.save_model_to_json(), frequencies, keys
     )
 
 
@@ -509,6 +511,7 @@ def _predict(
     labels: dict[str, dict[int, str]],
     model: dict[str, Any],
     frequencies: TermFrequencies,
+    keys: pd.DataFrame | None = None,
 ) -> ScoredPairs:
     predictions = linker.inference.predict(threshold_match_probability=threshold)
     # Only the columns used leave DuckDB: converting every intermediate column to pandas
@@ -523,7 +526,7 @@ def _predict(
     for field in fields:
         if field.decisive:
             pairs.loc[pairs[f"gamma_{field.name}"] == 1, "match_probability"] = 1.0
-    return ScoredPairs(sort_pairs(pairs), labels, model, frequencies)
+    return ScoredPairs(sort_pairs(pairs), labels, model, frequencies, keys)
 
 
 def sort_pairs(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -179,6 +179,7 @@ def resolve_customers(
         standardized, threshold=score_threshold(settings), model=model, frequencies=frequencies
     )
     log.info("scored %s candidate pairs", len(scored.pairs))
+    release_freed_memory()  # what Splink's DuckDB let go, before the survivorship's peak
     return _survive(standardized, scored, settings, previous_xref, decisions, quarter)
 
 
@@ -997,10 +998,8 @@ def _write_state(
     partial: Partial | None,
     batch_id: str,
 ) -> None:
-    """Keep what the next run starts from; written last, so an interrupted run leaves no
-    state and the next one resolves whole. No model (``fingerprint`` None): none kept."""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{STATE_TABLE}"')
+    """Keep what the next run starts from (after :func:`_forget_state` and the core
+    tables). No model (``fingerprint`` None): none kept."""
     if fingerprint is None:
         return
     assert result.standardized is not None and result.scored is not None
@@ -1021,6 +1020,13 @@ def _write_state(
             insert_frame(conn, PAIRS_TABLE, pairs[rescored])
     state = pd.DataFrame({"fingerprint": [fingerprint], "batch_id": [batch_id]})
     replace_table(engine, STATE_TABLE, state)
+
+
+def _forget_state(engine: sa.Engine) -> None:
+    """Drop the kept state before the core tables change: a run interrupted from here on
+    leaves none, and the next run resolves whole."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{STATE_TABLE}"')
 
 
 def _write_customers(engine: sa.Engine, result: Resolution) -> None:
@@ -1058,8 +1064,14 @@ def run(ctx: StageContext) -> StageResult:
     phone_region = ctx.settings.validation.phone_region
     kept, model_note = stored_model(ctx.engine, settings, len(records), ctx.extracted_at)
     log.info("match model: %s", model_note)
-    changes, how = None, "whole (a new model)"
-    if kept is not None and previous is not None and table_exists(ctx.engine, "core_customers"):
+    changes = None
+    if not settings.partial:
+        how = "whole (resolution.partial is off)"
+    elif kept is None:
+        how = "whole (a new model)"
+    elif previous is None or not table_exists(ctx.engine, "core_customers"):
+        how = "whole (no customers yet)"
+    else:
         changes, how = load_changes(
             ctx.engine, records, digests, state_fingerprint(settings, phone_region, kept)
         )
@@ -1101,6 +1113,7 @@ def run(ctx: StageContext) -> StageResult:
             ctx.batch_id,
         )
         kept, _ = stored_model(ctx.engine, settings, len(records), ctx.extracted_at)
+    _forget_state(ctx.engine)
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)
     _write_customers(ctx.engine, result)

@@ -80,6 +80,9 @@ class ResolutionSettings(_Section):
     # The trained match model is kept and used again for this many days, unless the
     # number of customer records moved by more than a tenth (0: train on every run).
     retrain_after_days: int = Field(7, ge=0)
+    # With a kept model, a run resolves only what changed since the last run (the result
+    # is the same as a whole run's); false resolves everything every time.
+    partial: bool = True
 
     @field_validator("source_priority")
     @classmethod

@@ -450,13 +450,19 @@ def test_a_day_of_changes_is_resolved_in_part_as_a_whole_run_would(
         assert run(ctx).detail["resolved"] == "whole"
         moved = 0
         for day in (1, 2):
-            # The twin starts from the same tables, kept model included, but without the
-            # kept state, so it resolves whole.
+            # The twin starts from the same tables, kept model included, and resolves
+            # whole: on day 1 it has no kept state, on day 2 partial resolution is off.
             twin = replace(ctx, engine=engines[1], batch_id=f"day{day}")
             for table in sa.inspect(ctx.engine).get_table_names():
                 replace_table(twin.engine, table, read_table(ctx.engine, table))
-            with twin.engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP TABLE "{STATE_TABLE}"')
+            if day == 1:
+                with twin.engine.begin() as conn:
+                    conn.exec_driver_sql(f'DROP TABLE "{STATE_TABLE}"')
+            else:
+                settings = ctx.settings.model_copy(
+                    update={"resolution": ResolutionSettings(partial=False)}
+                )
+                twin = replace(twin, settings=settings)
             frames = _day(frames, day)
             _load(ctx, frames)
             _load(twin, frames)
@@ -483,3 +489,30 @@ def test_a_day_of_changes_is_resolved_in_part_as_a_whole_run_would(
                 )
         # The scenario did move keys or domains of unchanged records.
         assert moved > 0
+
+
+def test_a_run_that_fails_while_writing_leaves_no_kept_state(
+    tmp_path: Path, staged, monkeypatch
+) -> None:
+    """The kept state goes before the core tables change, so after a run that failed part
+    way the next run resolves whole rather than from a state the tables have left."""
+    from pipeline import resolution
+
+    frames, _ = staged
+    ctx = _context(tmp_path)
+    _load(ctx, frames)
+    run(ctx)
+    assert run(_context(tmp_path, batch_id="b2")).detail["resolved"] == "partial"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(resolution, "_write_state", fail)
+    _load(ctx, _day(frames, 1))
+    with pytest.raises(OSError, match="disk full"):
+        run(_context(tmp_path, batch_id="b3"))
+    monkeypatch.undo()
+    again = run(_context(tmp_path, batch_id="b4"))
+    assert again.detail["resolved"] == "whole"
+    assert again.detail["model"].startswith("reused")
+    assert run(_context(tmp_path, batch_id="b5")).detail["resolved"] == "partial"

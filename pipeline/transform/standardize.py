@@ -338,6 +338,9 @@ _CITY = re.compile(r"^([\u4e00-\u9fff]{1,7}?(市|自治州|地区|盟))")
 _BRACKETS = re.compile(r"[(\[{【〔〖]([^)\]}】〕〗]*)[)\]}】〕〗]")
 _PUNCT = re.compile(r"[\s,.;:!?'\"`·、,。;:!?“”‘’《》<>\-_/\\|&*#@~^=+]+")
 _EXTENSION = re.compile(r"(转|分机|ext\.?|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
+# 010-65528899-123: an extension after a dash, read as one only when the digits before it
+# are a whole number and all the digits together are none.
+_DASH_EXTENSION = re.compile(r"[-‐‑–—－]\s*(\d{1,5})\s*$")
 _USCC_SHAPE = re.compile(r"^[0-9A-Z]{2}\d{6}[0-9A-Z]{10}$")
 _EMAIL = re.compile(r"^[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}$")
 
@@ -537,6 +540,23 @@ def split_company_name(value: object) -> CompanyName:
 
 def standardize_phone(value: object, region: str = "CN") -> str | None:
     """Phone number as E.164 (``+861012345678``), extension as ``;ext=123``; invalid -> None."""
+    parsed = parse_phone(value, region)
+    if parsed is None:
+        return None
+    number, extension = parsed
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return f"{e164};ext={extension}" if extension else e164
+
+
+def parse_phone(
+    value: object, region: str = "CN"
+) -> tuple[phonenumbers.PhoneNumber, str | None] | None:
+    """A valid phone number and its extension (``转123``, ``分机``, ``ext. 12``, ``x12``, or
+    ``-123`` after a whole landline: ``010-65528899-123``); None when it is not one.
+
+    For CN a landline whose exchange phonenumbers does not list yet counts as valid when
+    its area code and length are right (:func:`unlisted_cn_landline`).
+    """
     text = normalize_text(value)
     if text is None:
         return None
@@ -545,6 +565,16 @@ def standardize_phone(value: object, region: str = "CN") -> str | None:
     if match:
         extension = match.group(2)
         text = text[: match.start()]
+    number = _valid_number(text, region)
+    if number is None and extension is None:
+        dash = _DASH_EXTENSION.search(text)
+        if dash:
+            number = _valid_number(text[: dash.start()], region)
+            extension = dash.group(1)
+    return None if number is None else (number, extension)
+
+
+def _valid_number(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     digits = re.sub(r"[^\d+]", "", text)
     if digits.startswith("0086"):
         digits = "+86" + digits[4:]
@@ -552,14 +582,11 @@ def standardize_phone(value: object, region: str = "CN") -> str | None:
         number = phonenumbers.parse(digits, region.upper())
     except phonenumbers.NumberParseException:
         return None
-    # A CN landline whose exchange phonenumbers does not list yet is kept, as validation
-    # accepts it (pipeline.validation.findings.is_valid_phone).
-    if not phonenumbers.is_valid_number(number) and not (
+    if phonenumbers.is_valid_number(number) or (
         region.upper() == "CN" and unlisted_cn_landline(number)
     ):
-        return None
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return f"{e164};ext={extension}" if extension else e164
+        return number
+    return None
 
 
 def unlisted_cn_landline(number: phonenumbers.PhoneNumber) -> bool:

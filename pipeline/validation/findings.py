@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import phonenumbers
 from sqlalchemy.engine import Engine
 from stdnum.cn import uscc as stdnum_uscc
 
@@ -21,7 +20,7 @@ from pipeline.memo import Memo, code_version
 from pipeline.quarters import Quarter
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform import standardize
-from pipeline.transform.standardize import unlisted_cn_landline
+from pipeline.transform.standardize import parse_phone
 
 FINDING_COLUMNS = (
     "quarter",
@@ -87,7 +86,8 @@ def valid_phones(
 
 
 def is_valid_phone(value: str | None, region: str = "CN") -> bool:
-    """A phone number phonenumbers can read for ``region`` (an extension like 转123 is ignored).
+    """A phone number phonenumbers can read for ``region`` (an extension like 转123 or
+    010-65528899-123 is ignored, :func:`pipeline.transform.standardize.parse_phone`).
 
     Typed letters make a number invalid (phonenumbers would read them as keypad digits).
     For CN, a well-formed landline that phonenumbers' allocation tables do not list (e.g.
@@ -96,16 +96,9 @@ def is_valid_phone(value: str | None, region: str = "CN") -> bool:
     """
     if value is None:
         return False
-    cleaned = _EXTENSION.sub("", str(value)).strip()
-    if _LETTERS.search(cleaned):
+    if _LETTERS.search(_EXTENSION.sub("", str(value)).strip()):
         return False
-    try:
-        number = phonenumbers.parse(cleaned, region)
-    except phonenumbers.NumberParseException:
-        return False
-    if phonenumbers.is_valid_number(number):
-        return True
-    return region == "CN" and unlisted_cn_landline(number)
+    return parse_phone(value, region) is not None
 
 
 def is_valid_email(value: str | None) -> bool:

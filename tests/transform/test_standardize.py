@@ -98,6 +98,11 @@ def test_region_prefix_is_split_from_core_name() -> None:
         ("+86 138-1234-5678", "+8613812345678"),
         ("(0755)8888 6666转123", "+8675588886666;ext=123"),
         ("０１０－１２３４５６７８", "+861012345678"),
+        # An extension after a dash, once the digits before it are a whole landline.
+        ("010-65528899-123", "+861065528899;ext=123"),
+        ("0755-2699 1234-8001", "+8675526991234;ext=8001"),
+        ("+86 10 6552 8899-8", "+861065528899;ext=8"),
+        ("0755-2699-1234", "+8675526991234"),
     ],
 )
 def test_phone_numbers_become_e164(raw: str, e164: str) -> None:
@@ -116,6 +121,9 @@ def test_phone_validation_accepts_is_kept_for_matching() -> None:
         assert is_valid_phone(raw)
         assert standardize_phone(raw) == e164
     assert not is_valid_phone("021-8000 123") and standardize_phone("021-8000 123") is None
+    # A dash extension counts only after a whole number: 010-6552-889 is a digit short.
+    assert is_valid_phone("010-65528899-123")
+    assert not is_valid_phone("010-6552-889") and standardize_phone("010-6552-889") is None
 
 
 @pytest.mark.parametrize("raw", ["123", "not a phone", "", None, "+86 999"])

@@ -748,11 +748,16 @@ def stored_model(
         return None, f"trained (records {int(row['records']):,} -> {records:,})"
     if now.replace(tzinfo=None) - trained_at >= timedelta(days=settings.retrain_after_days):
         return None, f"trained (the model was trained {trained_at:%Y-%m-%d})"
-    digest = hashlib.sha256(f"{row['model']}\n{row['frequencies']}".encode()).hexdigest()[:16]
     model = KeptModel(
-        json.loads(row["model"]), TermFrequencies.from_json(row["frequencies"]), digest
+        json.loads(row["model"]),
+        TermFrequencies.from_json(row["frequencies"]),
+        _model_digest(row["model"], row["frequencies"]),
     )
     return model, f"reused (trained {trained_at:%Y-%m-%d %H:%M})"
+
+
+def _model_digest(model: str, frequencies: str) -> str:
+    return hashlib.sha256(f"{model}\n{frequencies}".encode()).hexdigest()[:16]
 
 
 def _keep_model(
@@ -762,18 +767,20 @@ def _keep_model(
     records: int,
     now: datetime,
     batch: str,
-) -> None:
+) -> KeptModel:
+    text, shares = json.dumps(model), frequencies.to_json()
     kept = pd.DataFrame(
         {
             "fingerprint": [model_fingerprint()],
             "records": [records],
             "trained_at": [pd.Timestamp(now.replace(tzinfo=None))],
             "batch_id": [batch],
-            "model": [json.dumps(model)],
-            "frequencies": [frequencies.to_json()],
+            "model": [text],
+            "frequencies": [shares],
         }
     )
     replace_table(engine, MODEL_TABLE, kept)
+    return KeptModel(model, frequencies, _model_digest(text, shares))
 
 
 # What a run keeps for the next one to resolve only what changed: per source record its
@@ -1104,7 +1111,7 @@ def run(ctx: StageContext) -> StageResult:
             kept.frequencies if kept else None,
         )
     if kept is None and result.model is not None and result.frequencies is not None:
-        _keep_model(
+        trained = _keep_model(
             ctx.engine,
             result.model,
             result.frequencies,
@@ -1112,7 +1119,7 @@ def run(ctx: StageContext) -> StageResult:
             ctx.extracted_at,
             ctx.batch_id,
         )
-        kept, _ = stored_model(ctx.engine, settings, len(records), ctx.extracted_at)
+        kept = trained if settings.retrain_after_days else None  # 0: the next run trains
     _forget_state(ctx.engine)
     # Events first: if a later write fails, the rerun finds the same events and adds none.
     recorded = record_events(ctx.engine, result.events, ctx.batch_id)

@@ -17,6 +17,7 @@ no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -284,32 +285,64 @@ def read_raw(engine: sa.engine.Engine, dataset: str) -> pd.DataFrame:
     return pd.concat(list(read_raw_chunks(engine, dataset, 200_000)))
 
 
+def _raw_rows_of(
+    engine: sa.engine.Engine, dataset: str, columns: list[str], keys: list[str], ordered: bool
+) -> pd.DataFrame:
+    """The rows of ``raw_<dataset>`` whose key is one of ``keys`` (``columns`` only, values
+    as landed), in source order when ``ordered``."""
+    if not keys:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    _raw_select(engine, dataset)  # a clear error when the table is missing
+    postgres = engine.dialect.name == "postgresql"
+    where = (
+        '"source_record_id" = ANY(%(keys)s)'  # an array literal, hashed by the server
+        if postgres
+        else '"source_record_id" IN (SELECT "value" FROM json_each(%(keys)s))'
+    )
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = f'SELECT {names} FROM "raw_{dataset}" WHERE {where}'
+    with engine.connect() as conn:
+        # A scan with a filter may be split over parallel workers: only ORDER BY keeps order.
+        if ordered and changes.has_change_columns(conn, f"raw_{dataset}"):
+            sql += ' ORDER BY "source_row"'
+    keys_param: object = keys if postgres else json.dumps(keys)
+    frame = warehouse.read_query(engine, sql, {"keys": keys_param})
+    return frame[columns].astype(object)
+
+
 def raw_key_index(
     engine: sa.engine.Engine,
     dataset: Dataset,
     chunk_rows: int,
     source_timezone: str,
     referenced_by: tuple[str, str] | None = None,
+    keys: list[str] | None = None,
 ) -> KeyIndex:
     """The key index validating ``dataset`` would build (every raw row's key, and the
     carried value of its first row), read from ``raw_<dataset>`` without validating it.
 
     This is what lets a child dataset be validated while its parent is, in another process.
     With ``referenced_by`` (child, column) only the keys the child's pending records refer
-    to: all that re-checking those records looks up.
+    to: all that re-checking those records looks up. With ``keys``, only those keys.
     """
     carried = CARRIED_VALUES.get(dataset.name)
     column = next((c for c in dataset.columns if c.name == carried), None)
     index = KeyIndex(with_values=carried is not None)
     columns = ["source_record_id"] + ([carried] if carried else [])
-    for raw in read_raw_chunks(
-        engine,
-        dataset.name,
-        chunk_rows,
-        columns,
-        referenced_by=referenced_by,
-        ordered=carried is not None,  # which copy comes first only matters for its value
-    ):
+    # Which copy of a key comes first only matters for its carried value.
+    chunks = (
+        read_raw_chunks(
+            engine,
+            dataset.name,
+            chunk_rows,
+            columns,
+            referenced_by=referenced_by,
+            ordered=carried is not None,
+        )
+        if keys is None
+        else [_raw_rows_of(engine, dataset.name, columns, keys, ordered=carried is not None)]
+    )
+    for raw in chunks:
         values = None
         if column is not None:
             text = text_values(raw[column.name])
@@ -324,19 +357,26 @@ def parent_key_indexes(
     settings: Settings,
     pending: changes.Pending | None,
     known: dict[str, KeyIndex],
+    rows: list[pd.DataFrame] | None = None,
 ) -> dict[str, KeyIndex]:
     """The key indexes of ``dataset``'s parents, read from their raw tables: whole (kept in
     ``known`` for the next child) when the dataset is validated whole, else only the keys
-    its pending records refer to."""
+    its pending records refer to (taken from their raw ``rows`` when given, which spares
+    reading the dataset's raw table again)."""
     indexes = {}
     for column, parent in dataset.parents.items():
         if pending is not None and not pending.full:
+            referred = None
+            if rows is not None:
+                values = pd.concat([r[column] for r in rows]) if rows else pd.Series([])
+                referred = sorted({str(v) for v in values.dropna()})
             indexes[parent] = raw_key_index(
                 engine,
                 DATASETS[parent],
                 settings.sources.chunk_rows,
                 settings.sources.source_timezone,
                 referenced_by=(dataset.name, column),
+                keys=referred,
             )
             continue
         if parent not in known:
@@ -348,6 +388,18 @@ def parent_key_indexes(
             )
         indexes[parent] = known[parent]
     return indexes
+
+
+def pending_rows(
+    engine: sa.engine.Engine, dataset: Dataset, settings: Settings, pending: changes.Pending
+) -> list[pd.DataFrame] | None:
+    """The raw rows of the records pending for ``dataset``, read once for both the parent
+    keys they refer to and their checks: when it has parents and is re-checked in part,
+    on few enough records to hold (two chunks' worth); else None."""
+    chunk_rows = settings.sources.chunk_rows
+    if pending.full or not dataset.parents or len(pending.keys) > 2 * chunk_rows:
+        return None
+    return list(read_raw_chunks(engine, dataset.name, chunk_rows, changed=True))
 
 
 def parent_keys(dataset: str, typed: pd.DataFrame) -> KeyIndex:
@@ -596,6 +648,7 @@ def validate_and_write(
     parents: dict[str, KeyIndex],
     keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     pending: changes.Pending | None = None,
+    rows: list[pd.DataFrame] | None = None,
 ) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, pd.DataFrame | None]:
     """Validate ``raw_<dataset>`` chunk by chunk, writing each chunk's rows as it goes.
 
@@ -607,7 +660,8 @@ def validate_and_write(
     With ``pending`` naming record keys (not the whole dataset), only the raw rows of those
     records are checked and they replace those records' staged and quarantined rows; the
     thresholds are judged on the dataset's totals afterwards, as a full run would. The
-    index returned then holds only those records' keys.
+    index returned then holds only those records' keys. ``rows``: those records' raw rows,
+    already read (:func:`pending_rows`).
     """
     settings = ctx.settings.validation
     before = previous_counts(ctx.engine, dataset)
@@ -626,9 +680,14 @@ def validate_and_write(
                 gone = _clear_pending_records(conn, dataset)
             else:
                 rebuild = _clear(conn, dataset)
-            for raw in read_raw_chunks(
-                ctx.engine, dataset.name, ctx.settings.sources.chunk_rows, changed=incremental
-            ):
+            chunks = (
+                rows
+                if rows is not None and incremental
+                else read_raw_chunks(
+                    ctx.engine, dataset.name, ctx.settings.sources.chunk_rows, changed=incremental
+                )
+            )
+            for raw in chunks:
                 valid, quarantine = validator.validate(raw)
                 warehouse.insert_frame(conn, dataset.staging_table, valid)
                 partition = quarantine.drop(columns=["dataset"]).assign(dataset=dataset.name)
@@ -689,16 +748,16 @@ def validate_in_worker(
         ctx = StageContext(settings, engine, quarter, batch_id, extracted_at)
         for name in names:
             dataset = DATASETS[name]
-            parents = parent_key_indexes(
-                engine, dataset, settings, (pending or {}).get(name), parent_indexes
-            )
+            mine = (pending or {}).get(name)
+            rows = None if mine is None else pending_rows(engine, dataset, settings, mine)
+            parents = parent_key_indexes(engine, dataset, settings, mine, parent_indexes, rows)
             outcome, _keys, error, kept = validate_and_write(
-                ctx, dataset, parents, FINDINGS_INPUTS.get(name), (pending or {}).get(name)
+                ctx, dataset, parents, FINDINGS_INPUTS.get(name), mine, rows
             )
             results[name] = (outcome, error, kept)
             # The next dataset's chunks start from what this one freed: without this the
             # worker's peak grew with the rows it had already validated.
-            del parents, outcome, kept
+            del parents, outcome, kept, rows
             release_freed_memory()
         return results
     finally:
@@ -798,12 +857,13 @@ def _validate_sequential(
     key_indexes: dict[str, KeyIndex] = {}
     for position, dataset in enumerate(DATASETS.values()):
         # parents come before children in DATASETS
-        parents = parent_key_indexes(
-            ctx.engine, dataset, ctx.settings, pending[dataset.name], key_indexes
-        )
+        mine = pending[dataset.name]
+        rows = pending_rows(ctx.engine, dataset, ctx.settings, mine)
+        parents = parent_key_indexes(ctx.engine, dataset, ctx.settings, mine, key_indexes, rows)
         outcome, keys, error, kept = validate_and_write(
-            ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name), pending[dataset.name]
+            ctx, dataset, parents, FINDINGS_INPUTS.get(dataset.name), mine, rows
         )
+        del rows
         if dataset.name in still_parent and pending[dataset.name].full:
             key_indexes[dataset.name] = keys
         for name in [n for n in key_indexes if still_parent[n] <= position]:

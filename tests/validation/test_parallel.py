@@ -330,7 +330,10 @@ def test_a_full_run_replaces_staged_rows_without_leaving_dead_ones_and_keeps_ind
         'CREATE INDEX "ix by customer" ON stg_sales_orders (customer_record_id, order_date)',
     )
     engine = sa.create_engine(pg_landed.warehouse_url)
-    indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'stg_sales_orders'"
+    indexes = (  # this test's schema only: other runs may share the database
+        "SELECT indexname, indexdef FROM pg_indexes "
+        "WHERE tablename = 'stg_sales_orders' AND schemaname = current_schema()"
+    )
     size = "SELECT pg_relation_size('stg_sales_order_lines')"
 
     def state() -> tuple[set, int]:

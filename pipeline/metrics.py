@@ -24,6 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,9 @@ class MetricInputs:
     # When set, every customer_id above is a code of these golden ids (compute_quarter's
     # output frames have the ids themselves)
     golden: GoldenIds | None = None
+    # customer_id, max_overdue_days of invoices older than the credit window still open
+    # (tiers.overdue_before_window), for ``invoices`` that do not reach back that far
+    older_overdue: pd.DataFrame | None = None
 
 
 # The code of a record with no golden customer (GoldenIds)
@@ -302,6 +306,7 @@ def customer_quarter(
         settings.timezone,
         None if previous is None else previous[["customer_id", "credit_grade"]],
         inputs.first_purchases,
+        inputs.older_overdue,
     )
 
 
@@ -586,6 +591,20 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+# Invoices issued before a quarter's credit window and not paid in full by its end, with
+# what was paid by then (``after``: the day after the end; dates compare as text on SQLite).
+OPEN_BEFORE_WINDOW = """
+SELECT i.customer_record_id, i.invoice_date, i.due_date, i.amount_cny,
+       SUM(CASE WHEN p.paid_date < %(after)s THEN p.amount_cny ELSE 0 END) AS paid_cny
+FROM stg_finance_invoices i
+LEFT JOIN stg_finance_payments p ON p.invoice_record_id = i.source_record_id
+WHERE i.invoice_date < %(start)s
+GROUP BY i.source_record_id, i.customer_record_id, i.invoice_date, i.due_date, i.amount_cny
+HAVING COALESCE(SUM(CASE WHEN p.paid_date < %(after)s THEN p.amount_cny ELSE 0 END), 0)
+       < i.amount_cny - 0.005
+"""
+
+
 class InputWindow:
     """The metric inputs of the quarters a run computes, oldest quarter first, holding only
     the history those quarters read: memory follows the windows (with the default
@@ -609,6 +628,7 @@ class InputWindow:
         chunk_rows: int | None = None,
     ):
         self.engine = engine
+        self.settings = settings
         self.chunk_rows = chunk_rows or settings.sources.chunk_rows
         self.first = first
         self.back = lookback_quarters(settings)
@@ -783,7 +803,41 @@ class InputWindow:
             contacts=self.frames["contacts"],
             first_purchases=self.first_purchases,
             golden=self.golden,
+            older_overdue=self._older_overdue(quarter),
         )
+
+    def _older_overdue(self, quarter: Quarter) -> pd.DataFrame:
+        """:func:`tiers.overdue_before_window` of ``quarter``, from the warehouse: the
+        window holds none of those invoices."""
+        tiers_settings = self.settings.tiers
+        start = tiers.window_start(quarter, tiers_settings.credit_window_months)
+        after = quarter.end_date + timedelta(days=1)
+        found = _as_datetimes(
+            read_query(
+                self.engine,
+                OPEN_BEFORE_WINDOW,
+                {"start": start.isoformat(), "after": after.isoformat()},
+            )
+        )
+        invoices = pd.DataFrame(
+            {
+                "customer_id": _map_ids(found["customer_record_id"], "finance", self.golden),
+                "invoice_date": found["invoice_date"],
+                "due_date": found["due_date"],
+                "amount_cny": found["amount_cny"].astype("float64"),
+            }
+        )
+        invoices = invoices[~_unmapped(invoices["customer_id"])]
+        invoices["invoice_key"] = np.arange(len(invoices), dtype="int64")
+        # What was paid by the quarter's end is already netted out by the query.
+        paid = pd.DataFrame(
+            {
+                "invoice_key": invoices["invoice_key"],
+                "paid_date": pd.Timestamp(quarter.end_date),
+                "amount_cny": found.loc[invoices.index, "paid_cny"].fillna(0).astype("float64"),
+            }
+        )
+        return tiers.overdue_before_window(invoices, paid, quarter, tiers_settings)
 
     def close(self) -> None:
         """Stop the streams (their connections close) and log the rows left out."""

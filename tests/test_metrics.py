@@ -320,6 +320,26 @@ def _with_old_history(stg: dict[str, pd.DataFrame], xref: pd.DataFrame) -> dict[
         resolved_at=[pd.NaT, pd.Timestamp("2025-03-03 08:00")],
     )
     stg["service_tickets"] = pd.concat([tickets, complaints], ignore_index=True)
+    # Invoices from years before every credit window: one never paid, one paid off in
+    # 2025Q2 (open at the earlier quarters' ends, not at the later ones), one paid in full
+    # at once. Each customer keeps its invoices in the window too.
+    invoices, payments = stg["finance_invoices"], stg["finance_payments"]
+    debtors = list(invoices["customer_record_id"].dropna().unique()[:3])
+    old = invoices.iloc[[0, 1, 2]].assign(
+        source_record_id=["I-OLD-1", "I-OLD-2", "I-OLD-3"],
+        customer_record_id=debtors,
+        invoice_date=pd.Timestamp("2020-05-01"),
+        due_date=pd.Timestamp("2020-06-01"),
+        amount_cny=1000.0,
+    )
+    paid = payments.iloc[[0, 1]].assign(
+        source_record_id=["P-OLD-2", "P-OLD-3"],
+        invoice_record_id=["I-OLD-2", "I-OLD-3"],
+        paid_date=[pd.Timestamp("2025-05-20"), pd.Timestamp("2020-05-20")],
+        amount_cny=1000.0,
+    )
+    stg["finance_invoices"] = pd.concat([invoices, old], ignore_index=True)
+    stg["finance_payments"] = pd.concat([payments, paid], ignore_index=True)
     return stg, buyer
 
 
@@ -388,6 +408,12 @@ def test_windowed_inputs_give_the_results_of_all_history(demo, tmp_path, backend
             window.close()
         stage = expected["mart_customer_quarter"].set_index("customer_id")["lifecycle_stage"]
         assert stage[golden[("sales", buyer)]] == "churned"  # bought in 2020, not potential
+        # The invoice unpaid since 2020 is overdue in the last quarter, in both computations.
+        debtor = stg["finance_invoices"].set_index("source_record_id").loc["I-OLD-1"]
+        last = got["mart_customer_quarter"].set_index("customer_id")
+        assert (
+            last.loc[golden[("finance", debtor["customer_record_id"])], "max_overdue_days"] >= 2000
+        )
     finally:
         if admin is not None:
             with admin.begin() as conn:

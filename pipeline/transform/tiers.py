@@ -199,6 +199,36 @@ def invoice_status(
     )
 
 
+def overdue_before_window(
+    invoices: pd.DataFrame, payments: pd.DataFrame, quarter: Quarter, settings: TierSettings
+) -> pd.DataFrame:
+    """Per customer, the longest overdue of its invoices issued *before* the credit window
+    and still open at the quarter's end (``customer_id``, ``max_overdue_days``): an
+    invoice unpaid for years is no less overdue for being older than the window the
+    grade looks at. Customers without one get no row."""
+    start = _ts(window_start(quarter, settings.credit_window_months))
+    end = _ts(quarter.end_date)
+    old = invoices[invoices["invoice_date"] < start]
+    empty = pd.DataFrame({"customer_id": [], "max_overdue_days": []})
+    if old.empty:
+        return empty.astype(
+            {"customer_id": invoices["customer_id"].dtype, "max_overdue_days": "float64"}
+        )
+    if "invoice_key" not in old.columns or "invoice_key" not in payments.columns:
+        old, payments = with_invoice_keys(old, payments)
+    pay = payments[(payments["paid_date"] <= end) & (payments["invoice_key"] != NO_KEY)]
+    paid = pay.groupby("invoice_key")["amount_cny"].sum()
+    collected = old["invoice_key"].map(paid).fillna(0.0).to_numpy(dtype="float64")
+    billed = old["amount_cny"].astype("float64").to_numpy()
+    still_open = np.minimum(collected, billed) < billed - 0.005
+    open_from = old["due_date"].fillna(old["invoice_date"])
+    overdue = (end - open_from).dt.days.clip(lower=0).astype("float64")
+    found = pd.DataFrame({"customer_id": old["customer_id"].to_numpy(), "days": overdue})
+    found = found[still_open]
+    per = found.groupby("customer_id", sort=True)["days"].max()
+    return per.rename("max_overdue_days").reset_index()
+
+
 def grade_for(collected_share: float, longest_cycle_days: float, settings: TierSettings) -> str:
     """The best grade whose minimum share and longest cycle both hold, else ``"none"``."""
     for grade, (min_share, max_cycle) in sorted(settings.credit_grades.items()):
@@ -357,6 +387,7 @@ def customer_quarter(
     timezone: str,
     previous_grades: pd.DataFrame | None = None,
     earlier_first_purchase: pd.Series | None = None,
+    older_overdue: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per customer in ``customers`` (``customer_id``, ``region``, ``industry``,
     ``account_manager``) for ``quarter``: value tier, contribution, credit grade, lifecycle
@@ -364,17 +395,32 @@ def customer_quarter(
 
     ``previous_grades`` (``customer_id``, ``credit_grade``) are the previous quarter's
     grades, e.g. its own output: computed here when not given. ``earlier_first_purchase``:
-    see :func:`lifecycle_stages`.
+    see :func:`lifecycle_stages`. ``older_overdue``: :func:`overdue_before_window` when
+    ``invoices`` do not reach back that far (a window of history); computed here when not
+    given. ``max_overdue_days`` and the overdue flag count those invoices too.
     """
     tiers = value_tiers(sales, quarter, settings)
     grades = credit_grades(invoices, payments, quarter, settings)
     if previous_grades is None:
         previous_grades = credit_grades(invoices, payments, quarter.previous(), settings)
+    if older_overdue is None:
+        older_overdue = overdue_before_window(invoices, payments, quarter, settings)
+    overdue = pd.concat(
+        [grades[["customer_id", "max_overdue_days"]], older_overdue], ignore_index=True
+    )
+    overdue = overdue.groupby("customer_id", sort=True)["max_overdue_days"].max().reset_index()
+    if overdue.empty:  # keyed like the customers, for the merges below
+        overdue = pd.DataFrame(
+            {
+                "customer_id": customers["customer_id"].iloc[:0],
+                "max_overdue_days": pd.Series(dtype="float64"),
+            }
+        )
     unresolved = unresolved_complaints(tickets, quarter, timezone)
     stages = lifecycle_stages(
         customers["customer_id"],
         sales,
-        grades,
+        overdue,
         unresolved,
         quarter,
         settings,
@@ -385,17 +431,10 @@ def customer_quarter(
     )
     out = out.merge(tiers[["customer_id", "value_tier", "contribution_cny"]], how="left")
     out = out.merge(
-        grades[
-            [
-                "customer_id",
-                "credit_grade",
-                "collected_share",
-                "longest_cycle_days",
-                "max_overdue_days",
-            ]
-        ],
+        grades[["customer_id", "credit_grade", "collected_share", "longest_cycle_days"]],
         how="left",
     )
+    out = out.merge(overdue, how="left")
     out = out.merge(stages, how="left")
     prev = previous_grades.set_index("customer_id")["credit_grade"]
     rank = {g: i for i, g in enumerate(GRADE_ORDER)}

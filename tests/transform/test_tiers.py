@@ -492,3 +492,45 @@ def test_run_wide_invoice_keys_give_the_status_per_call_keys_give(
     expected = per_call["invoice_id"].astype(object).map(paid.sum()).astype(float).fillna(0.0)
     capped = expected.clip(upper=per_call["billed_cny"])
     assert ((per_call["collected_cny"] - capped).abs() < 1e-9).all()
+
+
+def test_an_invoice_older_than_the_credit_window_still_counts_as_overdue() -> None:
+    """The grade looks at 24 months; an invoice unpaid for three years is still overdue,
+    and makes a risk customer. Paid in full by the quarter's end it does not."""
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["unpaid", "paid", "paid_later", "half"],
+            "region": ["北京"] * 4,
+            "industry": ["制造"] * 4,
+            "account_manager": ["张三"] * 4,
+        }
+    )
+    inv = invoices(
+        [
+            ("i1", "unpaid", "2023-06-01", "2023-07-01", 100),
+            ("i2", "paid", "2023-06-01", "2023-07-01", 100),
+            ("i3", "paid_later", "2023-06-01", None, 100),  # due: its invoice date
+            ("i4", "half", "2023-06-01", "2023-07-01", 100),
+        ]
+    )
+    pay = payments([("i2", "2023-08-01", 100), ("i3", "2026-10-15", 100), ("i4", "2023-08-01", 50)])
+    none = sales([])
+    tickets = empty_tickets().assign(resolved_at=pd.Series([], dtype="datetime64[ns]"))
+    contacts = pd.DataFrame(
+        {
+            "customer_id": pd.Series([], dtype=object),
+            "contacted_at": pd.Series([], dtype="datetime64[ns]"),
+        }
+    )
+    out = tiers.customer_quarter(
+        customers, none, inv, pay, tickets, contacts, Q3, CFG, TZ
+    ).set_index("customer_id")
+    # 2023-07-01 -> 2026-09-30: 1,187 days; from the invoice date 2023-06-01: 1,217.
+    assert out.loc["unpaid", "max_overdue_days"] == 1187
+    assert out.loc["paid_later", "max_overdue_days"] == 1217
+    assert out.loc["half", "max_overdue_days"] == 1187
+    assert pd.isna(out.loc["paid", "max_overdue_days"])
+    assert list(out["is_overdue_over_90_days"]) == [True, False, True, True]
+    assert bool(out.loc["unpaid", "is_risk_customer"])
+    assert not bool(out.loc["paid", "is_risk_customer"])
+    assert out["credit_grade"].isna().all()  # nothing billed in the window

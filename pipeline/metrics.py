@@ -20,6 +20,7 @@ of history. :func:`load_inputs` reads all of history at once (for checks and too
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -591,10 +592,11 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-# Invoices issued before a quarter's credit window and not paid in full by its end, with
-# what was paid by then (``after``: the day after the end; dates compare as text on SQLite).
+# Invoices issued before a credit window (``start``) and not paid in full by a quarter's
+# end, with what was paid by then (``after``: the day after that end; dates compare as
+# text on SQLite).
 OPEN_BEFORE_WINDOW = """
-SELECT i.customer_record_id, i.invoice_date, i.due_date, i.amount_cny,
+SELECT i.source_record_id, i.customer_record_id, i.invoice_date, i.due_date, i.amount_cny,
        SUM(CASE WHEN p.paid_date < %(after)s THEN p.amount_cny ELSE 0 END) AS paid_cny
 FROM stg_finance_invoices i
 LEFT JOIN stg_finance_payments p ON p.invoice_record_id = i.source_record_id
@@ -615,8 +617,10 @@ class InputWindow:
     Each input is one query in time order from the first quarter's window on, read
     ``chunk_rows`` rows at a time (``sources.chunk_rows``). What the quarters need of
     older history comes as aggregates: each customer's first purchase (lifecycle) and the
-    complaints still open. Rows leaving the window later are folded in the same way. Every
-    computation filters its own window, so the results equal those over all of history
+    complaints still open. Rows leaving the window later are folded in the same way. The
+    invoices older than a quarter's credit window that are still unpaid (overdue) are read
+    apart, once for the quarters up to ``last`` when it is given. Every computation
+    filters its own window, so the results equal those over all of history
     (:func:`load_inputs`); memory is the windows plus up to three chunks per input.
     """
 
@@ -626,9 +630,13 @@ class InputWindow:
         settings: Settings,
         first: Quarter | None = None,
         chunk_rows: int | None = None,
+        last: Quarter | None = None,
     ):
         self.engine = engine
         self.settings = settings
+        self.last = last
+        # (last quarter covered, open invoices, their payments): see _older_overdue
+        self.older: tuple[Quarter, pd.DataFrame, pd.DataFrame] | None = None
         self.chunk_rows = chunk_rows or settings.sources.chunk_rows
         self.first = first
         self.back = lookback_quarters(settings)
@@ -808,9 +816,18 @@ class InputWindow:
 
     def _older_overdue(self, quarter: Quarter) -> pd.DataFrame:
         """:func:`tiers.overdue_before_window` of ``quarter``, from the warehouse: the
-        window holds none of those invoices."""
-        tiers_settings = self.settings.tiers
-        start = tiers.window_start(quarter, tiers_settings.credit_window_months)
+        window holds none of those invoices. Read once for the run's quarters up to
+        ``last``: the invoices older than the last quarter's credit window that are open
+        at this quarter's end (an invoice paid by then is paid at every later end too),
+        and their payments after it."""
+        if self.older is None or quarter > self.older[0]:
+            self.older = (max(self.last or quarter, quarter), *self._open_invoices(quarter))
+        _, invoices, payments = self.older
+        return tiers.overdue_before_window(invoices, payments, quarter, self.settings.tiers)
+
+    def _open_invoices(self, quarter: Quarter) -> tuple[pd.DataFrame, pd.DataFrame]:
+        last = max(self.last or quarter, quarter)
+        start = tiers.window_start(last, self.settings.tiers.credit_window_months)
         after = quarter.end_date + timedelta(days=1)
         found = _as_datetimes(
             read_query(
@@ -821,23 +838,42 @@ class InputWindow:
         )
         invoices = pd.DataFrame(
             {
+                "invoice_id": found["source_record_id"].astype(object),
                 "customer_id": _map_ids(found["customer_record_id"], "finance", self.golden),
                 "invoice_date": found["invoice_date"],
                 "due_date": found["due_date"],
                 "amount_cny": found["amount_cny"].astype("float64"),
             }
         )
-        invoices = invoices[~_unmapped(invoices["customer_id"])]
-        invoices["invoice_key"] = np.arange(len(invoices), dtype="int64")
-        # What was paid by the quarter's end is already netted out by the query.
+        keep = ~_unmapped(invoices["customer_id"])
+        invoices, found = invoices[keep], found[keep]
+        # What each had been paid by this quarter's end, as one payment on that day...
         paid = pd.DataFrame(
             {
-                "invoice_key": invoices["invoice_key"],
+                "invoice_id": invoices["invoice_id"],
                 "paid_date": pd.Timestamp(quarter.end_date),
-                "amount_cny": found.loc[invoices.index, "paid_cny"].fillna(0).astype("float64"),
+                "amount_cny": found["paid_cny"].fillna(0).astype("float64"),
             }
         )
-        return tiers.overdue_before_window(invoices, paid, quarter, tiers_settings)
+        # ... and what was paid later, for the later quarters.
+        ids = [str(i) for i in invoices["invoice_id"]]
+        later = pd.DataFrame(columns=["invoice_id", "paid_date", "amount_cny"])
+        if ids:
+            postgres = self.engine.dialect.name == "postgresql"
+            among = "= ANY(%(ids)s)" if postgres else 'IN (SELECT "value" FROM json_each(%(ids)s))'
+            later = _as_datetimes(
+                read_query(
+                    self.engine,
+                    "SELECT invoice_record_id AS invoice_id, paid_date, amount_cny "
+                    f"FROM stg_finance_payments WHERE paid_date >= %(after)s "
+                    f"AND invoice_record_id {among}",
+                    {"after": after.isoformat(), "ids": ids if postgres else json.dumps(ids)},
+                )
+            )
+        payments = pd.concat([paid, later], ignore_index=True)
+        payments["amount_cny"] = payments["amount_cny"].astype("float64")
+        payments["paid_date"] = pd.to_datetime(payments["paid_date"])
+        return tiers.with_invoice_keys(invoices, payments)
 
     def close(self) -> None:
         """Stop the streams (their connections close) and log the rows left out."""
@@ -870,7 +906,7 @@ def compute_history(
         for offset in range(quarters - 1, -1, -1)
         if not offset or str(quarter.shift(-offset)) not in done
     ]
-    window = InputWindow(engine, settings, first=todo[0])
+    window = InputWindow(engine, settings, first=todo[0], last=todo[-1])
     cache = QuarterCache()
     written: dict[str, int] = {}
     try:

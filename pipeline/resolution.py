@@ -915,18 +915,10 @@ def resolve_changes(
     touched = changed | flipped
     for column in frequencies.columns:
         known = kept.frequencies.columns.get(column, (pd.Series(dtype="float64"), 0))[0].index
-        source = column.removesuffix("__domain")
+        # The domains the changed and removed records hold now and held before.
+        before = changes.kept.reindex(ids[changed].append(changes.gone))
         held = pd.concat(
-            [
-                keys.loc[changed, column],
-                pd.Series(
-                    [email_domain(v) for v in changes.kept.reindex(ids[changed])[source]],
-                    dtype=object,
-                ),
-                pd.Series(
-                    [email_domain(v) for v in changes.kept.loc[changes.gone, source]], dtype=object
-                ),
-            ]
+            [keys.loc[changed, column], before[column.removesuffix("__domain")].map(email_domain)]
         ).dropna()
         moved_domains = pd.Index(held.unique()).difference(known)
         touched |= keys[column].isin(moved_domains).to_numpy()

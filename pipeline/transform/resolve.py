@@ -307,13 +307,10 @@ def term_frequencies(
             continue
         column = f"{field.column}__domain"
         counts = frame[column].dropna().value_counts(sort=False)
-        kept_column = (kept or TermFrequencies({})).columns.get(column)
-        if kept_column is None:
-            total = int(counts.sum())
-            shares = counts.astype("float64") / max(total, 1)
-        else:
-            total = kept_column[1]
-            shares = counts.astype("float64") / max(total, 1)
+        kept_column = None if kept is None else kept.columns.get(column)
+        total = int(counts.sum()) if kept_column is None else kept_column[1]
+        shares = counts.astype("float64") / max(total, 1)
+        if kept_column is not None:
             known = kept_column[0].reindex(shares.index)
             shares = known.where(known.notna(), shares)
         shares.index.name = column

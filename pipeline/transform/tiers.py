@@ -124,9 +124,14 @@ def with_invoice_keys(
 
 
 def invoice_status(
-    invoices: pd.DataFrame, payments: pd.DataFrame, quarter: Quarter, settings: TierSettings
+    invoices: pd.DataFrame,
+    payments: pd.DataFrame,
+    quarter: Quarter,
+    settings: TierSettings,
+    before_window: bool = False,
 ) -> pd.DataFrame:
-    """One row per invoice issued in the credit window, as of the quarter's end.
+    """One row per invoice issued in the credit window (``before_window``: issued before
+    it), as of the quarter's end.
 
     Columns: ``invoice_id``, ``customer_id``, ``billed_cny``, ``collected_cny`` (payments
     up to the quarter's end, capped at the invoice amount), ``is_paid``, ``cycle_days``
@@ -139,7 +144,10 @@ def invoice_status(
     end = _ts(quarter.end_date)
     if "invoice_key" not in invoices.columns or "invoice_key" not in payments.columns:
         invoices, payments = with_invoice_keys(invoices, payments)
-    inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
+    if before_window:
+        inv = invoices[invoices["invoice_date"] < start]
+    else:
+        inv = invoices[(invoices["invoice_date"] >= start) & (invoices["invoice_date"] <= end)]
     inv = inv[
         ["invoice_id", "customer_id", "invoice_date", "due_date", "amount_cny", "invoice_key"]
     ]
@@ -206,26 +214,9 @@ def overdue_before_window(
     and still open at the quarter's end (``customer_id``, ``max_overdue_days``): an
     invoice unpaid for years is no less overdue for being older than the window the
     grade looks at. Customers without one get no row."""
-    start = _ts(window_start(quarter, settings.credit_window_months))
-    end = _ts(quarter.end_date)
-    old = invoices[invoices["invoice_date"] < start]
-    empty = pd.DataFrame({"customer_id": [], "max_overdue_days": []})
-    if old.empty:
-        return empty.astype(
-            {"customer_id": invoices["customer_id"].dtype, "max_overdue_days": "float64"}
-        )
-    if "invoice_key" not in old.columns or "invoice_key" not in payments.columns:
-        old, payments = with_invoice_keys(old, payments)
-    pay = payments[(payments["paid_date"] <= end) & (payments["invoice_key"] != NO_KEY)]
-    paid = pay.groupby("invoice_key")["amount_cny"].sum()
-    collected = old["invoice_key"].map(paid).fillna(0.0).to_numpy(dtype="float64")
-    billed = old["amount_cny"].astype("float64").to_numpy()
-    still_open = np.minimum(collected, billed) < billed - 0.005
-    open_from = old["due_date"].fillna(old["invoice_date"])
-    overdue = (end - open_from).dt.days.clip(lower=0).astype("float64")
-    found = pd.DataFrame({"customer_id": old["customer_id"].to_numpy(), "days": overdue})
-    found = found[still_open]
-    per = found.groupby("customer_id", sort=True)["days"].max()
+    status = invoice_status(invoices, payments, quarter, settings, before_window=True)
+    still_open = status[~status["is_paid"]]
+    per = still_open.groupby("customer_id", sort=True)["overdue_days"].max()
     return per.rename("max_overdue_days").reset_index()
 
 

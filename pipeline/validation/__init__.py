@@ -368,8 +368,7 @@ def parent_key_indexes(
         if pending is not None and not pending.full:
             referred = None
             if rows is not None:
-                values = pd.concat([r[column] for r in rows]) if rows else pd.Series([])
-                referred = sorted({str(v) for v in values.dropna()})
+                referred = sorted({str(v) for raw in rows for v in raw[column].dropna()})
             indexes[parent] = raw_key_index(
                 engine,
                 DATASETS[parent],

@@ -14,7 +14,7 @@ from pipeline.transform.standardize import (
     split_company_name,
     standardize_customers,
 )
-from pipeline.validation.findings import customer_findings, phone_memo
+from pipeline.validation.findings import customer_findings, phone_memo, uscc_memo
 from tests.conftest import postgres_schema
 
 
@@ -173,7 +173,7 @@ def test_standardizing_with_remembered_results_is_standardizing(engine):
     }
 
 
-def test_findings_with_remembered_phone_checks_are_the_findings(engine):
+def test_findings_with_remembered_phone_and_uscc_checks_are_the_findings(engine):
     customers = _customers().assign(
         account_manager=["王芳", None, "李雷", "王芳"],
         industry=["制造业", None, "零售", "零售"],
@@ -195,13 +195,20 @@ def test_findings_with_remembered_phone_checks_are_the_findings(engine):
     )
     args = (customers, contacts, log_rows, "2026Q4", pd.Timestamp("2026-11-23").to_pydatetime())
     plain = customer_findings(*args)
-    memo = phone_memo(engine, "CN")
-    pd.testing.assert_frame_equal(customer_findings(*args, phones=memo), plain)
+    memo, usccs = phone_memo(engine, "CN"), uscc_memo(engine)
+    pd.testing.assert_frame_equal(customer_findings(*args, phones=memo, usccs=usccs), plain)
     memo.save()
-    loaded = phone_memo(engine, "CN")
-    pd.testing.assert_frame_equal(customer_findings(*args, phones=loaded), plain)
+    usccs.save()
+    loaded, loaded_usccs = phone_memo(engine, "CN"), uscc_memo(engine)
+    found = customer_findings(*args, phones=loaded, usccs=loaded_usccs)
+    pd.testing.assert_frame_equal(found, plain)
     assert loaded.misses == 1  # the customers' missing phone
+    assert loaded_usccs.misses == 1 and loaded_usccs.hits == 3  # None is never stored
     assert plain["finding"].eq("phone_invalid").any()
+    # a wrong check digit and a non-code are invalid, a blank one is missing
+    invalid = plain.loc[plain["finding"].eq("uscc_invalid"), "source_record_id"]
+    assert sorted(invalid) == ["C2", "C4"]
+    assert plain.loc[plain["finding"].eq("uscc_missing"), "source_record_id"].tolist() == ["C3"]
 
 
 def test_the_phone_memo_is_computed_afresh_when_the_shared_landline_rule_changes(

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from pipeline import warehouse, worker
 from pipeline.datasets import DATASETS, Dataset
 from pipeline.extract import changes
+from pipeline.memo import Memo
 from pipeline.memory import release_freed_memory
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, ValidationSettings
@@ -41,7 +42,7 @@ from pipeline.stages import StageContext, StageResult
 from pipeline.transform.staging import cast_column, stage_frame, text_values
 from pipeline.validation.checks import SuiteRunner
 from pipeline.validation.docs import write_docs
-from pipeline.validation.findings import customer_findings, phone_memo
+from pipeline.validation.findings import customer_findings, phone_memo, uscc_memo
 from pipeline.validation.quarantine import QUARANTINE_COLUMNS, split_rows
 from pipeline.validation.rules import (
     CARRIED_VALUES,
@@ -514,17 +515,27 @@ def _rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
         conn.exec_driver_sql(definition)
 
 
-def _clear_pending_records(conn: sa.Connection, dataset: Dataset) -> tuple[int, int]:
-    """Delete the staged and quarantined rows of the records pending for ``dataset``;
-    return how many of each went."""
+def _clear_pending_records(
+    conn: sa.Connection, dataset: Dataset, keys: frozenset[str]
+) -> tuple[int, int]:
+    """Delete the staged and quarantined rows of the records pending for ``dataset``
+    (``keys``); return how many of each went."""
     pending = changes.pending_keys_sql(dataset.name)
-    # On PostgreSQL an array of the keys takes the index on source_record_id (100,000 keys
-    # out of 9.2 million staged order lines: 0.4 s); IN (subquery) was planned as a hash
-    # join over the whole table (5.6 s).
-    match = f"= ANY(ARRAY{pending})" if conn.dialect.name == "postgresql" else f"IN {pending}"
-    staged = conn.exec_driver_sql(
-        f'DELETE FROM "{dataset.staging_table}" WHERE "source_record_id" {match}'
-    ).rowcount
+    table = dataset.staging_table
+    if conn.dialect.name == "postgresql":
+        # An array of the keys takes the index on source_record_id (100,000 keys out of 9.2
+        # million staged order lines: 0.4 s); IN (subquery) was planned as a hash join over
+        # the whole table (5.6 s). The array goes as a value, which the server hashes: an
+        # ARRAY(subquery) is searched from end to end for each row a bitmap scan rechecks,
+        # and once the bitmap outgrew work_mem that took 10 minutes.
+        staged = conn.exec_driver_sql(
+            f'DELETE FROM "{table}" WHERE "source_record_id" = ANY(%(keys)s)',
+            {"keys": sorted(keys)},
+        ).rowcount
+    else:
+        staged = conn.exec_driver_sql(
+            f'DELETE FROM "{table}" WHERE "source_record_id" IN {pending}'
+        ).rowcount
     quarantined = conn.execute(
         sa.text(
             'DELETE FROM "quarantine" WHERE "dataset" = :d AND '
@@ -676,7 +687,8 @@ def validate_and_write(
             rebuild: list[str] = []
             gone = (0, 0)
             if incremental:
-                gone = _clear_pending_records(conn, dataset)
+                assert pending is not None
+                gone = _clear_pending_records(conn, dataset, pending.keys)
             else:
                 rebuild = _clear(conn, dataset)
             chunks = (
@@ -794,16 +806,35 @@ def _run_worker(process: worker.Started, request: dict) -> dict[str, Validated]:
     return process.call("pipeline.validation:validate_in_worker", label, **request)
 
 
+# What a dataset costs a worker besides its rows, in rows: clearing, setting up its checks,
+# writing its state (about 0.4 s; a row re-checked costs about 25 us).
+DATASET_COST_ROWS = 16_000
+# A partial dataset's reads scan its raw table (and its parents'): per row landed, about a
+# hundredth of what a row checked costs.
+SCAN_COST_SHARE = 0.01
+
+
 def plan_workers(sizes: dict[str, int], workers: int) -> list[list[str]]:
     """Datasets spread over at most ``workers`` processes: largest first, each to the
-    process with the fewest rows so far (each process pays its imports once)."""
+    process with the least work so far (each process pays its imports once). ``sizes``:
+    each dataset's work in rows (:func:`work_rows`), to which each dataset adds
+    :data:`DATASET_COST_ROWS`."""
     loads = [0] * workers
     plan: list[list[str]] = [[] for _ in range(workers)]
     for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
         least = loads.index(min(loads))
         plan[least].append(name)
-        loads[least] += sizes[name] + 1
+        loads[least] += sizes[name] + DATASET_COST_ROWS
     return [names for names in plan if names]
+
+
+def work_rows(engine: sa.engine.Engine, dataset: Dataset, pending: changes.Pending) -> int:
+    """What validating ``dataset`` costs, in rows checked: its raw rows when it is checked
+    whole; else its pending records plus a share of the raw table its reads scan."""
+    if pending.full:
+        return _raw_rows(engine, dataset.name)
+    landed = previous_counts(engine, dataset)
+    return len(pending.keys) + int(SCAN_COST_SHARE * sum(landed or (0, 0)))
 
 
 def _validate_parallel(
@@ -812,8 +843,7 @@ def _validate_parallel(
     """The datasets on the worker ``processes`` (:func:`plan_workers`); results as the
     workers finish. Each dataset is written in its own transaction, as in one process."""
     sizes = {
-        name: _raw_rows(ctx.engine, name) if pending[name].full else len(pending[name].keys)
-        for name in DATASETS
+        name: work_rows(ctx.engine, dataset, pending[name]) for name, dataset in DATASETS.items()
     }
     _create_quarantine_table(ctx.engine)
     common = {
@@ -892,6 +922,11 @@ def run(ctx: StageContext) -> StageResult:
                 process.cancel()
 
 
+def _finding_memos(ctx: StageContext) -> tuple[Memo[bool], Memo[bool]]:
+    """The remembered phone and USCC checks of the customer-file findings."""
+    return phone_memo(ctx.engine, ctx.settings.validation.phone_region), uscc_memo(ctx.engine)
+
+
 def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     settings = ctx.settings.validation
     findings_inputs: dict[str, pd.DataFrame] = {}
@@ -908,6 +943,9 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     # then overlaps the validation of the other datasets.
     finding: Future | None = None
     with ThreadPoolExecutor(1) as findings_pool:
+        # Worker processes validate: the remembered checks are read meanwhile (in one
+        # process, as on SQLite, not beside its writes).
+        memos = findings_pool.submit(_finding_memos, ctx) if processes else None
         for dataset, (outcome, error, kept) in results:
             if kept is not None:
                 findings_inputs[dataset.name] = kept
@@ -933,7 +971,7 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
                 and findings_inputs.keys() >= FINDINGS_INPUTS.keys()
                 and not blocked & set(FINDINGS_INPUTS)
             ):
-                phones = phone_memo(ctx.engine, settings.phone_region)
+                phones, usccs = memos.result() if memos else _finding_memos(ctx)
                 finding = findings_pool.submit(
                     customer_findings,
                     findings_inputs["sales_customers"],
@@ -944,6 +982,7 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
                     stale_after_days=settings.stale_after_days,
                     phone_region=settings.phone_region,
                     phones=phones,
+                    usccs=usccs,
                 )
         findings = pd.DataFrame() if finding is None else finding.result()
     order = list(DATASETS)  # the workers finish in any order; reports list datasets in this
@@ -952,6 +991,7 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     blocked = {name for e in errors for name in e.datasets}
     if finding is not None:
         phones.save()
+        usccs.save()
         warehouse.replace_partition(
             ctx.engine, "dq_findings", findings.drop(columns=["quarter"]), quarter=str(ctx.quarter)
         )

@@ -260,11 +260,26 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
 def test_datasets_are_spread_largest_first_over_the_workers() -> None:
     from pipeline.validation import plan_workers
 
-    sizes = {"lines": 100, "orders": 30, "invoices": 25, "payments": 24, "accounts": 1}
+    sizes = {
+        "lines": 9_000_000,
+        "orders": 2_400_000,
+        "invoices": 2_000_000,
+        "payments": 1_900_000,
+        "accounts": 75_000,
+    }
     assert plan_workers(sizes, 2) == [["lines"], ["orders", "invoices", "payments", "accounts"]]
     assert plan_workers(sizes, 3) == [["lines"], ["orders", "accounts"], ["invoices", "payments"]]
     assert plan_workers({"a": 5}, 4) == [["a"]]
     assert sorted(n for g in plan_workers(sizes, 9) for n in g) == sorted(sizes)
+    # A day's changes: each dataset's own cost counts beside its rows, so the largest
+    # dataset's worker takes some of the small ones too.
+    day = {"lines": 150_000, "orders": 25_000, "invoices": 20_000, "payments": 20_000}
+    day |= {"tickets": 16_000, "log": 12_000, "surveys": 8_000, "contacts": 4_500}
+    day |= {"customers": 1_000, "accounts": 750}
+    assert plan_workers(day, 2) == [
+        ["lines", "surveys", "customers"],
+        ["orders", "invoices", "payments", "tickets", "log", "contacts", "accounts"],
+    ]
 
 
 def test_raw_chunks_read_through_arrow_are_the_driver_s_rows(

@@ -34,7 +34,6 @@ import sqlalchemy as sa
 from pipeline import warehouse, worker
 from pipeline.datasets import DATASETS, Dataset
 from pipeline.extract import changes
-from pipeline.memo import Memo
 from pipeline.memory import release_freed_memory
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, ValidationSettings
@@ -42,7 +41,7 @@ from pipeline.stages import StageContext, StageResult
 from pipeline.transform.staging import cast_column, stage_frame, text_values
 from pipeline.validation.checks import SuiteRunner
 from pipeline.validation.docs import write_docs
-from pipeline.validation.findings import customer_findings, phone_memo, uscc_memo
+from pipeline.validation.findings import customer_findings, finding_memos
 from pipeline.validation.quarantine import QUARANTINE_COLUMNS, split_rows
 from pipeline.validation.rules import (
     CARRIED_VALUES,
@@ -922,11 +921,6 @@ def run(ctx: StageContext) -> StageResult:
                 process.cancel()
 
 
-def _finding_memos(ctx: StageContext) -> tuple[Memo[bool], Memo[bool]]:
-    """The remembered phone and USCC checks of the customer-file findings."""
-    return phone_memo(ctx.engine, ctx.settings.validation.phone_region), uscc_memo(ctx.engine)
-
-
 def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     settings = ctx.settings.validation
     findings_inputs: dict[str, pd.DataFrame] = {}
@@ -945,7 +939,11 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     with ThreadPoolExecutor(1) as findings_pool:
         # Worker processes validate: the remembered checks are read meanwhile (in one
         # process, as on SQLite, not beside its writes).
-        memos = findings_pool.submit(_finding_memos, ctx) if processes else None
+        memos = (
+            findings_pool.submit(finding_memos, ctx.engine, settings.phone_region)
+            if processes
+            else None
+        )
         for dataset, (outcome, error, kept) in results:
             if kept is not None:
                 findings_inputs[dataset.name] = kept
@@ -971,7 +969,9 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
                 and findings_inputs.keys() >= FINDINGS_INPUTS.keys()
                 and not blocked & set(FINDINGS_INPUTS)
             ):
-                phones, usccs = memos.result() if memos else _finding_memos(ctx)
+                phones, usccs = (
+                    memos.result() if memos else finding_memos(ctx.engine, settings.phone_region)
+                )
                 finding = findings_pool.submit(
                     customer_findings,
                     findings_inputs["sales_customers"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -59,18 +60,30 @@ def is_valid_uscc(value: str | None) -> bool:
     return value is not None and bool(stdnum_uscc.is_valid(value))
 
 
+def _check_memo(
+    engine: Engine | None, kind: str, version: str, check: Callable[[str | None], bool]
+) -> Memo[bool]:
+    """A yes/no ``check`` remembered in the warehouse as "1" or "0"."""
+    return Memo(
+        engine,
+        kind,
+        version,
+        check,
+        encode=lambda valid: "1" if valid else "0",
+        decode=lambda texts: [text == "1" for text in texts],
+    )
+
+
 def phone_memo(engine: Engine | None, region: str = "CN") -> Memo[bool]:
     """:func:`is_valid_phone` for ``region``, remembered in the warehouse (``engine``) so
     that each number is parsed once, not once per run: parsing is most of the findings'
     time. Without an engine each distinct number is parsed once per call."""
-    return Memo(
+    return _check_memo(
         engine,
         f"valid_phone {region}",
         # the landline rule lives in standardize: a change there computes afresh too
         code_version([sys.modules[__name__], standardize], ["phonenumbers"]),
         lambda value: is_valid_phone(value, region),
-        encode=lambda valid: "1" if valid else "0",
-        decode=lambda texts: [text == "1" for text in texts],
     )
 
 
@@ -78,13 +91,23 @@ def uscc_memo(engine: Engine | None) -> Memo[bool]:
     """:func:`is_valid_uscc`, remembered in the warehouse (``engine``) like
     :func:`phone_memo`: python-stdnum checks 100,000 codes in about a second, a run that
     reads them back spends a tenth of that."""
-    return Memo(
+    return _check_memo(
         engine,
         "valid_uscc",
         code_version([sys.modules[__name__]], ["python-stdnum"]),
         is_valid_uscc,
-        encode=lambda valid: "1" if valid else "0",
-        decode=lambda texts: [text == "1" for text in texts],
+    )
+
+
+def finding_memos(engine: Engine | None, region: str = "CN") -> tuple[Memo[bool], Memo[bool]]:
+    """The remembered checks :func:`customer_findings` uses: (phones, USCCs)."""
+    return phone_memo(engine, region), uscc_memo(engine)
+
+
+def _checked(values: pd.Series, memo: Memo[bool]) -> pd.Series:
+    """``memo``'s check of each value, as a boolean Series on ``values``' index."""
+    return pd.Series(
+        np.array(memo.map(values.to_numpy(dtype=object)), dtype=bool), index=values.index
     )
 
 
@@ -93,10 +116,7 @@ def valid_phones(
 ) -> pd.Series:
     """:func:`is_valid_phone` of each value, each distinct number checked once (shared office
     lines repeat), or looked up in ``memo`` (:func:`phone_memo` of the same region)."""
-    memo = memo if memo is not None else phone_memo(None, region)
-    return pd.Series(
-        np.array(memo.map(phones.to_numpy(dtype=object)), dtype=bool), index=phones.index
-    )
+    return _checked(phones, memo if memo is not None else phone_memo(None, region))
 
 
 def is_valid_phone(value: str | None, region: str = "CN") -> bool:
@@ -177,9 +197,7 @@ def customer_findings(
             cust, ~uscc_present, "uscc_missing", "uscc", "USCC (统一社会信用代码) is blank", **sales
         )
     )
-    uscc_ok = pd.Series(
-        np.array(usccs.map(cust["uscc"].to_numpy(dtype=object)), dtype=bool), index=cust.index
-    )
+    uscc_ok = _checked(cust["uscc"], usccs)
     parts.append(
         _rows(
             cust,
@@ -387,8 +405,7 @@ def run_quality_findings(ctx: StageContext) -> StageResult:
                 f"quality_findings for {ctx.quarter} needs {table}: run the ingest (validate) first"
             )
         staged[name] = warehouse.read_table(ctx.engine, table)
-    phones = phone_memo(ctx.engine, ctx.settings.validation.phone_region)
-    usccs = uscc_memo(ctx.engine)
+    phones, usccs = finding_memos(ctx.engine, ctx.settings.validation.phone_region)
     findings = findings_for_quarter(
         staged["sales_customers"],
         staged["sales_contacts"],

@@ -136,17 +136,23 @@ def _column_type(series: pd.Series, name: str) -> sa.types.TypeEngine:
     return sa.Text()
 
 
+def _reflected(conn: Connection, table: str) -> sa.Table:
+    """``table`` with its columns as the database has them (only the columns: a writer
+    needs no more, and SQLAlchemy warns about the expression indexes it cannot reflect)."""
+    columns = sa.inspect(conn).get_columns(table)
+    return sa.Table(table, sa.MetaData(), *[sa.Column(c["name"], c["type"]) for c in columns])
+
+
 def _ensure_table(conn: Connection, table: str, df: pd.DataFrame) -> sa.Table:
     metadata = sa.MetaData()
     if sa.inspect(conn).has_table(table):
-        existing = sa.Table(table, metadata, autoload_with=conn)
+        existing = _reflected(conn, table)
         missing = [c for c in df.columns if c not in existing.columns]
         for column in missing:
             col_type = _column_type(df[column], column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {col_type}')
         if missing:
-            metadata = sa.MetaData()
-            existing = sa.Table(table, metadata, autoload_with=conn)
+            existing = _reflected(conn, table)
         return existing
     columns = [sa.Column(name, _column_type(df[name], name)) for name in df.columns]
     created = sa.Table(table, metadata, *columns)
@@ -381,17 +387,20 @@ def read_table(
     engine: Engine,
     table: str,
     columns: Iterable[str] | None = None,
+    where: str | None = None,
     **partition: Any,
 ) -> pd.DataFrame:
-    """Read a table (or one partition of it); ``*_at`` and ``*_date`` columns come back as datetimes."""
+    """Read a table (or one partition of it, or the rows that meet the SQL condition
+    ``where``); ``*_at`` and ``*_date`` columns come back as datetimes."""
     if not table_exists(engine, table):
         raise LookupError(
             f"warehouse table {table!r} does not exist yet: run the stage that writes it"
         )
     selected = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     sql = f'SELECT {selected} FROM "{table}"'
-    if partition:
-        sql += " WHERE " + " AND ".join(f'"{k}" = %({k})s' for k in partition)
+    conditions = [f'"{k}" = %({k})s' for k in partition] + ([f"({where})"] if where else [])
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
     df = read_query(engine, sql, partition)
     for name in df.columns:
         if name.endswith(("_at", "_date")) and not pd.api.types.is_datetime64_any_dtype(df[name]):

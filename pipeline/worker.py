@@ -14,6 +14,7 @@ import logging
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,16 @@ class Started:
     then reads the request from its stdin. :meth:`call` hands it over and waits for the
     result; :meth:`cancel` lets the process go without work."""
 
-    def __init__(self, folder: Path, name: str, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, folder: Path, name: str, preload: tuple[str, ...] = (), beside: tuple[str, ...] = ()
+    ) -> None:
+        """``beside``: modules imported in a thread of their own once ``preload`` is, while
+        the work starts (work that first reads from the warehouse need not wait for them;
+        when it imports one, it waits for that import to finish)."""
         self.reply_path = folder / f"{name}.reply"
         command = [sys.executable, "-m", "pipeline.worker", "-", str(self.reply_path), *preload]
+        if beside:
+            command += [BESIDE, *beside]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE)
 
     def call(self, function: str, label: str, **kwargs: Any) -> Any:
@@ -67,15 +75,27 @@ class Started:
         self.process.wait()
 
 
+BESIDE = "--beside"
+
+
 def main(argv: list[str]) -> int:
     request_arg, reply_arg, *preload = argv
+    beside: list[str] = []
+    if BESIDE in preload:
+        at = preload.index(BESIDE)
+        preload, beside = preload[:at], preload[at + 1 :]
     reply_path = Path(reply_arg)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if request_arg == "-":  # started ahead (Started): import, then wait for the request
         for module in preload:
             importlib.import_module(module)
+        importing = threading.Thread(
+            target=lambda: [importlib.import_module(m) for m in beside], name="imports"
+        )
+        importing.start()
         data = sys.stdin.buffer.read()
         if not data:
+            importing.join()
             return 0  # cancelled
         request = pickle.loads(data)
     else:

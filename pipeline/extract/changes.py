@@ -17,6 +17,7 @@ extract). Keys are the stripped ``source_record_id`` and ``''`` for a blank one.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -33,6 +34,13 @@ CHANGE_COLUMNS = ("row_hash", "source_row")
 PENDING = "raw_pending"
 LANDING = "raw_landing"  # dataset -> are its landed rows in source order
 BLANK_KEY = ""  # record_key of rows whose source_record_id is blank
+
+# What a pending record's change can do to the records that refer to it (raw_pending.reach).
+# A referring record is judged on its parent's key being landed and, for a dataset in
+# CARRIED_VALUES, on the value of the key's first row (pipeline.validation.rules).
+SAME = 0  # the key is landed as before, with the same carried value: nothing
+APPEARED = 1  # the key was not landed before: records that referred to it were orphans
+ANY = 2  # the key may have gone, or its carried value changed (NULL counts as this)
 
 
 def has_change_columns(conn: sa.Connection, table: str) -> bool:
@@ -52,6 +60,57 @@ def landed_hash_counts(conn: sa.Connection, table: str) -> pd.Series:
     hashes = warehouse.read_query_on(conn, f'SELECT "row_hash" FROM "{table}"')["row_hash"]
     values, counts = np.unique(hashes.to_numpy(dtype=np.int64), return_counts=True)
     return pd.Series(counts, index=values)
+
+
+def referred(dataset: Dataset) -> bool:
+    """Do other datasets refer to ``dataset``'s records?"""
+    return any(dataset.name in d.parents.values() for d in DATASETS.values())
+
+
+def _carried(dataset: Dataset) -> str | None:
+    from pipeline.validation.rules import CARRIED_VALUES
+
+    return CARRIED_VALUES.get(dataset.name)
+
+
+def _first_rows(rows: pd.DataFrame, carried: str | None) -> dict[str, object]:
+    """Per record key in ``rows`` (landed rows with ``source_record_id``, ``source_row``
+    and the carried column): the carried text of its first row in source order (True when
+    the dataset carries none)."""
+    if not len(rows):
+        return {}
+    keys = rows["source_record_id"].astype(object).where(rows["source_record_id"].notna(), None)
+    frame = pd.DataFrame(
+        {
+            "key": [BLANK_KEY if k is None else k for k in keys],
+            "row": rows["source_row"].astype(np.int64).to_numpy(),
+            "value": rows[carried].astype(object).to_numpy() if carried else True,
+        }
+    )
+    first = frame.sort_values("row", kind="stable").drop_duplicates("key")
+    return {
+        k: (None if v is None or v is pd.NA or v != v else v)  # NA, NaN: missing
+        for k, v in zip(first["key"], first["value"], strict=True)
+    }
+
+
+def reach(
+    dataset: Dataset, before: pd.DataFrame, after: pd.DataFrame, keys: list[str]
+) -> list[int]:
+    """Per record key of ``keys``: what its change can do to the records referring to it
+    (:data:`SAME`, :data:`APPEARED`, :data:`ANY`), from every landed row of those keys
+    ``before`` and ``after`` the change. A blank key is never referred to."""
+    carried = _carried(dataset)
+    was, now = _first_rows(before, carried), _first_rows(after, carried)
+    out = []
+    for key in keys:
+        if key == BLANK_KEY or (key in was and key in now and was[key] == now[key]):
+            out.append(SAME)
+        elif key in now and key not in was:
+            out.append(APPEARED)
+        else:
+            out.append(ANY)
+    return out
 
 
 class TooManyChanges(RuntimeError):
@@ -212,7 +271,11 @@ class Diff:
         rows["extracted_at"] = pd.to_datetime(rows["extracted_at"], format="mixed")
         inserted = warehouse.insert_frame(conn, table, rows)
         set_source_order(conn, self.dataset.name, False)  # new rows may fill old gaps
-        add_pending(conn, self.dataset.name, pending_keys, batch_id)
+        # every landed row of the changed records, before and after: what each change reaches
+        reaches = (
+            reach(self.dataset, landed_rows, rows, pending_keys) if referred(self.dataset) else None
+        )
+        add_pending(conn, self.dataset.name, pending_keys, batch_id, reaches)
         return {
             "rows": self.rows,
             "inserted": inserted,
@@ -235,6 +298,27 @@ def _temp_values(conn: sa.Connection, name: str, column: str, sql_type: str, val
         conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({column} {sql_type})")
         conn.exec_driver_sql(f"INSERT INTO {name} ({column}) VALUES (?)", [(v,) for v in values])
     return name
+
+
+def _landed_rows_of(
+    conn: sa.Connection, table: str, columns: list[str], keys: list[str]
+) -> pd.DataFrame:
+    """The landed rows of ``table`` whose record key is one of ``keys`` (``columns`` only)."""
+    if not keys:
+        return pd.DataFrame(columns=columns, dtype=object)
+    listed = ", ".join(f'"{c}"' for c in columns)
+    if conn.dialect.name == "postgresql":  # an array value, hashed by the server
+        result = conn.exec_driver_sql(
+            f'SELECT {listed} FROM "{table}" WHERE "source_record_id" = ANY(%(keys)s)',
+            {"keys": keys},
+        )
+    else:
+        result = conn.exec_driver_sql(
+            f'SELECT {listed} FROM "{table}" '
+            'WHERE "source_record_id" IN (SELECT "value" FROM json_each(?))',
+            (json.dumps(keys),),
+        )
+    return pd.DataFrame(result.fetchall(), columns=columns, dtype=object)
 
 
 def set_source_order(conn: sa.Connection, dataset: str, in_order: bool) -> None:
@@ -269,14 +353,29 @@ def pending_keys_sql(dataset: str) -> str:
     )
 
 
-def add_pending(conn: sa.Connection, dataset: str, keys: list[str], batch_id: str) -> None:
-    """Record that these records of ``dataset`` changed (not yet validated); written with
-    COPY on PostgreSQL (an executemany of 40,000 keys took 1.5 s)."""
+def add_pending(
+    conn: sa.Connection,
+    dataset: str,
+    keys: list[str],
+    batch_id: str,
+    reaches: list[int] | int | None = None,
+) -> None:
+    """Record that these records of ``dataset`` changed (not yet validated), with what each
+    change can do to the records referring to them (one value for all, or one per key;
+    None: not known, judged as :data:`ANY`). Written with COPY on PostgreSQL (an
+    executemany of 40,000 keys took 1.5 s)."""
     from pipeline import warehouse
 
     if keys:
         frame = pd.DataFrame(
-            {"dataset": dataset, "record_key": pd.Series(keys, dtype=object), "batch_id": batch_id}
+            {
+                "dataset": dataset,
+                "record_key": pd.Series(keys, dtype=object),
+                "batch_id": batch_id,
+                "reach": pd.Series(reaches, dtype="Int16")
+                if isinstance(reaches, list)
+                else pd.Series([reaches] * len(keys), dtype="Int16"),
+            }
         )
         warehouse.insert_frame(conn, PENDING, frame)
 
@@ -301,32 +400,82 @@ class Pending:
     batches: frozenset[str] = frozenset()
 
 
-def propagate(conn: sa.Connection, batch_id: str) -> None:
-    """A child record whose parent record changed is re-checked too (its reference may now
-    resolve, or no longer): parents' pending keys are carried to their children, in
-    dataset order (parents first). A fully pending parent makes its children fully pending."""
+def propagate(
+    conn: sa.Connection, batch_id: str, orphan_rules: dict[tuple[str, str], str] | None = None
+) -> None:
+    """A child record whose parent record's change reaches it is re-checked too (its
+    reference may now resolve, or no longer, or its parent's carried value moved): the
+    parents' pending keys are carried to their children, in dataset order (parents first).
+    A fully pending parent makes its children fully pending.
+
+    Only the keys that may have gone or changed their carried value (:data:`ANY`, or not
+    known) are looked for among all the child's landed rows. A key that appeared can only
+    be referred to by records that were orphans: when ``orphan_rules`` names the rule that
+    quarantines the child's orphans by that reference column (child, column) -> code, they
+    are looked for among the child's quarantined rows with that defect; otherwise among all
+    its landed rows too. The records carried this way are pending with :data:`SAME`: their
+    own rows did not change, so the change goes no further."""
     inspector = sa.inspect(conn)
+    orphan_rules = orphan_rules or {}
     for dataset in DATASETS.values():
         if not inspector.has_table(f"raw_{dataset.name}"):
             continue  # never landed: validate says so
         for column, parent in dataset.parents.items():
-            full = conn.execute(
-                sa.text(
-                    f'SELECT COUNT(*) FROM "{PENDING}" WHERE "dataset" = :p AND "record_key" IS NULL'
-                ),
-                {"p": parent},
-            ).scalar_one()
-            if full:
+            if _fully_pending(conn, dataset.name):
+                break  # re-checked whole anyway
+            if _fully_pending(conn, parent):
                 mark_full(conn, dataset.name, batch_id)
-                continue
-            conn.execute(
-                sa.text(
-                    f'INSERT INTO "{PENDING}" ("dataset", "record_key", "batch_id") '
-                    f"SELECT DISTINCT :d, COALESCE(c.\"source_record_id\", ''), :b "
-                    f'FROM "raw_{dataset.name}" c WHERE c."{column}" IN {pending_keys_sql(parent)}'
-                ),
-                {"d": dataset.name, "b": batch_id},
+                break
+            code = orphan_rules.get((dataset.name, column))
+            anywhere = f'("reach" IS NULL OR "reach" <> {SAME})'
+            if code is not None:
+                anywhere = f'("reach" IS NULL OR "reach" NOT IN ({SAME}, {APPEARED}))'
+            params = {"d": dataset.name, "p": parent, "b": batch_id, "same": SAME}
+            insert = (
+                f'INSERT INTO "{PENDING}" ("dataset", "record_key", "batch_id", "reach") '
+                "SELECT DISTINCT :d, COALESCE(c.\"source_record_id\", ''), :b, :same "
             )
+            keys = _pending_keys_where(conn, parent, anywhere)
+            if keys is not None:  # among all the child's landed rows
+                conn.execute(
+                    sa.text(f'{insert} FROM "raw_{dataset.name}" c WHERE c."{column}" IN {keys}'),
+                    params,
+                )
+            keys = _pending_keys_where(conn, parent, f'"reach" = {APPEARED}')
+            if code is None or keys is None:
+                continue
+            if conn.dialect.name == "postgresql":
+                referred = f"(c.\"raw_row\"::json ->> '{column}')"
+            else:
+                referred = f'json_extract(c."raw_row", \'$."{column}"\')'
+            conn.execute(  # among its orphans
+                sa.text(
+                    f'{insert} FROM "quarantine" c WHERE c."dataset" = :d '
+                    f"AND ',' || c.\"defects\" || ',' LIKE :code AND {referred} IN {keys}"
+                ),
+                {**params, "code": f"%,{code},%"},
+            )
+
+
+def _pending_keys_where(conn: sa.Connection, dataset: str, condition: str) -> str | None:
+    """A subquery of ``dataset``'s pending record keys that meet ``condition`` (bound
+    parameter ``:p``: the dataset), or None when none does."""
+    where = f'"dataset" = :p AND "record_key" IS NOT NULL AND {condition}'
+    found = conn.execute(
+        sa.text(f'SELECT 1 FROM "{PENDING}" WHERE {where} LIMIT 1'), {"p": dataset}
+    ).first()
+    return None if found is None else f'(SELECT "record_key" FROM "{PENDING}" WHERE {where})'
+
+
+def _fully_pending(conn: sa.Connection, dataset: str) -> bool:
+    return bool(
+        conn.execute(
+            sa.text(
+                f'SELECT COUNT(*) FROM "{PENDING}" WHERE "dataset" = :d AND "record_key" IS NULL'
+            ),
+            {"d": dataset},
+        ).scalar_one()
+    )
 
 
 def pending(conn: sa.Connection, dataset: str) -> Pending:
@@ -449,6 +598,43 @@ class Logged:
         if len(chunk):
             self.kept.append(chunk)
 
+    def _reach(
+        self, conn: sa.Connection, gone: pd.DataFrame, rows: pd.DataFrame, keys: list[str]
+    ) -> list[int]:
+        """:func:`reach` of each changed record, from its ``gone`` and new ``rows``. The log
+        names rows, not records, and a record may keep other landed rows: a key only among
+        the new rows counts as appeared, one only among the gone rows as gone, which at
+        worst re-checks more than needed. In a dataset with a carried value the first row
+        may be one the log did not name: the other rows of the records whose named rows
+        differ are read (between the delete and the insert)."""
+        carried = _carried(self.dataset)
+        if not carried:
+            return reach(self.dataset, gone, rows, keys)
+        columns = ["source_record_id", "source_row", carried]
+        # (key, row, value) of the named rows, gone (side 0) and new (side 1): a key whose
+        # triples are not the same on both sides is doubtful
+        both = pd.concat(
+            [gone.assign(side=0), rows.reindex(columns=columns).assign(side=1)], ignore_index=True
+        )
+        both = pd.DataFrame(
+            {
+                "key": [BLANK_KEY if pd.isna(k) else k for k in both["source_record_id"].tolist()],
+                "row": both["source_row"].astype(np.int64).to_numpy(),
+                "value": [None if pd.isna(v) else str(v) for v in both[carried].tolist()],
+                "side": both["side"].to_numpy(),
+            }
+        )
+        sides = both.groupby(["key", "row", "value"], dropna=False)["side"].agg(["sum", "count"])
+        differ = sides.index.get_level_values("key")[sides["count"] != 2 * sides["sum"]]
+        doubtful = sorted(set(differ) - {BLANK_KEY})
+        others = _landed_rows_of(conn, f"raw_{self.dataset.name}", columns, doubtful)
+        return reach(
+            self.dataset,
+            pd.concat([gone, others], ignore_index=True),
+            pd.concat([rows, others], ignore_index=True),
+            keys,
+        )
+
     def apply(
         self, conn: sa.Connection, batch_id: str, was: LogPosition
     ) -> tuple[dict[str, int], int, int]:
@@ -461,27 +647,34 @@ class Logged:
         if not self.row_ids and not self.kept:
             nothing = {"rows": 0, "inserted": 0, "deleted": 0, "records_changed": 0}
             return nothing, was.source_rows, was.max_row
-        landed_keys: list[str] = []
-        deleted = 0
+        carried = _carried(self.dataset)
+        columns = ["source_record_id", "source_row", *([carried] if carried else [])]
+        gone = pd.DataFrame(columns=columns)
         if self.row_ids:
             temp = _temp_values(conn, "changed_rows", "source_row", "BIGINT", self.row_ids)
             # one pass over the landing: the rows go, and say which records they were
-            gone = conn.exec_driver_sql(
-                f'DELETE FROM "{table}" WHERE "source_row" IN (SELECT "source_row" FROM {temp}) '
-                "RETURNING COALESCE(\"source_record_id\", '')"
-            ).fetchall()
-            landed_keys = list(dict.fromkeys(r[0] for r in gone))
-            deleted = len(gone)
+            listed = ", ".join(f'"{c}"' for c in columns)
+            gone = pd.DataFrame(
+                conn.exec_driver_sql(
+                    f'DELETE FROM "{table}" WHERE "source_row" IN '
+                    f'(SELECT "source_row" FROM {temp}) RETURNING {listed}'
+                ).fetchall(),
+                columns=columns,
+                dtype=object,
+            )
         rows = (
             pd.concat(self.kept, ignore_index=True)
             if self.kept
             else pd.DataFrame(columns=["source_record_id", "source_row"])
         )
-        inserted = warehouse.insert_frame(conn, table, rows) if len(rows) else 0
+        landed_keys = [BLANK_KEY if pd.isna(k) else k for k in gone["source_record_id"].tolist()]
         source_keys = [BLANK_KEY if pd.isna(k) else k for k in rows["source_record_id"].tolist()]
         pending_keys = list(dict.fromkeys(landed_keys + source_keys))
+        reaches = self._reach(conn, gone, rows, pending_keys) if referred(self.dataset) else None
+        deleted = len(gone)
+        inserted = warehouse.insert_frame(conn, table, rows) if len(rows) else 0
         set_source_order(conn, self.dataset.name, False)  # new rows may fill old gaps
-        add_pending(conn, self.dataset.name, pending_keys, batch_id)
+        add_pending(conn, self.dataset.name, pending_keys, batch_id, reaches)
         top = int(rows["source_row"].max()) if len(rows) else 0
         if top >= was.max_row or was.max_row not in set(self.row_ids):
             top = max(top, was.max_row)

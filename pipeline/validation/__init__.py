@@ -50,6 +50,7 @@ from pipeline.validation.rules import (
     build_suite,
     check_frame,
     load_rules,
+    orphan_rules,
     suite_parameters,
 )
 
@@ -67,13 +68,25 @@ __all__ = [
     "validate_dataset",
 ]
 
-# Datasets whose valid rows the customer-file findings read, and which of their rows can
-# carry a finding: the contact log only flags contacts without a report, so only those are
-# kept (the log grows with history; customers and contacts do not).
-FINDINGS_INPUTS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
-    "sales_customers": lambda valid: valid,
-    "sales_contacts": lambda valid: valid,
-    "service_contact_log": lambda valid: valid[valid["summary"].isna()],
+
+@dataclass(frozen=True)
+class FindingsInput:
+    """Which valid rows of a dataset can carry a customer-file finding: ``keep`` picks them
+    from a chunk of valid rows, ``where`` from the staging table (SQL, None: all)."""
+
+    keep: Callable[[pd.DataFrame], pd.DataFrame]
+    where: str | None = None
+
+
+# Datasets whose valid rows the customer-file findings read: the contact log only flags
+# contacts without a report, so only those are kept (the log grows with history; customers
+# and contacts do not).
+FINDINGS_INPUTS: dict[str, FindingsInput] = {
+    "sales_customers": FindingsInput(lambda valid: valid),
+    "sales_contacts": FindingsInput(lambda valid: valid),
+    "service_contact_log": FindingsInput(
+        lambda valid: valid[valid["summary"].isna()], '"summary" IS NULL'
+    ),
 }
 
 
@@ -535,13 +548,17 @@ def _clear_pending_records(
         staged = conn.exec_driver_sql(
             f'DELETE FROM "{table}" WHERE "source_record_id" IN {pending}'
         ).rowcount
-    quarantined = conn.execute(
-        sa.text(
-            'DELETE FROM "quarantine" WHERE "dataset" = :d AND '
-            f"COALESCE(\"source_record_id\", '') IN {pending}"
-        ),
-        {"d": dataset.name},
-    ).rowcount
+    record = "COALESCE(\"source_record_id\", '')"  # as ix_quarantine_dataset_record has it
+    if conn.dialect.name == "postgresql":
+        quarantined = conn.exec_driver_sql(
+            f'DELETE FROM "quarantine" WHERE "dataset" = %(d)s AND {record} = ANY(%(keys)s)',
+            {"d": dataset.name, "keys": sorted(keys)},
+        ).rowcount
+    else:
+        quarantined = conn.execute(
+            sa.text(f'DELETE FROM "quarantine" WHERE "dataset" = :d AND {record} IN {pending}'),
+            {"d": dataset.name},
+        ).rowcount
     return int(staged), int(quarantined)
 
 
@@ -625,7 +642,12 @@ def plan_pending(ctx: StageContext) -> dict[str, changes.Pending]:
                 dataset, ctx.settings
             ):
                 changes.mark_full(conn, name, ctx.batch_id)
-        changes.propagate(conn, ctx.batch_id)
+        orphans = {
+            (name, column): code
+            for name, dataset in DATASETS.items()
+            for column, code in orphan_rules(dataset).items()
+        }
+        changes.propagate(conn, ctx.batch_id, orphans)
         return {name: changes.pending(conn, name) for name in DATASETS}
 
 
@@ -655,7 +677,7 @@ def validate_and_write(
     ctx: StageContext,
     dataset: Dataset,
     parents: dict[str, KeyIndex],
-    keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    keep: FindingsInput | None = None,
     pending: changes.Pending | None = None,
     rows: list[pd.DataFrame] | None = None,
 ) -> tuple[DatasetOutcome, KeyIndex, QuarantineThresholdError | None, pd.DataFrame | None]:
@@ -703,7 +725,7 @@ def validate_and_write(
                 partition = quarantine.drop(columns=["dataset"]).assign(dataset=dataset.name)
                 warehouse.insert_frame(conn, "quarantine", partition)
                 if keep is not None and not incremental:
-                    kept.append(keep(valid))
+                    kept.append(keep.keep(valid))
             _rebuild_indexes(conn, rebuild)
             outcome = validator.outcome()
             if incremental:  # the dataset's totals: what was there, less what went, plus
@@ -724,7 +746,8 @@ def validate_and_write(
         else:
             transaction.rollback()
     if keep is not None and incremental:  # every staged row, not only the records re-checked
-        kept = [keep(warehouse.read_table(ctx.engine, dataset.staging_table))]
+        staged = warehouse.read_table(ctx.engine, dataset.staging_table, where=keep.where)
+        kept = [keep.keep(staged)]
     return outcome, validator.keys, error, (pd.concat(kept, ignore_index=True) if kept else None)
 
 
@@ -780,21 +803,35 @@ def _raw_rows(engine: sa.engine.Engine, dataset: str) -> int:
         return int(conn.execute(sa.text(f'SELECT COUNT(*) FROM "raw_{dataset}"')).scalar_one())
 
 
+# A record's quarantined rows, found by dataset and key (blank keys as ''): what a day's
+# changes delete, and where the records referring to a key that appeared are looked for.
+QUARANTINE_INDEX = (
+    'CREATE INDEX IF NOT EXISTS "ix_quarantine_dataset_record" ON "quarantine" '
+    '("dataset", COALESCE("source_record_id", \'\'))'
+)
+
+
 def _create_quarantine_table(engine: sa.engine.Engine) -> None:
     """Every worker writes to ``quarantine``; it is created here first so that they do not
-    race to create it (as the stage in one process would create it: ``dataset`` last)."""
-    if warehouse.table_exists(engine, "quarantine"):
-        return
-    columns = [c for c in QUARANTINE_COLUMNS if c != "dataset"] + ["dataset"]
-    empty = pd.DataFrame(
-        {c: pd.Series(dtype="datetime64[ns]" if c == "extracted_at" else object) for c in columns}
-    )
+    race to create it (as the stage in one process would create it: ``dataset`` last),
+    with its index (added to a table an earlier version created)."""
     with engine.begin() as conn:
-        warehouse.insert_frame(conn, "quarantine", empty)
+        if not sa.inspect(conn).has_table("quarantine"):
+            columns = [c for c in QUARANTINE_COLUMNS if c != "dataset"] + ["dataset"]
+            empty = pd.DataFrame(
+                {
+                    c: pd.Series(dtype="datetime64[ns]" if c == "extracted_at" else object)
+                    for c in columns
+                }
+            )
+            warehouse.insert_frame(conn, "quarantine", empty)
+        conn.exec_driver_sql(QUARANTINE_INDEX)
 
 
-# What a validate worker imports while the stage plans (great_expectations: 6 s on EPYC)
-WORKER_PRELOAD = ("pipeline.validation", "great_expectations")
+# What a validate worker imports while the stage plans, and great_expectations (6 s on
+# EPYC), which it imports beside its first reads from the warehouse
+WORKER_PRELOAD = ("pipeline.validation",)
+WORKER_BESIDE = ("great_expectations",)
 
 
 def _run_worker(process: worker.Started, request: dict) -> dict[str, Validated]:
@@ -844,7 +881,6 @@ def _validate_parallel(
     sizes = {
         name: work_rows(ctx.engine, dataset, pending[name]) for name, dataset in DATASETS.items()
     }
-    _create_quarantine_table(ctx.engine)
     common = {
         "url": ctx.engine.url.render_as_string(hide_password=False),
         "settings": ctx.settings,
@@ -911,7 +947,7 @@ def run(ctx: StageContext) -> StageResult:
     with tempfile.TemporaryDirectory(prefix="crm-validate-") as scratch:
         # The worker processes start first: their imports overlap the planning.
         processes = [
-            worker.Started(Path(scratch), f"worker-{i}", WORKER_PRELOAD)
+            worker.Started(Path(scratch), f"worker-{i}", WORKER_PRELOAD, WORKER_BESIDE)
             for i in range(workers if workers > 1 else 0)
         ]
         try:
@@ -926,6 +962,7 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     findings_inputs: dict[str, pd.DataFrame] = {}
     outcomes: dict[str, DatasetOutcome] = {}
     errors: list[QuarantineThresholdError] = []
+    _create_quarantine_table(ctx.engine)
     pending = plan_pending(ctx)
     results = (
         _validate_parallel(ctx, processes, pending)

@@ -66,6 +66,23 @@ def load_rules(dataset: str, suite_dir: Path = SUITE_DIR) -> list[Rule]:
     ]
 
 
+def orphan_rules(dataset: Dataset, suite_dir: Path = SUITE_DIR) -> dict[str, str]:
+    """Reference column -> the code of the rule that quarantines every row of ``dataset``
+    whose reference is not a key of the parent (``_known_<column>`` must be true, on all
+    rows), for the columns whose suite has one."""
+    found = {}
+    for rule in load_rules(dataset.name, suite_dir):
+        for column in dataset.parents:
+            if (
+                rule.expectation == "ExpectColumnValuesToBeInSet"
+                and rule.kwargs.get("column") == f"_known_{column}"
+                and rule.kwargs.get("value_set") == [True]
+                and set(rule.kwargs) <= {"column", "value_set", "mostly"}
+            ):
+                found.setdefault(column, rule.code)
+    return found
+
+
 def build_suite(dataset: str, rules: list[Rule]) -> ExpectationSuite:
     """A GX suite whose expectations carry their rule's code, id and reason in ``meta``."""
     quiet_great_expectations()

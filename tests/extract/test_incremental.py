@@ -201,6 +201,118 @@ def test_incremental_ingest_ends_where_a_full_ingest_ends(
         assert (result.rows_in < 0.2 * read_whole) == change_log
 
 
+def _finance_file(sources: Path, pattern: str) -> tuple[Path, str, pd.DataFrame]:
+    path = next((sources / "finance").glob(pattern))
+    encoding = "utf-8-sig" if path.read_bytes().startswith(b"\xef\xbb\xbf") else "gb18030"
+    return path, encoding, pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+
+
+def _reach_of(url: str, dataset: str, key: str) -> set[int | None]:
+    engine = warehouse.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    f'SELECT "reach" FROM "{changes.PENDING}" '
+                    'WHERE "dataset" = :d AND "record_key" = :k'
+                ),
+                {"d": dataset, "k": key},
+            ).fetchall()
+    finally:
+        engine.dispose()
+    return {r[0] for r in rows}
+
+
+@pytest.mark.parametrize(
+    ("warehouses", "orphan_rules"),
+    [("sqlite", True), ("postgresql", True), ("sqlite", False)],
+    ids=["sqlite", "postgresql", "sqlite-no-orphan-rules"],
+    indirect=["warehouses"],
+)
+def test_a_change_reaches_the_records_referring_to_it(
+    demo_sources: Path,
+    tmp_path: Path,
+    warehouses: tuple[str, str],
+    orphan_rules: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-checked with their parent: the lines of an order that arrives a day after them
+    (orphans until then: found among the quarantined rows, or, when no rule is known to
+    quarantine orphans, among all landed rows), the payments of an invoice that arrives
+    late and of one whose date changed. Not re-checked: the lines of an order whose
+    status changed."""
+    if not orphan_rules:
+        monkeypatch.setattr("pipeline.validation.orphan_rules", lambda dataset: {})
+    incremental_url, full_url = warehouses
+    sources = _sources(demo_sources, tmp_path)
+    with sqlite3.connect(sources / "sales.db") as con:
+        late_order, edited_order = [
+            r[0]
+            for r in con.execute(
+                "SELECT order_no FROM sales_order WHERE order_no IN "
+                "(SELECT order_no FROM sales_order_line) ORDER BY order_no LIMIT 2"
+            )
+        ]
+        columns = [r[1] for r in con.execute("PRAGMA table_info(sales_order)")]
+        order_row = con.execute(
+            "SELECT * FROM sales_order WHERE order_no = ?", (late_order,)
+        ).fetchone()
+        con.execute("DELETE FROM sales_order WHERE order_no = ?", (late_order,))
+    invoices, encoding, frame = _finance_file(sources, "invoices*.csv")
+    *_, payments = _finance_file(sources, "payments*.csv")
+    paid = frame["发票号"].isin(set(payments["发票号"]))
+    late_invoice, moved_invoice = frame[paid].iloc[[0, 1]]["发票号"].tolist()
+    late_row = frame[frame["发票号"] == late_invoice]
+    frame[frame["发票号"] != late_invoice].to_csv(invoices, index=False, encoding=encoding)
+
+    incremental = _settings(sources, incremental_url, tmp_path / "out-inc", incremental=True)
+    _ingest(incremental, "day-1")
+    orphans = _table(incremental_url, "quarantine")
+    assert (orphans["raw_row"].str.contains(f'"order_record_id": "{late_order}"')).any()
+
+    with sqlite3.connect(sources / "sales.db") as con:
+        con.execute(
+            f"INSERT INTO sales_order ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))})",
+            order_row,
+        )
+        con.execute(
+            "UPDATE sales_order SET status = CASE status WHEN '已完成' THEN '已取消' "
+            "ELSE '已完成' END WHERE order_no = ?",
+            (edited_order,),
+        )
+    frame = pd.read_csv(invoices, dtype=str, keep_default_na=False, encoding=encoding)
+    frame.loc[frame["发票号"] == moved_invoice, "开票日期"] = "2099-01-01"  # after its payments
+    pd.concat([frame, late_row]).to_csv(invoices, index=False, encoding=encoding)
+    ctx = make_context(incremental, Quarter(2026, 4), "day-2", EXTRACTED_AT)
+    try:
+        for name in INGEST[:-1]:
+            run_stage(ctx, name)
+        assert _reach_of(incremental_url, "sales_orders", late_order) == {changes.APPEARED}
+        assert _reach_of(incremental_url, "sales_orders", edited_order) == {changes.SAME}
+        assert _reach_of(incremental_url, "finance_invoices", late_invoice) == {changes.APPEARED}
+        assert _reach_of(incremental_url, "finance_invoices", moved_invoice) == {changes.ANY}
+        validated = run_stage(ctx, "validate")
+    finally:
+        ctx.engine.dispose()
+    _ingest(_settings(sources, full_url, tmp_path / "out-full", incremental=False), "full")
+    for table in [*(d.staging_table for d in DATASETS.values()), "quarantine"]:
+        pd.testing.assert_frame_equal(
+            _table(incremental_url, table), _table(full_url, table), obj=table
+        )
+    lines = _table(incremental_url, "stg_sales_order_lines")
+    assert (lines["order_record_id"] == late_order).any()  # orphans no longer
+    checked = validated.detail["sales_order_lines"]["rows_checked"]
+    with sqlite3.connect(sources / "sales.db") as con:
+        key = "COALESCE(TRIM(line_id), '')"
+        (of_late,) = con.execute(
+            f"SELECT COUNT(*) FROM sales_order_line WHERE {key} IN "
+            f"(SELECT {key} FROM sales_order_line WHERE order_no = ?)",
+            (late_order,),
+        ).fetchone()
+    assert checked == of_late  # the edited order's lines were not re-checked
+
+
 def test_an_unchanged_source_writes_nothing(demo_sources: Path, tmp_path: Path) -> None:
     sources = _sources(demo_sources, tmp_path)
     url = f"sqlite:///{tmp_path / 'wh.db'}"

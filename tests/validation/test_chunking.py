@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from pipeline import warehouse
 from pipeline.datasets import DATASETS
 from pipeline.settings import Settings
 from pipeline.validation import FINDINGS_INPUTS, run
@@ -142,8 +143,12 @@ def test_kept_contact_log_rows_give_the_same_findings_as_all_rows(landed: Settin
     for frame in staged.values():
         for column in [c for c in frame.columns if c.endswith("_at")]:
             frame[column] = pd.to_datetime(frame[column])
-    kept = FINDINGS_INPUTS["service_contact_log"](staged["service_contact_log"])
+    log = FINDINGS_INPUTS["service_contact_log"]
+    kept = log.keep(staged["service_contact_log"])
     assert 0 < len(kept) < len(staged["service_contact_log"])
+    # an incremental run picks the same rows in SQL
+    picked = warehouse.read_table(ctx.engine, "stg_service_contact_log", where=log.where)
+    assert sorted(picked["source_record_id"]) == sorted(kept["source_record_id"])
     args = (staged["sales_customers"], staged["sales_contacts"])
     pd.testing.assert_frame_equal(
         customer_findings(*args, kept, quarter="2026Q4", as_of=EXTRACTED_AT),

@@ -290,3 +290,24 @@ def test_an_unreadable_required_value_is_not_also_called_blank() -> None:
     assert "'2026-13-45' is not a date" in reasons["O1"]
     assert "blank" not in reasons["O1"]
     assert "order_date is blank" in reasons["O2"]
+
+
+def test_the_rules_that_quarantine_orphans_are_known(tmp_path) -> None:
+    """A day's changes look for the records referring to a key that appeared among the
+    quarantined rows only where a rule quarantines every row whose reference is unknown."""
+    from pipeline.validation.rules import orphan_rules
+
+    for dataset in DATASETS.values():
+        assert set(orphan_rules(dataset)) == set(dataset.parents), dataset.name
+    lines = DATASETS["sales_order_lines"]
+    assert orphan_rules(lines) == {"order_record_id": "unknown_order"}
+    suite = (SUITE_DIR / "sales_order_lines.yml").read_text(encoding="utf-8")
+    # a rule that lets some orphans through does not count
+    (tmp_path / "sales_order_lines.yml").write_text(
+        suite.replace(
+            "    column: _known_order_record_id\n",
+            "    column: _known_order_record_id\n    row_condition: amount_cny>0\n",
+        ),
+        encoding="utf-8",
+    )
+    assert orphan_rules(lines, tmp_path) == {}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -196,23 +197,85 @@ def _survive(
     decisions: pd.DataFrame | None,
     quarter: str,
     changed_ids: frozenset[str] | None = None,
+    rescored: frozenset[str] | None = None,
 ) -> Resolution:
     """Cluster the scored pairs, give ids and survive the golden records: of every
     customer, or with ``changed_ids`` (the records whose values changed since
     ``previous_xref``, or that are gone) only of the customers whose records or values
-    changed."""
+    changed.
+
+    With ``rescored`` too (the records whose pairs were scored again, the gone ones
+    included) only the records whose customer can have changed are clustered and given
+    ids again (:func:`_affected`); every other record keeps its customer and its match
+    probability from ``previous_xref``, as a whole run would give them. ``pairs`` of the
+    result then holds the pairs among the records clustered again and those up for review.
+    """
     check_decisions(decisions, standardized)
     pairs = apply_decisions(scored.pairs, decisions)
+    uscc = standardized.set_index("unique_id")["uscc_valid"]
+    previous = None
+    redo = np.ones(len(standardized), dtype=bool)
+    if (
+        rescored is not None
+        and previous_xref is not None
+        and "match_probability" in previous_xref.columns
+    ):
+        previous = _old_ids(previous_xref, "match_probability")
+        redo = _affected(
+            standardized["unique_id"],
+            pairs,
+            settings.match_threshold,
+            previous["customer_id"],
+            rescored,
+        )
+        log.info("clustering %s of %s records again", int(redo.sum()), len(redo))
+    ids_again = pd.Index(standardized["unique_id"][redo])
+    inside = pairs["id_l"].isin(ids_again) & pairs["id_r"].isin(ids_again)
+    band = (pairs["match_probability"] >= settings.review_lower) & (
+        pairs["match_probability"] < settings.review_upper
+    )
+    if not redo.all():
+        pairs = pairs[inside | band].copy()
+        inside = inside[inside | band]
     pairs["evidence"] = pair_evidence(pairs, scored.level_labels)
     pairs["fields_agreed"] = agreed_fields(pairs, scored.level_labels)
+    among = pairs[inside.to_numpy()]
     # Two different valid USCCs are two legal entities: no chain of pairs joins them.
-    uscc = standardized.set_index("unique_id")["uscc_valid"]
-    clusters = cluster(standardized["unique_id"], pairs, settings.match_threshold, uscc)
+    clusters = cluster(standardized["unique_id"][redo], among, settings.match_threshold, uscc)
     log.info("clustered into %s clusters", clusters["cluster_id"].nunique())
-    ids, events = assign_customer_ids(clusters, previous_xref, pairs, quarter)
+    again_xref = previous_xref
+    if previous is not None:
+        again_xref = previous_xref[previous.index.isin(ids_again)]
+    ids, events = assign_customer_ids(
+        clusters, again_xref, among, quarter, next_customer_number(previous_xref)
+    )
     log.info("assigned ids: %s events", len(events))
+    probability = _membership_probability(standardized[redo].merge(ids, on="unique_id"), among)
+    if previous is not None:
+        kept_ids = standardized["unique_id"][~redo]
+        kept = previous.reindex(kept_ids)
+        ids = pd.concat(
+            [
+                ids,
+                pd.DataFrame(
+                    {"unique_id": kept_ids, "customer_id": kept["customer_id"].to_numpy()}
+                ),
+            ],
+            ignore_index=True,
+        )
+        probability = pd.concat(
+            [
+                probability,
+                pd.DataFrame(
+                    {
+                        "unique_id": kept_ids,
+                        "match_probability": kept["match_probability"].astype(float).to_numpy(),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     standardized = standardized.merge(ids, on="unique_id", how="left")
-    probability = _membership_probability(standardized, pairs)
     xref = standardized[["source_system", "source_record_id", "customer_id", "unique_id"]].merge(
         probability, on="unique_id", how="left"
     )
@@ -253,13 +316,63 @@ def _survive(
     )
 
 
-def _old_ids(previous_xref: pd.DataFrame | None) -> pd.Series:
-    """unique_id -> customer_id of the previous run."""
+def _affected(
+    ids: pd.Series, pairs: pd.DataFrame, threshold: float, old: pd.Series, rescored: frozenset[str]
+) -> np.ndarray:
+    """Per record of ``ids``: can its customer differ from the previous run's (``old``:
+    unique_id -> customer id)?
+
+    A record's cluster depends only on the strong pairs of its connected group (and the
+    decisions and valid USCCs in it), and its id only on the clusters holding records of
+    the customers its cluster's records belonged to. So the records that need clustering
+    again are those joined, through strong pairs or a shared previous customer, to a record
+    whose pairs were scored again (or that is new, or gone), or to an end of a decided
+    pair. Every other record keeps its cluster, as it was built from the same pairs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    members = pd.Index(ids.astype(str))
+    strong = pairs[pairs["match_probability"] >= threshold]
+    left, right = members.get_indexer(strong["id_l"]), members.get_indexer(strong["id_r"])
+    inside = (left >= 0) & (right >= 0)
+    held = old.reindex(members)
+    codes = pd.factorize(held)[0]
+    known = np.flatnonzero(codes >= 0)
+    first = pd.Series(known).groupby(codes[known]).transform("first").to_numpy()
+    graph = coo_matrix(
+        (
+            np.ones(int(inside.sum()) + len(known), dtype=np.int8),
+            (np.concatenate([left[inside], known]), np.concatenate([right[inside], first])),
+        ),
+        shape=(len(members), len(members)),
+    )
+    _, component = connected_components(graph, directed=False)
+    seeds = set(rescored)
+    if "decision" in pairs.columns:
+        decided = pairs[pairs["decision"].notna()]
+        seeds |= set(decided["id_l"]) | set(decided["id_r"])
+    gone_from = set(old.reindex(list(seeds - set(members))).dropna())  # customers losing records
+    seed = members.isin(list(seeds)) | (codes < 0) | held.isin(gone_from).to_numpy()
+    return np.isin(component, np.unique(component[seed]))
+
+
+def next_customer_number(previous_xref: pd.DataFrame | None) -> int:
+    """The number of the next new ``CUST-NNNNNN`` id: one past the highest given so far."""
+    old = _old_ids(previous_xref)
+    return 1 + max(
+        (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
+    )
+
+
+def _old_ids(previous_xref: pd.DataFrame | None, *also: str) -> pd.Series | pd.DataFrame:
+    """unique_id -> customer_id of the previous run (with ``also``: a frame of customer_id
+    and those columns)."""
     if previous_xref is None or previous_xref.empty:
-        return pd.Series(dtype=object)
-    return previous_xref.set_index(
+        return pd.DataFrame(columns=["customer_id", *also]) if also else pd.Series(dtype=object)
+    indexed = previous_xref.set_index(
         previous_xref["source_system"] + ":" + previous_xref["source_record_id"].astype(str)
-    )["customer_id"]
+    )
+    return indexed[["customer_id", *also]] if also else indexed["customer_id"]
 
 
 def _membership_probability(records: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -299,6 +412,7 @@ def assign_customer_ids(
     previous_xref: pd.DataFrame | None,
     pairs: pd.DataFrame,
     quarter: str,
+    next_number: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Give each cluster a stable ``CUST-NNNNNN`` id and record every merge and split.
 
@@ -314,14 +428,15 @@ def assign_customer_ids(
     Every record whose id changed is listed in an event naming its old and its new id.
     ``pairs`` needs ``id_l, id_r, match_probability`` and may carry ``evidence``,
     ``fields_agreed`` and ``decision``. Returns ``(unique_id, customer_id)`` and the events.
+    ``next_number``: of the first new id (by default one past the highest in
+    ``previous_xref``, which may then hold only the clustered records' rows).
     """
     frame = clusters[["unique_id", "cluster_id"]].copy()
     old = _old_ids(previous_xref)
     frame["old_id"] = frame["unique_id"].map(old) if len(old) else None
     frame["old_id"] = frame["old_id"].astype(object).where(frame["old_id"].notna(), None)
-    next_number = 1 + max(
-        (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
-    )
+    if next_number is None:
+        next_number = next_customer_number(previous_xref)
     # Which cluster keeps each old id: the one with most of its records, ties to the smallest.
     counts = (
         frame.dropna(subset=["old_id"])
@@ -822,6 +937,7 @@ def state_fingerprint(settings: ResolutionSettings, phone_region: str, kept: Kep
     parts = [
         kept.digest,
         repr(score_threshold(settings)),
+        repr(settings.match_threshold),  # the kept customers were clustered at it
         phone_region,
         ",".join(settings.source_priority),
         memo.code_version([sys.modules[__name__], resolve, standardize], ["splink"]),
@@ -953,7 +1069,14 @@ def resolve_changes(
     scored = ScoredPairs(pairs, scored.level_labels, kept.model, frequencies, keys)
     changed_ids = frozenset(ids[changed]) | frozenset(changes.gone)
     result = _survive(
-        standardized, scored, settings, previous_xref, decisions, quarter, changed_ids
+        standardized,
+        scored,
+        settings,
+        previous_xref,
+        decisions,
+        quarter,
+        changed_ids,
+        frozenset(rescored),
     )
     partial = Partial(ids[changed | flipped], changes.gone, rescored)
     return result, partial
@@ -1052,7 +1175,9 @@ def run(ctx: StageContext) -> StageResult:
     digests = record_digests(records)
     previous = (
         read_table(
-            ctx.engine, "core_customer_xref", ["source_system", "source_record_id", "customer_id"]
+            ctx.engine,
+            "core_customer_xref",
+            ["source_system", "source_record_id", "customer_id", "match_probability"],
         )
         if table_exists(ctx.engine, "core_customer_xref")
         else None

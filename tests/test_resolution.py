@@ -450,6 +450,26 @@ def test_a_day_of_changes_is_resolved_in_part_as_a_whole_run_would(
         assert run(ctx).detail["resolved"] == "whole"
         moved = 0
         for day in (1, 2):
+            if day == 2:
+                # Archive staff split a customer that no change touches, and join two
+                # others: decisions reach customers the day's records do not.
+                xref = read_table(ctx.engine, "core_customer_xref")
+                xref["unique_id"] = xref["source_system"] + ":" + xref["source_record_id"]
+                sizes = xref.groupby("customer_id")["unique_id"].transform("size")
+                pair = sorted(xref.loc[sizes >= 2].sort_values("customer_id")["unique_id"][:2])
+                alone = xref.loc[sizes == 1].sort_values("customer_id")["unique_id"]
+                joined = sorted(alone.iloc[[0, -1]])
+                replace_table(
+                    ctx.engine,
+                    "core_review_decisions",
+                    pd.DataFrame(
+                        {
+                            "id_l": [pair[0], joined[0]],
+                            "id_r": [pair[1], joined[1]],
+                            "decision": ["different", "same"],
+                        }
+                    ),
+                )
             # The twin starts from the same tables, kept model included, and resolves
             # whole: on day 1 it has no kept state, on day 2 partial resolution is off.
             twin = replace(ctx, engine=engines[1], batch_id=f"day{day}")

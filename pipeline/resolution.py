@@ -54,6 +54,7 @@ from pipeline.transform.standardize import (
 )
 from pipeline.warehouse import (
     insert_frame,
+    read_query,
     read_table,
     replace_partition,
     replace_table,
@@ -810,15 +811,24 @@ def check_decisions(decisions: pd.DataFrame, standardized: pd.DataFrame) -> None
             )
 
 
-def record_events(engine: object, events: pd.DataFrame, batch_id: str) -> int:
+def record_events(engine: sa.Engine, events: pd.DataFrame, batch_id: str) -> int:
     """Add the run's merge/split events to ``core_resolution_events``; returns how many were new.
 
     Idempotent: an event already recorded (same ``event_id``, by any batch) is not added
     again, and the batch's earlier events are kept, so rerunning a batch duplicates nothing.
     """
-    existing = pd.DataFrame(columns=[*EVENT_COLUMNS, "batch_id"])
+    existing = pd.DataFrame(columns=["event_id", "batch_id"])
     if table_exists(engine, EVENTS_TABLE):
-        existing = read_table(engine, EVENTS_TABLE, ["event_id", "batch_id"])
+        # only the run's events and the batch's (the table grows with every day's events)
+        ids = sorted(set(events["event_id"]))
+        postgres = engine.dialect.name == "postgresql"
+        listed = "= ANY(%(ids)s)" if postgres else 'IN (SELECT "value" FROM json_each(%(ids)s))'
+        existing = read_query(
+            engine,
+            f'SELECT "event_id", "batch_id" FROM "{EVENTS_TABLE}" '
+            f'WHERE "event_id" {listed} OR "batch_id" = %(batch)s',
+            {"ids": ids if postgres else json.dumps(ids), "batch": batch_id},
+        )
     new = events[~events["event_id"].isin(existing["event_id"])]
     new = new.drop_duplicates("event_id")
     if new.empty:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pickle
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,18 @@ def call(function: str, folder: Path, label: str, **kwargs: Any) -> Any:
     request_path, reply_path = folder / f"{label}.request", folder / f"{label}.reply"
     request_path.write_bytes(pickle.dumps({"function": function, "kwargs": kwargs}))
     command = [sys.executable, "-m", "pipeline.worker", str(request_path), str(reply_path)]
-    finished = subprocess.run(command, check=False)
+    finished = subprocess.run(command, check=False, env=_environment())
     return _reply(reply_path, label, finished.returncode)
+
+
+LOG_LEVEL = "CRM_WORKER_LOG_LEVEL"
+
+
+def _environment() -> dict[str, str]:
+    """The caller's environment, with its log level for the pipeline's loggers (``-v``
+    shows what the workers do; by default they say only what went wrong)."""
+    level = logging.getLogger("pipeline").getEffectiveLevel()
+    return {**os.environ, LOG_LEVEL: logging.getLevelName(max(level, logging.INFO))}
 
 
 def _reply(reply_path: Path, label: str, returncode: int) -> Any:
@@ -46,17 +56,10 @@ class Started:
     then reads the request from its stdin. :meth:`call` hands it over and waits for the
     result; :meth:`cancel` lets the process go without work."""
 
-    def __init__(
-        self, folder: Path, name: str, preload: tuple[str, ...] = (), beside: tuple[str, ...] = ()
-    ) -> None:
-        """``beside``: modules imported in a thread of their own once ``preload`` is, while
-        the work starts (work that first reads from the warehouse need not wait for them;
-        when it imports one, it waits for that import to finish)."""
+    def __init__(self, folder: Path, name: str, preload: tuple[str, ...] = ()) -> None:
         self.reply_path = folder / f"{name}.reply"
         command = [sys.executable, "-m", "pipeline.worker", "-", str(self.reply_path), *preload]
-        if beside:
-            command += [BESIDE, *beside]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=_environment())
 
     def call(self, function: str, label: str, **kwargs: Any) -> Any:
         """As :func:`call`, in this process; ``label`` names the work in errors."""
@@ -75,27 +78,20 @@ class Started:
         self.process.wait()
 
 
-BESIDE = "--beside"
-
-
 def main(argv: list[str]) -> int:
     request_arg, reply_arg, *preload = argv
-    beside: list[str] = []
-    if BESIDE in preload:
-        at = preload.index(BESIDE)
-        preload, beside = preload[:at], preload[at + 1 :]
     reply_path = Path(reply_arg)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pipeline").setLevel(os.environ.get(LOG_LEVEL, "WARNING"))
     if request_arg == "-":  # started ahead (Started): import, then wait for the request
+        # (in this thread: importing in another while the work runs would race the
+        # work's own imports into half-initialized modules)
         for module in preload:
             importlib.import_module(module)
-        importing = threading.Thread(
-            target=lambda: [importlib.import_module(m) for m in beside], name="imports"
-        )
-        importing.start()
         data = sys.stdin.buffer.read()
         if not data:
-            importing.join()
             return 0  # cancelled
         request = pickle.loads(data)
     else:

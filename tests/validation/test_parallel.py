@@ -238,7 +238,7 @@ def test_text_that_is_not_a_date_lands_on_postgresql_and_is_quarantined(
 def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
     """A worker process hands its exception back; the stage raises it as it was."""
     from pipeline.quarters import Quarter
-    from pipeline.validation import WORKER_BESIDE, WORKER_PRELOAD, _run_worker
+    from pipeline.validation import WORKER_PRELOAD, _run_worker
     from pipeline.worker import Started
 
     request = {
@@ -250,9 +250,9 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
         "names": ["no_such_dataset"],
     }
     with pytest.raises(KeyError, match="no_such_dataset"):
-        _run_worker(Started(tmp_path, "w", WORKER_PRELOAD, WORKER_BESIDE), request)
-    # a worker started ahead and given no work ends cleanly, its imports beside done or not
-    idle = Started(tmp_path, "idle", WORKER_PRELOAD, WORKER_BESIDE)
+        _run_worker(Started(tmp_path, "w", WORKER_PRELOAD), request)
+    # a worker started ahead and given no work ends cleanly
+    idle = Started(tmp_path, "idle", WORKER_PRELOAD)
     idle.cancel()
     assert idle.process.returncode == 0
 
@@ -279,6 +279,13 @@ def test_datasets_are_spread_largest_first_over_the_workers() -> None:
     assert plan_workers(day, 2) == [
         ["lines", "surveys", "customers"],
         ["orders", "invoices", "payments", "tickets", "log", "contacts", "accounts"],
+    ]
+    # The findings' three datasets go to one worker, which is given the findings' share
+    # less work: the stage works them out while the other worker goes on.
+    findings = ("customers", "contacts", "log")
+    assert plan_workers(day, 2, findings, 60_000) == [
+        ["lines", "invoices", "tickets"],
+        ["log", "contacts", "customers", "orders", "payments", "surveys", "accounts"],
     ]
 
 

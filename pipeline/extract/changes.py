@@ -79,19 +79,20 @@ def _first_rows(rows: pd.DataFrame, carried: str | None) -> dict[str, object]:
     the dataset carries none)."""
     if not len(rows):
         return {}
-    keys = rows["source_record_id"].astype(object).where(rows["source_record_id"].notna(), None)
     frame = pd.DataFrame(
         {
-            "key": [BLANK_KEY if k is None else k for k in keys],
+            "key": keys_of(rows["source_record_id"]),
             "row": rows["source_row"].astype(np.int64).to_numpy(),
             "value": rows[carried].astype(object).to_numpy() if carried else True,
         }
     )
     first = frame.sort_values("row", kind="stable").drop_duplicates("key")
-    return {
-        k: (None if v is None or v is pd.NA or v != v else v)  # NA, NaN: missing
-        for k, v in zip(first["key"], first["value"], strict=True)
-    }
+    return {k: None if pd.isna(v) else v for k, v in zip(first["key"], first["value"], strict=True)}
+
+
+def keys_of(keys: pd.Series) -> list[str]:
+    """The record key of each landed ``source_record_id`` (:data:`BLANK_KEY` for a blank)."""
+    return [BLANK_KEY if pd.isna(k) else k for k in keys.tolist()]
 
 
 def reach(
@@ -618,7 +619,7 @@ class Logged:
         )
         both = pd.DataFrame(
             {
-                "key": [BLANK_KEY if pd.isna(k) else k for k in both["source_record_id"].tolist()],
+                "key": keys_of(both["source_record_id"]),
                 "row": both["source_row"].astype(np.int64).to_numpy(),
                 "value": [None if pd.isna(v) else str(v) for v in both[carried].tolist()],
                 "side": both["side"].to_numpy(),
@@ -667,8 +668,8 @@ class Logged:
             if self.kept
             else pd.DataFrame(columns=["source_record_id", "source_row"])
         )
-        landed_keys = [BLANK_KEY if pd.isna(k) else k for k in gone["source_record_id"].tolist()]
-        source_keys = [BLANK_KEY if pd.isna(k) else k for k in rows["source_record_id"].tolist()]
+        landed_keys = keys_of(gone["source_record_id"])
+        source_keys = keys_of(rows["source_record_id"])
         pending_keys = list(dict.fromkeys(landed_keys + source_keys))
         reaches = self._reach(conn, gone, rows, pending_keys) if referred(self.dataset) else None
         deleted = len(gone)

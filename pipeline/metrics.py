@@ -20,7 +20,6 @@ of history. :func:`load_inputs` reads all of history at once (for checks and too
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from pipeline.settings import Settings
 from pipeline.stages import StageContext, StageResult
 from pipeline.transform import satisfaction, tiers
 from pipeline.warehouse import (
+    one_of,
     read_query,
     read_table,
     replace_partition,
@@ -859,15 +859,14 @@ class InputWindow:
         ids = [str(i) for i in invoices["invoice_id"]]
         later = pd.DataFrame(columns=["invoice_id", "paid_date", "amount_cny"])
         if ids:
-            postgres = self.engine.dialect.name == "postgresql"
-            among = "= ANY(%(ids)s)" if postgres else 'IN (SELECT "value" FROM json_each(%(ids)s))'
+            among, listed = one_of(self.engine.dialect.name, "%(ids)s", ids)
             later = _as_datetimes(
                 read_query(
                     self.engine,
                     "SELECT invoice_record_id AS invoice_id, paid_date, amount_cny "
                     f"FROM stg_finance_payments WHERE paid_date >= %(after)s "
                     f"AND invoice_record_id {among}",
-                    {"after": after.isoformat(), "ids": ids if postgres else json.dumps(ids)},
+                    {"after": after.isoformat(), "ids": listed},
                 )
             )
         payments = pd.concat([paid, later], ignore_index=True)

@@ -54,6 +54,7 @@ from pipeline.transform.standardize import (
 )
 from pipeline.warehouse import (
     insert_frame,
+    one_of,
     read_query,
     read_table,
     replace_partition,
@@ -214,6 +215,7 @@ def _survive(
     check_decisions(decisions, standardized)
     pairs = apply_decisions(scored.pairs, decisions)
     uscc = standardized.set_index("unique_id")["uscc_valid"]
+    old = _old_ids(previous_xref)
     previous = None
     redo = np.ones(len(standardized), dtype=bool)
     if (
@@ -226,7 +228,7 @@ def _survive(
             standardized["unique_id"],
             pairs,
             settings.match_threshold,
-            previous["customer_id"],
+            old,
             rescored,
         )
         log.info("clustering %s of %s records again", int(redo.sum()), len(redo))
@@ -253,7 +255,7 @@ def _survive(
     if previous is not None:
         again_xref = previous_xref[previous.index.isin(ids_again)]
     ids, events = assign_customer_ids(
-        clusters, again_xref, among, quarter, next_customer_number(previous_xref)
+        clusters, again_xref, among, quarter, next_customer_number(old)
     )
     log.info("assigned ids: %s events", len(events))
     probability = _membership_probability(standardized[redo].merge(ids, on="unique_id"), among)
@@ -292,7 +294,6 @@ def _survive(
     if changed_ids is None:
         members = standardized
     else:
-        old = _old_ids(previous_xref)
         new = standardized.set_index("unique_id")["customer_id"]
         moved = new.index[new.to_numpy() != old.reindex(new.index).to_numpy()]
         touched = set(changed_ids) | set(moved)
@@ -362,9 +363,9 @@ def _affected(
     return np.isin(component, np.unique(component[seed]))
 
 
-def next_customer_number(previous_xref: pd.DataFrame | None) -> int:
-    """The number of the next new ``CUST-NNNNNN`` id: one past the highest given so far."""
-    old = _old_ids(previous_xref)
+def next_customer_number(old: pd.Series) -> int:
+    """The number of the next new ``CUST-NNNNNN`` id: one past the highest of the ``old``
+    customer ids (:func:`_old_ids`)."""
     return 1 + max(
         (int(m.group(1)) for m in map(ID_PATTERN.match, old.dropna().unique()) if m), default=0
     )
@@ -442,7 +443,7 @@ def assign_customer_ids(
     frame["old_id"] = frame["unique_id"].map(old) if len(old) else None
     frame["old_id"] = frame["old_id"].astype(object).where(frame["old_id"].notna(), None)
     if next_number is None:
-        next_number = next_customer_number(previous_xref)
+        next_number = next_customer_number(old)
     # Which cluster keeps each old id: the one with most of its records, ties to the smallest.
     counts = (
         frame.dropna(subset=["old_id"])
@@ -825,14 +826,12 @@ def record_events(engine: sa.Engine, events: pd.DataFrame, batch_id: str) -> int
     existing = pd.DataFrame(columns=["event_id", "batch_id"])
     if table_exists(engine, EVENTS_TABLE):
         # only the run's events and the batch's (the table grows with every day's events)
-        ids = sorted(set(events["event_id"]))
-        postgres = engine.dialect.name == "postgresql"
-        listed = "= ANY(%(ids)s)" if postgres else 'IN (SELECT "value" FROM json_each(%(ids)s))'
+        among, ids = one_of(engine.dialect.name, "%(ids)s", sorted(set(events["event_id"])))
         existing = read_query(
             engine,
             f'SELECT "event_id", "batch_id" FROM "{EVENTS_TABLE}" '
-            f'WHERE "event_id" {listed} OR "batch_id" = %(batch)s',
-            {"ids": ids if postgres else json.dumps(ids), "batch": batch_id},
+            f'WHERE "event_id" {among} OR "batch_id" = %(batch)s',
+            {"ids": ids, "batch": batch_id},
         )
     new = events[~events["event_id"].isin(existing["event_id"])]
     new = new.drop_duplicates("event_id")

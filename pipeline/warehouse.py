@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -565,6 +566,16 @@ def stream_query(
             yield frame
         if not sent:
             yield pd.read_sql(named, conn, params=params or None, coerce_float=True)
+
+
+def one_of(dialect: str, placeholder: str, values: Iterable[Any]) -> tuple[str, Any]:
+    """An SQL condition, to follow a column, that the column holds one of ``values``, bound
+    at ``placeholder`` (``%(name)s`` or ``:name``), and the value to bind there: on
+    PostgreSQL an array, which the server hashes; on SQLite a JSON list read by json_each."""
+    values = list(values)
+    if dialect == "postgresql":
+        return f"= ANY({placeholder})", values
+    return f'IN (SELECT "value" FROM json_each({placeholder}))', json.dumps(values)
 
 
 def read_query(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -17,7 +17,6 @@ extract). Keys are the stripped ``source_record_id`` and ``''`` for a blank one.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -307,18 +306,14 @@ def _landed_rows_of(
     """The landed rows of ``table`` whose record key is one of ``keys`` (``columns`` only)."""
     if not keys:
         return pd.DataFrame(columns=columns, dtype=object)
-    listed = ", ".join(f'"{c}"' for c in columns)
-    if conn.dialect.name == "postgresql":  # an array value, hashed by the server
-        result = conn.exec_driver_sql(
-            f'SELECT {listed} FROM "{table}" WHERE "source_record_id" = ANY(%(keys)s)',
-            {"keys": keys},
-        )
-    else:
-        result = conn.exec_driver_sql(
-            f'SELECT {listed} FROM "{table}" '
-            'WHERE "source_record_id" IN (SELECT "value" FROM json_each(?))',
-            (json.dumps(keys),),
-        )
+    from pipeline import warehouse
+
+    among, listed = warehouse.one_of(conn.dialect.name, ":keys", keys)
+    names = ", ".join(f'"{c}"' for c in columns)
+    result = conn.execute(
+        sa.text(f'SELECT {names} FROM "{table}" WHERE "source_record_id" {among}'),
+        {"keys": listed},
+    )
     return pd.DataFrame(result.fetchall(), columns=columns, dtype=object)
 
 

@@ -17,7 +17,6 @@ no personal data, to ``<out_dir>/validation/<batch_id>/index.html``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -306,20 +305,14 @@ def _raw_rows_of(
     if not keys:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     _raw_select(engine, dataset)  # a clear error when the table is missing
-    postgres = engine.dialect.name == "postgresql"
-    where = (
-        '"source_record_id" = ANY(%(keys)s)'  # an array literal, hashed by the server
-        if postgres
-        else '"source_record_id" IN (SELECT "value" FROM json_each(%(keys)s))'
-    )
+    among, listed = warehouse.one_of(engine.dialect.name, "%(keys)s", keys)
     names = ", ".join(f'"{c}"' for c in columns)
-    sql = f'SELECT {names} FROM "raw_{dataset}" WHERE {where}'
+    sql = f'SELECT {names} FROM "raw_{dataset}" WHERE "source_record_id" {among}'
     with engine.connect() as conn:
         # A scan with a filter may be split over parallel workers: only ORDER BY keeps order.
         if ordered and changes.has_change_columns(conn, f"raw_{dataset}"):
             sql += ' ORDER BY "source_row"'
-    keys_param: object = keys if postgres else json.dumps(keys)
-    frame = warehouse.read_query(engine, sql, {"keys": keys_param})
+    frame = warehouse.read_query(engine, sql, {"keys": listed})
     return frame[columns].astype(object)
 
 

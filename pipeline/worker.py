@@ -9,12 +9,14 @@ or ``("error", exception)``. The worker's log goes to the caller's stderr (the t
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,50 +54,52 @@ def _reply(reply_path: Path, label: str, returncode: int) -> Any:
 
 class Started:
     """A worker process started before its work is known: it imports ``preload`` (the
-    modules the work will need: seconds of imports) while the caller prepares the request,
-    then reads the request from its stdin. :meth:`call` hands it over and waits for the
-    result; :meth:`cancel` lets the process go without work."""
+    modules the work will need: seconds of imports) while the caller prepares its requests,
+    then does the calls it is given one after another, so a caller can take the first
+    results while the process goes on. :meth:`call` hands one over and waits for its
+    result; :meth:`close` lets the process end (given no work, it ends at once).
+
+    Each request goes to the process's stdin, length first; the process writes the reply
+    to its reply file and then a line to its stdout saying it is there."""
 
     def __init__(self, folder: Path, name: str, preload: tuple[str, ...] = ()) -> None:
         self.reply_path = folder / f"{name}.reply"
         command = [sys.executable, "-m", "pipeline.worker", "-", str(self.reply_path), *preload]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=_environment())
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_environment()
+        )
 
     def call(self, function: str, label: str, **kwargs: Any) -> Any:
         """As :func:`call`, in this process; ``label`` names the work in errors."""
-        assert self.process.stdin is not None
+        assert self.process.stdin is not None and self.process.stdout is not None
+        data = pickle.dumps({"function": function, "kwargs": kwargs})
         try:
-            self.process.stdin.write(pickle.dumps({"function": function, "kwargs": kwargs}))
-            self.process.stdin.close()
+            self.process.stdin.write(len(data).to_bytes(8, "big") + data)
+            self.process.stdin.flush()
         except BrokenPipeError:  # the process is gone already: its exit code says more
             pass
-        return _reply(self.reply_path, label, self.process.wait())
+        if not self.process.stdout.readline():  # it ended without saying a reply is there
+            self.reply_path.unlink(missing_ok=True)
+            return _reply(self.reply_path, label, self.process.wait())
+        return _reply(self.reply_path, label, 0)
 
-    def cancel(self) -> None:
-        """End the process if it was given no work (it was: wait for it, as call did)."""
+    def close(self) -> None:
+        """Let the process end once its calls are done, and wait for it."""
         if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()  # no request: the process ends
+            self.process.stdin.close()  # no more requests: the process ends
         self.process.wait()
 
+    cancel = close  # a process given no work
 
-def main(argv: list[str]) -> int:
-    request_arg, reply_arg, *preload = argv
-    reply_path = Path(reply_arg)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pipeline").setLevel(os.environ.get(LOG_LEVEL, "WARNING"))
-    if request_arg == "-":  # started ahead (Started): import, then wait for the request
-        # (in this thread: importing in another while the work runs would race the
-        # work's own imports into half-initialized modules)
-        for module in preload:
-            importlib.import_module(module)
-        data = sys.stdin.buffer.read()
-        if not data:
-            return 0  # cancelled
-        request = pickle.loads(data)
-    else:
-        request = pickle.loads(Path(request_arg).read_bytes())
+
+def _requests(stream: Any) -> Iterator[dict]:
+    """The requests a :class:`Started` caller writes to ``stream`` until it closes it."""
+    while header := stream.read(8):
+        yield pickle.loads(stream.read(int.from_bytes(header, "big")))
+
+
+def _answer(request: dict, reply_path: Path) -> bool:
+    """Call what ``request`` names and write its reply; whether it returned."""
     try:
         module, name = request["function"].split(":")
         function = getattr(importlib.import_module(module), name)
@@ -108,8 +112,40 @@ def main(argv: list[str]) -> int:
         error = reply[1]
         data = pickle.dumps(("error", RuntimeError(f"{type(error).__name__}: {error}")))
     reply_path.write_bytes(data)
-    return 0 if reply[0] == "ok" else 1
+    return reply[0] == "ok"
+
+
+def main(argv: list[str]) -> int:
+    request_arg, reply_arg, *preload = argv
+    reply_path = Path(reply_arg)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pipeline").setLevel(os.environ.get(LOG_LEVEL, "WARNING"))
+    if request_arg != "-":  # one request, from a file (call)
+        return 0 if _answer(pickle.loads(Path(request_arg).read_bytes()), reply_path) else 1
+    # Started ahead: import, then answer the requests on stdin until it closes (imports in
+    # this thread: importing in another while the work runs would race the work's own
+    # imports into half-initialized modules). Each "the reply is there" goes to the real
+    # stdout; anything the work prints goes to stderr, with the log.
+    for module in preload:
+        importlib.import_module(module)
+    ready = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for request in _requests(sys.stdin.buffer):
+        _answer(request, reply_path)
+        ready.write(b"ready\n")
+        ready.flush()
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # The reply is written and the caller waits for this process to end: end it without
+    # tearing the interpreter down (freeing every module and object took a validate worker
+    # about a second). The exit handlers still run: they close the cached warehouse
+    # connections and flush the log.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

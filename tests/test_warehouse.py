@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import warehouse
-from tests.conftest import postgres_schema
+from tests.conftest import POSTGRES_URL, postgres_schema
 
 
 def _frame(quarter: str, n: int = 5) -> pd.DataFrame:
@@ -291,3 +291,28 @@ def test_read_ahead_closes_the_reader_when_stopped():
     assert closed == [True]  # its connection would be released here
     read_ahead(reader(), depth=1).close()  # closed before anything was asked of it
     assert closed == [True, True]
+
+
+def _settings_of(engine: sa.Engine) -> dict[str, tuple[str, str]]:
+    """(jit, search_path) as the engine's sessions and its ADBC reads see them."""
+    sql = "SELECT current_setting('jit') AS jit, current_setting('search_path') AS path"
+    with engine.connect() as conn:
+        session = tuple(conn.exec_driver_sql(sql).one())
+        arrow = warehouse.read_query_on(conn, sql).iloc[0]
+    return {"session": session, "adbc": (arrow["jit"], arrow["path"])}
+
+
+def test_postgres_sessions_run_without_jit_unless_the_url_says(tmp_path) -> None:
+    """The engine turns PostgreSQL's JIT off for its sessions and its ADBC reads, keeping
+    the URL's other options (a search_path); a URL that sets jit keeps its own."""
+    with postgres_schema() as scoped:
+        schema = scoped.url.query["options"].split("=")[1].split()[0]
+        seen = _settings_of(scoped)
+        assert seen == {"session": ("off", schema), "adbc": ("off", schema)}
+        again = warehouse.create_engine(scoped.url.render_as_string(hide_password=False))
+        assert again.url == scoped.url  # a worker's engine, from the rendered URL
+        again.dispose()
+        url = f"{POSTGRES_URL}?options=-c%20jit%3Don%20-csearch_path%3D{schema}"
+        own = warehouse.create_engine(url)
+        assert _settings_of(own) == {"session": ("on", schema), "adbc": ("on", schema)}
+        own.dispose()

@@ -33,3 +33,28 @@ def test_only_an_in_memory_warehouse_is_not_shared_with_workers(tmp_path: Path) 
     assert not warehouse.shared(warehouse.create_engine("sqlite:///:memory:"))
     assert warehouse.shared(warehouse.create_engine(f"sqlite:///{tmp_path / 'wh.db'}"))
     assert warehouse.shared(warehouse.create_engine("postgresql+psycopg://u@127.0.0.1/test"))
+
+
+def test_a_started_worker_answers_calls_in_turn(tmp_path: Path) -> None:
+    """A worker started ahead does one call after another: each value (or error) comes
+    back when its call is done, the process going on; closed, it ends cleanly."""
+    started = worker.Started(tmp_path, "w", ("json",))
+    assert started.call("json:dumps", "first", obj=[1]) == "[1]"
+    with pytest.raises(json.JSONDecodeError):
+        started.call("json:loads", "second", s="not json")
+    assert started.call("json:loads", "third", s='{"客户": 2}') == {"客户": 2}
+    assert started.process.poll() is None  # still there for more
+    started.close()
+    assert started.process.returncode == 0
+
+
+def test_a_started_worker_that_dies_is_an_error_naming_the_call(tmp_path: Path) -> None:
+    started = worker.Started(tmp_path, "w")
+    assert started.call("posixpath:basename", "first", p="a/b") == "b"
+    # The process ends in the middle of the second call: that call fails (its reply is not
+    # the first call's), saying how the process ended.
+    with pytest.raises(
+        RuntimeError, match=r"worker for second ended without a result \(exit code 3\)"
+    ):
+        started.call("os:_exit", "second", status=3)
+    started.close()

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -894,7 +896,9 @@ def _validate_parallel(
     ctx: StageContext, processes: list[worker.Started], pending: dict[str, changes.Pending]
 ) -> Iterator[tuple[Dataset, Validated]]:
     """The datasets on the worker ``processes`` (:func:`plan_workers`); results as the
-    workers finish. Each dataset is written in its own transaction, as in one process."""
+    workers hand them back. Each dataset is written in its own transaction, as in one
+    process. The customer-file findings' datasets are one call of their process, so their
+    results come back (and the findings start) while the process goes on with the rest."""
     sizes = {
         name: work_rows(ctx.engine, dataset, pending[name]) for name, dataset in DATASETS.items()
     }
@@ -909,21 +913,39 @@ def _validate_parallel(
     plan = plan_workers(sizes, len(processes), tuple(FINDINGS_INPUTS), FINDINGS_COST_ROWS)
     for process in processes[len(plan) :]:
         process.cancel()
+    calls = [_calls(names, tuple(FINDINGS_INPUTS)) for names in plan]
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    failed = threading.Event()  # no further calls once one failed
+
+    def work(process: worker.Started, groups: list[list[str]]) -> None:
+        for names in groups:
+            if failed.is_set():
+                return
+            try:
+                done.put((names, _run_worker(process, {**common, "names": names}), None))
+            except BaseException as error:
+                done.put((names, None, error))
+                return
+
     with ThreadPoolExecutor(len(plan)) as pool:
-        futures = [
-            pool.submit(_run_worker, process, {**common, "names": group})
-            for process, group in zip(processes, plan, strict=False)
-        ]
-        group = dict(zip(futures, plan, strict=True))
+        for process, groups in zip(processes, calls, strict=False):
+            pool.submit(work, process, groups)
         try:
-            for done in as_completed(futures):  # a worker's datasets as soon as it is done
-                results = done.result()
-                for name in group[done]:
+            for _ in range(sum(len(groups) for groups in calls)):
+                names, results, error = done.get()
+                if error is not None:
+                    raise error
+                for name in names:
                     yield DATASETS[name], results[name]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        finally:  # the stage failed, or stopped reading: the workers' calls in hand end it
+            failed.set()
+
+
+def _calls(names: list[str], together: tuple[str, ...]) -> list[list[str]]:
+    """A worker's datasets as the calls it is given: those ``together`` first, then the rest."""
+    first = [n for n in names if n in together]
+    rest = [n for n in names if n not in together]
+    return [group for group in (first, rest) if group]
 
 
 def _validate_sequential(

@@ -89,8 +89,6 @@ class Started:
             self.process.stdin.close()  # no more requests: the process ends
         self.process.wait()
 
-    cancel = close  # a process given no work
-
 
 def _requests(stream: Any) -> Iterator[dict]:
     """The requests a :class:`Started` caller writes to ``stream`` until it closes it."""

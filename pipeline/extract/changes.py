@@ -340,6 +340,12 @@ def pending_keys_sql(dataset: str) -> str:
     )
 
 
+def pending_keys(conn: sa.Connection, dataset: str) -> list[str]:
+    """The record keys :func:`pending_keys_sql` selects, sorted."""
+    select = pending_keys_sql(dataset)[1:-1]  # the subquery without its parentheses
+    return sorted(conn.exec_driver_sql(select).scalars())
+
+
 def add_pending(
     conn: sa.Connection,
     dataset: str,

@@ -269,8 +269,8 @@ def _pending_literal(engine: sa.engine.Engine, dataset: str) -> str:
     from psycopg import sql as pgsql
 
     with engine.connect() as conn:
-        keys = conn.exec_driver_sql(changes.pending_keys_sql(dataset)[1:-1]).scalars().all()
-        literal = pgsql.Literal(list(keys)).as_string(conn.connection.driver_connection)
+        keys = changes.pending_keys(conn, dataset)
+        literal = pgsql.Literal(keys).as_string(conn.connection.driver_connection)
     # (none: a condition the planner sees is false, not a scan comparing with nothing)
     return f"= ANY(CAST({literal} AS text[]))" if keys else "IS NULL AND false"
 
@@ -928,7 +928,7 @@ def _validate_parallel(
     }
     plan = plan_workers(sizes, len(processes), tuple(FINDINGS_INPUTS), FINDINGS_COST_ROWS)
     for process in processes[len(plan) :]:
-        process.cancel()
+        process.close()
     calls = [_calls(names, tuple(FINDINGS_INPUTS)) for names in plan]
     done: queue.SimpleQueue = queue.SimpleQueue()
     failed = threading.Event()  # no further calls once one failed
@@ -1009,7 +1009,7 @@ def run(ctx: StageContext) -> StageResult:
             return _run(ctx, processes)
         finally:
             for process in processes:  # those not given work (planning failed, fewer groups)
-                process.cancel()
+                process.close()
 
 
 def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:

@@ -253,7 +253,7 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
         _run_worker(Started(tmp_path, "w", WORKER_PRELOAD), request)
     # a worker started ahead and given no work ends cleanly
     idle = Started(tmp_path, "idle", WORKER_PRELOAD)
-    idle.cancel()
+    idle.close()
     assert idle.process.returncode == 0
 
 

@@ -55,33 +55,51 @@ def _reply(reply_path: Path, label: str, returncode: int) -> Any:
 class Started:
     """A worker process started before its work is known: it imports ``preload`` (the
     modules the work will need: seconds of imports) while the caller prepares its requests,
-    then does the calls it is given one after another, so a caller can take the first
-    results while the process goes on. :meth:`call` hands one over and waits for its
-    result; :meth:`close` lets the process end (given no work, it ends at once).
+    then does the calls it is given one after another. :meth:`calls` hands several over
+    at once and gives each result as it is ready, the process going on with the next;
+    :meth:`close` lets the process end (given no work, it ends at once).
 
-    Each request goes to the process's stdin, length first; the process writes the reply
-    to its reply file and then a line to its stdout saying it is there."""
+    Each request goes to the process's stdin, length first, naming its reply file; the
+    process writes the reply there and then a line to its stdout saying it is."""
 
     def __init__(self, folder: Path, name: str, preload: tuple[str, ...] = ()) -> None:
-        self.reply_path = folder / f"{name}.reply"
-        command = [sys.executable, "-m", "pipeline.worker", "-", str(self.reply_path), *preload]
+        self.folder, self.name, self.sent = folder, name, 0
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline.worker",
+            "-",
+            str(folder / f"{name}.reply"),
+            *preload,
+        ]
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_environment()
         )
 
     def call(self, function: str, label: str, **kwargs: Any) -> Any:
         """As :func:`call`, in this process; ``label`` names the work in errors."""
+        return next(self.calls(function, [(label, kwargs)]))
+
+    def calls(self, function: str, work: list[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        """``function`` called with each (label, kwargs) of ``work`` in turn, all handed
+        over at once (so the process starts the next as soon as one is done); each value
+        as it is ready, or its error raised here."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        data = pickle.dumps({"function": function, "kwargs": kwargs})
-        try:
-            self.process.stdin.write(len(data).to_bytes(8, "big") + data)
-            self.process.stdin.flush()
-        except BrokenPipeError:  # the process is gone already: its exit code says more
-            pass
-        if not self.process.stdout.readline():  # it ended without saying a reply is there
-            self.reply_path.unlink(missing_ok=True)
-            return _reply(self.reply_path, label, self.process.wait())
-        return _reply(self.reply_path, label, 0)
+        replies = []
+        for label, kwargs in work:
+            self.sent += 1
+            reply_path = self.folder / f"{self.name}.{self.sent}.reply"
+            request = {"function": function, "kwargs": kwargs, "reply": str(reply_path)}
+            data = pickle.dumps(request)
+            try:
+                self.process.stdin.write(len(data).to_bytes(8, "big") + data)
+                self.process.stdin.flush()
+            except BrokenPipeError:  # the process is gone already: its exit code says more
+                pass
+            replies.append((label, reply_path))
+        for label, reply_path in replies:
+            replied = bool(self.process.stdout.readline())  # else it ended before replying
+            yield _reply(reply_path, label, 0 if replied else self.process.wait())
 
     def close(self) -> None:
         """Let the process end once its calls are done, and wait for it."""
@@ -131,7 +149,7 @@ def main(argv: list[str]) -> int:
     ready = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for request in _requests(sys.stdin.buffer):
-        _answer(request, reply_path)
+        _answer(request, Path(request.get("reply", reply_path)))
         ready.write(b"ready\n")
         ready.flush()
     return 0

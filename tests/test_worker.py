@@ -58,3 +58,17 @@ def test_a_started_worker_that_dies_is_an_error_naming_the_call(tmp_path: Path) 
     ):
         started.call("os:_exit", "second", status=3)
     started.close()
+
+
+def test_calls_handed_over_at_once_come_back_in_turn(tmp_path: Path) -> None:
+    """Several calls handed over at once: each value comes back as its call is done, in
+    order; an error is raised where its value would be."""
+    started = worker.Started(tmp_path, "w", ("json",))
+    work = [("a", {"obj": 1}), ("b", {"obj": [2]}), ("c", {"obj": "三"})]
+    assert list(started.calls("json:dumps", work)) == ["1", "[2]", '"\\u4e09"']
+    results = started.calls("json:loads", [("ok", {"s": "1"}), ("bad", {"s": "{"})])
+    assert next(results) == 1
+    with pytest.raises(json.JSONDecodeError):
+        next(results)
+    started.close()
+    assert started.process.returncode == 0

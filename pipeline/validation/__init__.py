@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from pipeline import warehouse, worker
 from pipeline.datasets import DATASETS, Dataset
 from pipeline.extract import changes
+from pipeline.memo import Memo
 from pipeline.memory import release_freed_memory
 from pipeline.quarters import Quarter
 from pipeline.settings import Settings, ValidationSettings
@@ -697,7 +698,8 @@ def validate_and_write(
     stg_<dataset> and the dataset's quarantine partition are replaced in one transaction,
     rolled back when the dataset fails its quarantine threshold or row-count check, so
     nothing is written for it then. Returns (outcome, the dataset's key index, the error
-    if any, the valid rows ``keep`` selected from the chunks, None without ``keep``).
+    if any, the valid rows ``keep`` selected from the chunks, None without ``keep`` and
+    after a partial run, whose caller reads them staged: :func:`staged_findings_input`).
 
     With ``pending`` naming record keys (not the whole dataset), only the raw rows of those
     records are checked and they replace those records' staged and quarantined rows; the
@@ -756,10 +758,15 @@ def validate_and_write(
             transaction.commit()
         else:
             transaction.rollback()
-    if keep is not None and incremental:  # every staged row, not only the records re-checked
-        staged = warehouse.read_table(ctx.engine, dataset.staging_table, where=keep.where)
-        kept = [keep.keep(staged)]
     return outcome, validator.keys, error, (pd.concat(kept, ignore_index=True) if kept else None)
+
+
+def staged_findings_input(engine: sa.engine.Engine, name: str) -> pd.DataFrame:
+    """The rows of dataset ``name`` the customer-file findings read (``FINDINGS_INPUTS``),
+    from its staging table: after a partial validation, every staged row counts, not only
+    the records re-checked."""
+    keep = FINDINGS_INPUTS[name]
+    return keep.keep(warehouse.read_table(engine, DATASETS[name].staging_table, where=keep.where))
 
 
 def worker_count(ctx: StageContext) -> int:
@@ -857,8 +864,14 @@ def _run_worker(process: worker.Started, request: dict) -> dict[str, Validated]:
     """:func:`validate_in_worker` on ``request["names"]`` in a worker process
     (:class:`pipeline.worker.Started`); their results by dataset, or the error of the
     first that failed."""
-    label = "+".join(request["names"])
-    return process.call("pipeline.validation:validate_in_worker", label, **request)
+    return next(_run_calls(process, [request]))
+
+
+def _run_calls(process: worker.Started, requests: list[dict]) -> Iterator[dict[str, Validated]]:
+    """:func:`_run_worker` on each of ``requests`` in turn in one worker process, handed
+    over at once: each result as it comes back, while the process goes on."""
+    work = [("+".join(request["names"]), request) for request in requests]
+    return process.calls("pipeline.validation:validate_in_worker", work)
 
 
 # What a dataset costs a worker besides its rows, in rows: clearing, setting up its checks,
@@ -931,14 +944,15 @@ def _validate_parallel(
         process.close()
     calls = [_calls(names, tuple(FINDINGS_INPUTS)) for names in plan]
     done: queue.SimpleQueue = queue.SimpleQueue()
-    failed = threading.Event()  # no further calls once one failed
+    failed = threading.Event()  # no further results once one failed
 
     def work(process: worker.Started, groups: list[list[str]]) -> None:
+        results = _run_calls(process, [{**common, "names": names} for names in groups])
         for names in groups:
             if failed.is_set():
                 return
             try:
-                done.put((names, _run_worker(process, {**common, "names": names}), None))
+                done.put((names, next(results), None))
             except BaseException as error:
                 done.put((names, None, error))
                 return
@@ -1012,6 +1026,31 @@ def run(ctx: StageContext) -> StageResult:
                 process.close()
 
 
+def _customer_findings(
+    ctx: StageContext,
+    inputs: dict[str, pd.DataFrame | None],
+    phones: Memo[bool],
+    usccs: Memo[bool],
+) -> pd.DataFrame:
+    """:func:`customer_findings` on ``inputs`` (by dataset; None: read it staged)."""
+    frames = {
+        name: staged_findings_input(ctx.engine, name) if frame is None else frame
+        for name, frame in inputs.items()
+    }
+    settings = ctx.settings.validation
+    return customer_findings(
+        frames["sales_customers"],
+        frames["sales_contacts"],
+        frames["service_contact_log"],
+        quarter=str(ctx.quarter),
+        as_of=ctx.extracted_at,
+        stale_after_days=settings.stale_after_days,
+        phone_region=settings.phone_region,
+        phones=phones,
+        usccs=usccs,
+    )
+
+
 def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
     settings = ctx.settings.validation
     findings_inputs: dict[str, pd.DataFrame] = {}
@@ -1037,7 +1076,7 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
             else None
         )
         for dataset, (outcome, error, kept) in results:
-            if kept is not None:
+            if dataset.name in FINDINGS_INPUTS:  # None: partly re-checked, read it staged
                 findings_inputs[dataset.name] = kept
             log.info(
                 "validated %s%s: %s rows in, %s valid, %s quarantined (%.2f%%) in %.1fs",
@@ -1064,17 +1103,11 @@ def _run(ctx: StageContext, processes: list[worker.Started]) -> StageResult:
                 phones, usccs = (
                     memos.result() if memos else finding_memos(ctx.engine, settings.phone_region)
                 )
+                if not processes:  # in this thread: an in-memory warehouse is only its own
+                    for name in [n for n, frame in findings_inputs.items() if frame is None]:
+                        findings_inputs[name] = staged_findings_input(ctx.engine, name)
                 finding = findings_pool.submit(
-                    customer_findings,
-                    findings_inputs["sales_customers"],
-                    findings_inputs["sales_contacts"],
-                    findings_inputs["service_contact_log"],
-                    quarter=str(ctx.quarter),
-                    as_of=ctx.extracted_at,
-                    stale_after_days=settings.stale_after_days,
-                    phone_region=settings.phone_region,
-                    phones=phones,
-                    usccs=usccs,
+                    _customer_findings, ctx, dict(findings_inputs), phones, usccs
                 )
         findings = pd.DataFrame() if finding is None else finding.result()
     order = list(DATASETS)  # the workers finish in any order; reports list datasets in this

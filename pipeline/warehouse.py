@@ -510,18 +510,26 @@ def _adbc_uri(engine: Engine) -> str:
     return f"{uri}?{urllib.parse.urlencode(pairs, quote_via=urllib.parse.quote)}" if pairs else uri
 
 
+def inline_parameters(conn: Connection, sql: str, params: dict[str, Any]) -> str:
+    """``sql`` (PostgreSQL) with its ``%(name)s`` parameters written in as literals, quoted
+    by psycopg: for the ADBC reads (which bind differently), and so that the planner sees
+    an array as a constant, which it hashes."""
+    if not params:
+        return sql
+    from psycopg import sql as pgsql
+
+    driver = conn.connection.driver_connection
+    return _PARAMETER.sub(lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql)
+
+
 def _arrow_plan(
     conn: Connection, sql: str, params: dict[str, Any]
 ) -> tuple[str, list[tuple[str, str]] | None]:
     """``sql`` with its parameters inlined as literals, quoted by psycopg (ADBC binds
     differently), and its columns with the Arrow type each is read as: None when a
     column's type is not one the Arrow path knows, or two columns share a name."""
-    from psycopg import sql as pgsql
-
-    driver = conn.connection.driver_connection
-    if params:
-        sql = _PARAMETER.sub(lambda m: pgsql.Literal(params[m.group(1)]).as_string(driver), sql)
-    with driver.cursor() as cursor:
+    sql = inline_parameters(conn, sql, params)
+    with conn.connection.driver_connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
         described = [(d.name, _ARROW_TYPES.get(d.type_code)) for d in cursor.description]
     names = [name for name, _ in described]

@@ -331,19 +331,22 @@ def in_source_order(conn: sa.Connection, dataset: str) -> bool:
 
 
 # -- pending record keys ---------------------------------------------------------------------
+def _pending_select(dataset: str) -> str:
+    return (
+        f'SELECT "record_key" FROM "{PENDING}" WHERE "dataset" = \'{dataset}\' '
+        'AND "record_key" IS NOT NULL'
+    )
+
+
 def pending_keys_sql(dataset: str) -> str:
     """A subquery of the record keys pending for ``dataset`` (a registry name), to match
     ``COALESCE(<key>, '')`` against."""
-    return (
-        f'(SELECT "record_key" FROM "{PENDING}" WHERE "dataset" = \'{dataset}\' '
-        'AND "record_key" IS NOT NULL)'
-    )
+    return f"({_pending_select(dataset)})"
 
 
 def pending_keys(conn: sa.Connection, dataset: str) -> list[str]:
     """The record keys :func:`pending_keys_sql` selects, sorted."""
-    select = pending_keys_sql(dataset)[1:-1]  # the subquery without its parentheses
-    return sorted(conn.exec_driver_sql(select).scalars())
+    return sorted(conn.exec_driver_sql(_pending_select(dataset)).scalars())
 
 
 def add_pending(

@@ -267,13 +267,12 @@ def _raw_select(
 
 def _pending_literal(engine: sa.engine.Engine, dataset: str) -> str:
     """``= ANY(<the keys pending for dataset, as a literal text array>)`` (PostgreSQL)."""
-    from psycopg import sql as pgsql
-
     with engine.connect() as conn:
         keys = changes.pending_keys(conn, dataset)
-        literal = pgsql.Literal(keys).as_string(conn.connection.driver_connection)
-    # (none: a condition the planner sees is false, not a scan comparing with nothing)
-    return f"= ANY(CAST({literal} AS text[]))" if keys else "IS NULL AND false"
+        if not keys:  # a condition the planner sees is false, not a scan comparing with nothing
+            return "IS NULL AND false"
+        among, listed = warehouse.one_of("postgresql", "%(keys)s", keys)
+        return warehouse.inline_parameters(conn, among, {"keys": listed})
 
 
 def read_raw_chunks(
@@ -860,16 +859,10 @@ def _create_quarantine_table(engine: sa.engine.Engine) -> None:
 WORKER_PRELOAD = ("pipeline.validation", "great_expectations")
 
 
-def _run_worker(process: worker.Started, request: dict) -> dict[str, Validated]:
-    """:func:`validate_in_worker` on ``request["names"]`` in a worker process
-    (:class:`pipeline.worker.Started`); their results by dataset, or the error of the
-    first that failed."""
-    return next(_run_calls(process, [request]))
-
-
 def _run_calls(process: worker.Started, requests: list[dict]) -> Iterator[dict[str, Validated]]:
-    """:func:`_run_worker` on each of ``requests`` in turn in one worker process, handed
-    over at once: each result as it comes back, while the process goes on."""
+    """:func:`validate_in_worker` on each request's ``names`` in turn, in a worker process
+    (:class:`pipeline.worker.Started`), handed over at once: each call's results by dataset
+    as it comes back while the process goes on, or the error of the first that failed."""
     work = [("+".join(request["names"]), request) for request in requests]
     return process.calls("pipeline.validation:validate_in_worker", work)
 

@@ -238,7 +238,7 @@ def test_text_that_is_not_a_date_lands_on_postgresql_and_is_quarantined(
 def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
     """A worker process hands its exception back; the stage raises it as it was."""
     from pipeline.quarters import Quarter
-    from pipeline.validation import WORKER_PRELOAD, _run_worker
+    from pipeline.validation import WORKER_PRELOAD, _run_calls
     from pipeline.worker import Started
 
     request = {
@@ -250,7 +250,7 @@ def test_a_worker_s_error_is_raised_in_the_stage(tmp_path: Path) -> None:
         "names": ["no_such_dataset"],
     }
     with pytest.raises(KeyError, match="no_such_dataset"):
-        _run_worker(Started(tmp_path, "w", WORKER_PRELOAD), request)
+        next(_run_calls(Started(tmp_path, "w", WORKER_PRELOAD), [request]))
     # a worker started ahead and given no work ends cleanly
     idle = Started(tmp_path, "idle", WORKER_PRELOAD)
     idle.close()
